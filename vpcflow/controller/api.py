@@ -1,0 +1,114 @@
+"""The REST API (JSON, bearer token) and GET /metrics, on one small WSGI app.
+
+Every route reads or changes the Controller through its methods; a rejected request changes
+nothing. Errors: 400 malformed, 401 no valid token, 403 not an attacher, 404 unknown id,
+405 wrong method, 409 conflict.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+
+from vpcflow.controller import metrics
+from vpcflow.controller.framework import hub
+
+LOG = logging.getLogger("vpcflow.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}
+
+
+def _json_body(environ):
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApiError(400, "bad Content-Length") from None
+    raw = environ["wsgi.input"].read(length) if length else b""
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return body
+
+
+class Api:
+    def __init__(self, ctl, conf, app):
+        self.ctl = ctl
+        self.conf = conf
+        self.app = app
+        self.routes = [
+            ("GET", r"/v1/switches", self.switches),
+            ("POST", r"/v1/reload", self.reload),
+        ]
+
+    def authorize(self, environ):
+        token = self.conf.api_token
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "missing or invalid bearer token")
+
+    def __call__(self, environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        try:
+            if path == "/metrics" and method == "GET":
+                return self._respond(start_response, 200, metrics.render(self.ctl, self.app),
+                                     metrics.CONTENT_TYPE)
+            status, body = self.dispatch(method, path, environ)
+        except ApiError as e:
+            status, body = e.status, {"error": e.message}
+        except Exception:  # a bug must not take the controller down; the log names the request
+            LOG.exception("API %s %s failed", method, path)
+            status, body = 500, {"error": "internal error, see the controller log"}
+        return self._respond(start_response, status, json.dumps(body, indent=1).encode() + b"\n",
+                             "application/json")
+
+    def dispatch(self, method, path, environ):
+        allowed = False
+        for m, pattern, handler in self.routes:
+            match = re.fullmatch(pattern, path)
+            if match is None:
+                continue
+            allowed = True
+            if m != method:
+                continue
+            self.authorize(environ)
+            body = _json_body(environ) if method == "POST" else {}
+            return 200, handler(body, *match.groups())
+        raise ApiError(405 if allowed else 404, f"no route {method} {path}")
+
+    @staticmethod
+    def _respond(start_response, status, payload: bytes, content_type):
+        start_response(f"{status} {_REASONS.get(status, '')}",
+                       [("Content-Type", content_type), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    # --- routes -------------------------------------------------------------------------------
+    def switches(self, body):
+        return self.ctl.status()
+
+    def reload(self, body):
+        problems = self.app.reload()
+        if problems:
+            raise ApiError(400, "deployment file rejected, nothing changed: " + "; ".join(map(str, problems)))
+        return {"generation": self.ctl.generation}
+
+
+def serve(ctl, conf, app):
+    api = Api(ctl, conf, app)
+    server = hub.WSGIServer((conf.api_host, conf.api_port), api)
+    LOG.info("REST API on %s:%d", conf.api_host, conf.api_port)
+    server.serve_forever()

@@ -1,0 +1,254 @@
+"""The os-ken application: thin event handlers around the compiler and sync.
+
+switch connects (or reconnects, or a port appears) -> sync that bridge:
+    read its ports and installed flows, diff against the compiled flows, apply the difference
+    in one atomic bundle, confirm with a barrier.
+SIGHUP or POST /v1/reload -> re-read the deployment file; a valid one replaces the model and
+    every connected bridge is synced; an invalid one changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+from vpcflow.controller import api, arp_probe, config, render
+from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, AppBase, hub,
+                                          ofp, ofp_event, parser, set_ev_cls)
+from vpcflow.controller.state import Controller
+from vpcflow.controller.sync import Installed, diff, split_by_resolvable
+from vpcflow.flows import pipeline
+from vpcflow.topology.model import EDGE
+
+LOG = logging.getLogger("vpcflow")
+config.register(CONF)
+
+REPLY_TIMEOUT = 10.0
+
+
+class RequestFailed(Exception):
+    pass
+
+
+class Pending:
+    def __init__(self):
+        self.replies = []
+        self.errors = []
+        self.done = hub.Event()
+
+
+class VpcflowApp(AppBase):
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ctl = Controller.from_config(CONF.vpcflow)
+        self.datapaths = {}  # dpid -> os-ken Datapath
+        self.pending = {}  # xid -> Pending
+        self.sync_running = set()
+        self.sync_again = set()
+        hub.spawn(api.serve, self.ctl, CONF.vpcflow, self)
+        hub.spawn(arp_probe.run, self)
+        signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self.reload))
+        LOG.info("vpcflow: %d switches in %s", len(self.ctl.deployment.switches), CONF.vpcflow.topology_file)
+
+    # --- connection life cycle -------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def on_features(self, ev):
+        dp = ev.msg.datapath
+        where = self.ctl.locate(dp.id)
+        if where is None:
+            LOG.warning("datapath %016x is not in the deployment file: ignored", dp.id)
+            return
+        LOG.info("switch %s bridge %s connected (datapath %016x)", where[0], where[1], dp.id)
+        # Packet-ins are not used for forwarding; keep the whole packet for the few that come.
+        dp.send_msg(parser.OFPSetConfig(dp, ofp.OFPC_FRAG_NORMAL, 0xFFFF))
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def on_state_change(self, ev):
+        dp = ev.datapath
+        if dp.id is None or self.ctl.locate(dp.id) is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            self.datapaths[dp.id] = dp
+            self.ctl.connected(dp.id)
+            hub.spawn(self.sync, dp.id)
+        elif self.datapaths.get(dp.id) is dp:
+            del self.datapaths[dp.id]
+            self.ctl.disconnected(dp.id)
+            LOG.info("switch %s bridge %s disconnected", *self.ctl.locate(dp.id))
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def on_port_status(self, ev):
+        # A port came or went: flows naming it become installable (or must go).
+        hub.spawn(self.sync, ev.msg.datapath.id)
+
+    # --- replies, matched to their request by xid ---------------------------------------------
+    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPPortDescStatsReply,
+                 ofp_event.EventOFPDescStatsReply], MAIN_DISPATCHER)
+    def on_multipart_reply(self, ev):
+        p = self.pending.get(ev.msg.xid)
+        if p is None:
+            return
+        p.replies.append(ev.msg)
+        if not ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
+            p.done.set()
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def on_barrier(self, ev):
+        p = self.pending.get(ev.msg.xid)
+        if p is not None:
+            p.done.set()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def on_error(self, ev):
+        msg = ev.msg
+        where = self.ctl.locate(msg.datapath.id) or ("?", "?")
+        for p in self.pending.values():
+            if msg.xid in p.errors_for:
+                p.errors.append(msg)
+                return
+        LOG.error("switch %s bridge %s: OpenFlow error type=%d code=%d xid=%d", where[0], where[1],
+                  msg.type, msg.code, msg.xid)
+
+    def request(self, dp, msg):
+        """Send a multipart request and wait for all of its replies."""
+        dp.set_xid(msg)
+        p = Pending()
+        p.errors_for = {msg.xid}
+        self.pending[msg.xid] = p
+        try:
+            dp.send_msg(msg)
+            if not p.done.wait(timeout=REPLY_TIMEOUT):
+                raise RequestFailed(f"no reply to {type(msg).__name__}")
+            return p.replies
+        finally:
+            del self.pending[msg.xid]
+
+    def _exchange(self, dp, msgs):
+        """Send messages and a barrier; return the errors the switch answered any of them with."""
+        barrier = parser.OFPBarrierRequest(dp)
+        p = Pending()
+        p.errors_for = set()
+        for m in list(msgs) + [barrier]:
+            dp.set_xid(m)
+            p.errors_for.add(m.xid)
+        self.pending[barrier.xid] = p
+        try:
+            for m in list(msgs) + [barrier]:
+                dp.send_msg(m)
+            if not p.done.wait(timeout=REPLY_TIMEOUT):
+                raise RequestFailed("no barrier reply")
+        finally:
+            del self.pending[barrier.xid]
+        return p.errors
+
+    def apply(self, dp, msgs):
+        """Apply flow-mods as one atomic bundle; raise, with nothing changed, if any is refused.
+
+        The switch checks each message when it is added to the bundle and leaves a refused one
+        out, so the bundle is committed only once every add was accepted, and discarded otherwise.
+        """
+        bundle_id = dp.xid & 0xFFFFFFFF
+        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+        adds = [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
+        adds += [parser.ONFBundleAddMsg(dp, bundle_id, flags, m, []) for m in msgs]
+        errors = self._exchange(dp, adds)
+        if errors:
+            self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST, flags, [])])
+            raise RequestFailed(f"switch refused {len(errors)} of {len(msgs)} flow-mods: " + _describe(errors[0]))
+        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])])
+        if errors:
+            raise RequestFailed("switch refused the bundle commit: " + _describe(errors[0]))
+
+    # --- sync ----------------------------------------------------------------------------------
+    def sync(self, dpid):
+        """Bring one bridge to its desired flows. Runs again if asked while running."""
+        if dpid in self.sync_running:
+            self.sync_again.add(dpid)
+            return
+        self.sync_running.add(dpid)
+        try:
+            while True:
+                self.sync_again.discard(dpid)
+                self._sync_once(dpid)
+                if dpid not in self.sync_again:
+                    break
+        finally:
+            self.sync_running.discard(dpid)
+
+    def _sync_once(self, dpid):
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            return
+        name, bridge = self.ctl.locate(dpid)
+        started = time.monotonic()
+        try:
+            desc = self.request(dp, parser.OFPDescStatsRequest(dp, 0))[0].body
+            ports = {}
+            for reply in self.request(dp, parser.OFPPortDescStatsRequest(dp, 0)):
+                for port in reply.body:
+                    ports[port.name.decode() if isinstance(port.name, bytes) else port.name] = port.port_no
+            installed = []
+            for reply in self.request(dp, parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL)):
+                for st in reply.body:
+                    installed.append(Installed((st.table_id, st.priority, render.match_key(st.match)),
+                                               st.cookie, st.match))
+            version = _sw_version(desc)
+            generation, flows = self.ctl.desired(name, bridge, version)
+            desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
+            d = diff(desired, installed)
+            msgs = [render.delete_strict(dp, i.key[0], i.key[1], i.match, i.cookie) for i in d.delete]
+            msgs += [render.flow_mod(dp, f, ports) for f in d.add]
+            if msgs:
+                self.apply(dp, msgs)
+            self.ctl.synced(dpid, generation, version=version, ports=ports, installed=len(desired), added=len(d.add), deleted=len(d.delete),
+                            waiting=len(waiting), seconds=time.monotonic() - started)
+            if bridge == pipeline.INTEGRATION and self.ctl.deployment.switches[name].role == EDGE:
+                hub.spawn(arp_probe.probe_once, self)  # learn the gateway now, not at the next tick
+            LOG.info("switch %s bridge %s synced: %d added, %d deleted, %d unchanged, %d waiting for ports",
+                     name, bridge, len(d.add), len(d.delete), d.unchanged, len(waiting))
+        except (RequestFailed, render.UnresolvedPort) as e:
+            self.ctl.sync_failed(dpid, str(e))
+            LOG.error("switch %s bridge %s: sync failed: %s", name, bridge, e)
+
+    def sync_all(self):
+        for dpid in list(self.datapaths):
+            hub.spawn(self.sync, dpid)
+
+    # --- changes -------------------------------------------------------------------------------
+    def reload(self):
+        """Re-read the deployment file. Returns the problems (empty when applied)."""
+        problems = self.ctl.reload()
+        if problems:
+            LOG.error("reload of %s rejected, nothing changed:\n%s", CONF.vpcflow.topology_file,
+                      "\n".join(f"  {p}" for p in problems))
+        else:
+            LOG.info("reloaded %s", CONF.vpcflow.topology_file)
+            self.sync_all()
+        return problems
+
+    def send_packet(self, dpid, port_name, data):
+        """Packet-out of raw bytes on a named port (used by the edge's ARP probe)."""
+        dp = self.datapaths.get(dpid)
+        port = self.ctl.port_number(dpid, port_name)
+        if dp is None or port is None:
+            return False
+        dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER,
+                                        [parser.OFPActionOutput(port)], data))
+        return True
+
+
+def _describe(err) -> str:
+    """An OpenFlow error as its type and code names, e.g. OFPET_BAD_ACTION/OFPBAC_BAD_SET_LEN."""
+    types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_")}
+    tname = types.get(err.type, str(err.type))
+    prefix = {"OFPET_BAD_ACTION": "OFPBAC_", "OFPET_BAD_MATCH": "OFPBMC_", "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
+              "OFPET_BAD_INSTRUCTION": "OFPBIC_", "OFPET_BAD_REQUEST": "OFPBRC_"}.get(tname)
+    codes = {v: k for k, v in vars(ofp).items() if prefix and k.startswith(prefix)}
+    return f"{tname}/{codes.get(err.code, err.code)}"
+
+
+def _sw_version(desc) -> str:
+    sw = desc.sw_desc
+    return sw.decode() if isinstance(sw, bytes) else sw

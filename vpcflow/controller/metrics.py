@@ -1,0 +1,29 @@
+"""GET /metrics: the controller's state in Prometheus text format.
+
+Gauges are filled from the Controller at each scrape (a private registry, so nothing global
+leaks between instances).
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
+
+__all__ = ["render", "CONTENT_TYPE"]
+
+
+def render(ctl, app) -> bytes:
+    reg = CollectorRegistry()
+    connected = Gauge("vpcflow_switch_connected", "bridge connected to this controller", ["switch", "bridge"],
+                      registry=reg)
+    flows = Gauge("vpcflow_flows_installed", "flows this controller manages on the bridge", ["switch", "bridge"],
+                  registry=reg)
+    sync = Gauge("vpcflow_last_sync_seconds", "duration of the last sync", ["switch", "bridge"], registry=reg)
+    generation = Gauge("vpcflow_model_generation", "deployment model generation in force", registry=reg)
+    status = ctl.status()
+    generation.set(status["generation"])
+    for s in status["switches"]:
+        labels = (s["switch"], s["bridge"])
+        connected.labels(*labels).set(1 if s["connected"] else 0)
+        flows.labels(*labels).set(s["flows"])
+        sync.labels(*labels).set(s["last_sync_seconds"])
+    return generate_latest(reg)

@@ -1,0 +1,135 @@
+"""What the controller knows: the model in force, and each bridge's connection and sync state.
+
+Plain Python, no os-ken: the app's handlers and the REST API both read and change it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import time
+from typing import Dict, Optional, Tuple
+
+from vpcflow.flows import pipeline
+from vpcflow.flows.compiler import Options, compile_switch
+from vpcflow.flows.index import Index
+from vpcflow.topology.loader import DeploymentError, load_file
+from vpcflow.topology.model import Deployment
+
+
+def honours_tun_ipv6_src(version: str) -> bool:
+    """Open vSwitch ignored set_field to tun_ipv6_src until 3.1.5, 3.3.1 and 3.4.0."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", version or "")
+    if not m:
+        return False
+    v = tuple(int(x) for x in m.groups())
+    return v >= (3, 4, 0) or (3, 3, 1) <= v < (3, 4, 0) or (3, 1, 5) <= v < (3, 2, 0)
+
+
+@dataclasses.dataclass
+class BridgeState:
+    switch: str
+    bridge: str  # pipeline.INTEGRATION or pipeline.UNDERLAY
+    connected: bool = False
+    version: str = ""
+    generation: int = -1  # the model generation last synced
+    flows: int = 0
+    last_sync: Optional[float] = None
+    last_sync_seconds: float = 0.0
+    last_added: int = 0
+    last_deleted: int = 0
+    waiting: int = 0
+    error: str = ""
+    ports: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class Controller:
+    def __init__(self, deployment: Deployment, topology_file: Optional[str] = None):
+        self.topology_file = topology_file
+        self.lock = threading.RLock()
+        self.bridges: Dict[int, BridgeState] = {}
+        self._install(deployment)
+
+    @classmethod
+    def from_config(cls, conf) -> "Controller":
+        return cls(load_file(conf.topology_file), conf.topology_file)
+
+    def _install(self, dep: Deployment):
+        self.deployment = dep
+        self.index = Index(dep)
+        self.generation = getattr(self, "generation", -1) + 1
+        self._compiled = {}
+        self._locations = {}
+        for sw in dep.switches.values():
+            self._locations[sw.dpid] = (sw.name, pipeline.INTEGRATION)
+            self._locations[sw.underlay_dpid] = (sw.name, pipeline.UNDERLAY)
+        for dpid, (name, bridge) in self._locations.items():
+            self.bridges.setdefault(dpid, BridgeState(name, bridge))
+        for dpid in [d for d in self.bridges if d not in self._locations]:
+            del self.bridges[dpid]
+
+    def locate(self, dpid: int) -> Optional[Tuple[str, str]]:
+        return self._locations.get(dpid)
+
+    def desired(self, name: str, bridge: str, version: str):
+        """(generation, flows) for one bridge, compiled once per model and OVS capability."""
+        with self.lock:
+            embed = honours_tun_ipv6_src(version)
+            key = (name, embed)
+            if key not in self._compiled:
+                options = Options(embed_outer_source=frozenset({name}) if embed else frozenset())
+                self._compiled[key] = compile_switch(self.index, name, options)
+            return self.generation, self._compiled[key].bridge(bridge)
+
+    def reload(self):
+        """Re-read the deployment file: the problems, or [] once the new model is in force."""
+        try:
+            dep = load_file(self.topology_file)
+        except DeploymentError as e:
+            return e.problems
+        with self.lock:
+            self._install(dep)
+        return []
+
+    # --- bridge state --------------------------------------------------------------------------
+    def connected(self, dpid):
+        with self.lock:
+            self.bridges[dpid].connected = True
+
+    def disconnected(self, dpid):
+        with self.lock:
+            if dpid in self.bridges:
+                self.bridges[dpid].connected = False
+
+    def synced(self, dpid, generation, *, version, ports, installed, added, deleted, waiting, seconds):
+        with self.lock:
+            b = self.bridges.get(dpid)
+            if b is None:
+                return
+            b.version, b.ports, b.generation, b.flows = version, ports, generation, installed
+            b.last_added, b.last_deleted, b.waiting = added, deleted, waiting
+            b.last_sync, b.last_sync_seconds, b.error = time.time(), seconds, ""
+
+    def sync_failed(self, dpid, error):
+        with self.lock:
+            if dpid in self.bridges:
+                self.bridges[dpid].error = error
+
+    def port_number(self, dpid, name):
+        b = self.bridges.get(dpid)
+        return b.ports.get(name) if b else None
+
+    def status(self):
+        """GET /v1/switches: every bridge of every switch in the file, connected or not."""
+        with self.lock:
+            out = []
+            for dpid, b in sorted(self.bridges.items(), key=lambda kv: (kv[1].switch, kv[1].bridge)):
+                out.append({
+                    "switch": b.switch, "bridge": b.bridge, "dpid": f"{dpid:016x}", "connected": b.connected,
+                    "ovs_version": b.version, "flows": b.flows, "in_sync": b.connected and b.generation == self.generation
+                    and not b.error and not b.waiting,
+                    "last_sync": b.last_sync, "last_sync_seconds": round(b.last_sync_seconds, 4),
+                    "last_added": b.last_added, "last_deleted": b.last_deleted,
+                    "waiting_for_ports": b.waiting, "error": b.error,
+                })
+            return {"generation": self.generation, "switches": out}

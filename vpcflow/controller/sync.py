@@ -1,0 +1,57 @@
+"""The difference between the flows a bridge should have and the flows it has. Pure.
+
+Only flows whose cookie names one of our features are ours: a flow of another cookie, or one
+the switch learned itself, is never deleted. A desired flow whose key (table, priority, match)
+is installed with the same cookie is left alone: the cookie carries a digest of its actions.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+from vpcflow.flows import cookies
+from vpcflow.flows.core import Flow
+
+
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    key: tuple  # (table id, priority, match key)
+    cookie: int
+    match: object  # the switch's own match object, for a strict delete
+
+
+@dataclasses.dataclass
+class Diff:
+    add: List[Flow]
+    delete: List[Installed]
+    unchanged: int
+
+    def __bool__(self):
+        return bool(self.add or self.delete)
+
+
+def diff(desired: Dict[tuple, Flow], installed: List[Installed]) -> Diff:
+    have: Dict[tuple, Installed] = {}
+    stale: List[Installed] = []
+    for inst in installed:
+        if not cookies.is_managed(inst.cookie):
+            continue
+        if inst.key in desired and inst.key not in have:
+            have[inst.key] = inst
+        else:
+            stale.append(inst)
+    add = [f for k, f in desired.items() if k not in have or have[k].cookie != f.cookie]
+    unchanged = len(desired) - len(add)
+    return Diff(add=add, delete=stale, unchanged=unchanged)
+
+
+def split_by_resolvable(flows, key_of) -> Tuple[Dict[tuple, Flow], List[Flow]]:
+    """Key the flows that can be installed now; return the others (they name absent ports)."""
+    keyed, waiting = {}, []
+    for f in flows:
+        k = key_of(f)
+        if k is None:
+            waiting.append(f)
+        else:
+            keyed[k] = f
+    return keyed, waiting

@@ -1,0 +1,66 @@
+"""Model in, flows out: the desired flows of every bridge of every switch.
+
+Pure: no I/O, no os-ken. Each feature module contributes flows for its tables; the result is
+sorted into a deterministic order and every flow is checked against the pipeline declaration.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, FrozenSet, Tuple
+
+from vpcflow.flows import arp, authz, base, edge, overlay, pipeline, port_security, underlay
+from vpcflow.flows.core import Flow
+from vpcflow.flows.index import Index
+from vpcflow.topology.model import EDGE, Deployment, Switch
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    # Switches whose Open vSwitch honours set_field to tun_ipv6_src (3.1.5+, 3.3.1+, 3.4+):
+    # only there can the outer source embed the inner one.
+    embed_outer_source: FrozenSet[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchFlows:
+    integration: Tuple[Flow, ...]
+    underlay: Tuple[Flow, ...]
+
+    def bridge(self, which: str) -> Tuple[Flow, ...]:
+        return self.integration if which == pipeline.INTEGRATION else self.underlay
+
+
+def sort_key(f: Flow):
+    return (pipeline.table_id(f.table), -f.priority, f.feature, f.obj, repr(f.match))
+
+
+def _finish(flows) -> Tuple[Flow, ...]:
+    unique = {}
+    for f in flows:
+        pipeline.verify(f)
+        previous = unique.setdefault(f.key, f)
+        if previous != f:
+            raise pipeline.PipelineError(f"two different flows with one match:\n  {previous}\n  {f}")
+    return tuple(sorted(unique.values(), key=sort_key))
+
+
+def integration_flows(ix: Index, sw: Switch, options: Options):
+    yield from base.integration_flows(ix, sw)
+    if sw.role == EDGE:
+        yield from edge.integration_flows(sw)
+        yield from overlay.edge_flows(ix, sw)
+        return
+    yield from port_security.integration_flows(ix, sw)
+    yield from arp.integration_flows(ix, sw)
+    yield from authz.integration_flows(ix, sw)
+    yield from overlay.host_flows(ix, sw, sw.name in options.embed_outer_source)
+
+
+def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:
+    sw = ix.dep.switches[name]
+    return SwitchFlows(_finish(integration_flows(ix, sw, options)), _finish(underlay.underlay_flows(sw)))
+
+
+def compile_deployment(dep: Deployment, options: Options = Options()) -> Dict[str, SwitchFlows]:
+    ix = Index(dep)
+    return {name: compile_switch(ix, name, options) for name in dep.switches}

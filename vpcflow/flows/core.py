@@ -1,0 +1,226 @@
+"""Flow values: what the compiler produces and the renderers consume.
+
+A `Flow` is plain data. Ports are named, not numbered (`in_port=web1`): the ovs-ofctl renderer
+prints the names and the OpenFlow renderer resolves them against the switch's port list.
+Field names are the canonical names of `FIELDS` below; each knows its spelling in ovs-ofctl,
+in os-ken's OFPMatch/OFPActionSetField and in NXM (for move/load/learn).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Optional, Tuple, Union
+
+from vpcflow.flows import cookies
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    ofctl: str
+    osken: str
+    nxm: str
+    bits: int
+
+
+FIELDS = {
+    "in_port": Field("in_port", "in_port", "NXM_OF_IN_PORT", 16),
+    "eth_src": Field("eth_src", "eth_src", "NXM_OF_ETH_SRC", 48),
+    "eth_dst": Field("eth_dst", "eth_dst", "NXM_OF_ETH_DST", 48),
+    "eth_type": Field("eth_type", "eth_type", "NXM_OF_ETH_TYPE", 16),
+    "ip_proto": Field("ip_proto", "ip_proto", "NXM_OF_IP_PROTO", 8),
+    "ipv4_src": Field("ip_src", "ipv4_src", "NXM_OF_IP_SRC", 32),
+    "ipv4_dst": Field("ip_dst", "ipv4_dst", "NXM_OF_IP_DST", 32),
+    "ipv6_src": Field("ipv6_src", "ipv6_src", "NXM_NX_IPV6_SRC", 128),
+    "ipv6_dst": Field("ipv6_dst", "ipv6_dst", "NXM_NX_IPV6_DST", 128),
+    "tcp_src": Field("tcp_src", "tcp_src", "NXM_OF_TCP_SRC", 16),
+    "tcp_dst": Field("tcp_dst", "tcp_dst", "NXM_OF_TCP_DST", 16),
+    "tcp_flags": Field("tcp_flags", "tcp_flags", "NXM_NX_TCP_FLAGS", 12),
+    "udp_src": Field("udp_src", "udp_src", "NXM_OF_UDP_SRC", 16),
+    "udp_dst": Field("udp_dst", "udp_dst", "NXM_OF_UDP_DST", 16),
+    "icmpv4_type": Field("icmp_type", "icmpv4_type", "NXM_OF_ICMP_TYPE", 8),
+    "icmpv4_code": Field("icmp_code", "icmpv4_code", "NXM_OF_ICMP_CODE", 8),
+    "arp_op": Field("arp_op", "arp_op", "NXM_OF_ARP_OP", 16),
+    "arp_spa": Field("arp_spa", "arp_spa", "NXM_OF_ARP_SPA", 32),
+    "arp_tpa": Field("arp_tpa", "arp_tpa", "NXM_OF_ARP_TPA", 32),
+    "arp_sha": Field("arp_sha", "arp_sha", "NXM_NX_ARP_SHA", 48),
+    "arp_tha": Field("arp_tha", "arp_tha", "NXM_NX_ARP_THA", 48),
+    "tunnel_id": Field("tun_id", "tunnel_id", "NXM_NX_TUN_ID", 64),
+    "tun_ipv6_src": Field("tun_ipv6_src", "tun_ipv6_src", "NXM_NX_TUN_IPV6_SRC", 128),
+    "tun_ipv6_dst": Field("tun_ipv6_dst", "tun_ipv6_dst", "NXM_NX_TUN_IPV6_DST", 128),
+    "ct_state": Field("ct_state", "ct_state", "NXM_NX_CT_STATE", 32),
+    "ct_zone": Field("ct_zone", "ct_zone", "NXM_NX_CT_ZONE", 16),
+    "ct_mark": Field("ct_mark", "ct_mark", "NXM_NX_CT_MARK", 32),
+    "conj_id": Field("conj_id", "conj_id", "NXM_NX_CONJ_ID", 32),
+}
+for _n in range(8):
+    FIELDS[f"reg{_n}"] = Field(f"reg{_n}", f"reg{_n}", f"NXM_NX_REG{_n}", 32)
+
+ETH_IPV4 = 0x0800
+ETH_ARP = 0x0806
+ETH_IPV6 = 0x86DD
+IPPROTO = {"icmp": 1, "tcp": 6, "udp": 17}
+
+
+Value = Union[int, str]
+# A match entry: (field, value) or (field, (value, mask)).
+MatchItem = Tuple[str, Union[Value, Tuple[Value, Value]]]
+
+
+def _check_field(name: str) -> None:
+    if name not in FIELDS:
+        raise ValueError(f"unknown field {name!r}")
+
+
+# --- actions -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Output:
+    port: str  # a port name, or IN_PORT / LOCAL / CONTROLLER / NORMAL
+
+
+@dataclasses.dataclass(frozen=True)
+class Goto:
+    table: str  # a table name of the pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Value
+
+    def __post_init__(self):
+        _check_field(self.field)
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """Copy n_bits from src[src_ofs..] to dst[dst_ofs..] (NXAST_REG_MOVE)."""
+
+    src: str
+    dst: str
+    n_bits: Optional[int] = None  # None: the whole field
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+    def __post_init__(self):
+        _check_field(self.src)
+        _check_field(self.dst)
+
+    @property
+    def width(self) -> int:
+        return self.n_bits if self.n_bits is not None else FIELDS[self.src].bits
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """Write an immediate value into dst[ofs..ofs+n_bits-1] (NXAST_REG_LOAD)."""
+
+    value: int
+    dst: str
+    ofs: int = 0
+    n_bits: Optional[int] = None
+
+    def __post_init__(self):
+        _check_field(self.dst)
+
+    @property
+    def width(self) -> int:
+        return self.n_bits if self.n_bits is not None else FIELDS[self.dst].bits
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnSpec:
+    """One argument of a learn action.
+
+    kind "match": the learned flow matches dst = src (src a field of this packet, or a value);
+    kind "load": the learned flow loads src (field or value) into dst;
+    kind "output": the learned flow outputs to the port in src.
+    """
+
+    kind: str
+    src: Union[str, int]
+    dst: Optional[str] = None
+    n_bits: Optional[int] = None
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("match", "load", "output"):
+            raise ValueError(f"learn spec kind {self.kind!r}")
+        if isinstance(self.src, str):
+            _check_field(self.src)
+        if self.dst is not None:
+            _check_field(self.dst)
+
+    @property
+    def width(self) -> int:
+        if self.n_bits is not None:
+            return self.n_bits
+        return FIELDS[self.dst if self.dst else self.src].bits
+
+
+@dataclasses.dataclass(frozen=True)
+class Learn:
+    """Add or refresh a flow from inside the switch (NXAST_LEARN)."""
+
+    table: str
+    priority: int
+    feature: str  # one of the learned_* cookie features: sync never touches these flows
+    obj: str
+    specs: Tuple[LearnSpec, ...]
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    fin_idle_timeout: int = 0
+    fin_hard_timeout: int = 0
+    send_flow_rem: bool = False
+
+    @property
+    def cookie(self) -> int:
+        return cookies.make(self.feature, self.obj)
+
+
+Action = Union[Output, Goto, SetField, Move, Load, Learn]
+
+SPECIAL_PORTS = ("IN_PORT", "LOCAL", "CONTROLLER", "NORMAL")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow:
+    table: str
+    priority: int
+    match: Tuple[MatchItem, ...]
+    actions: Tuple[Action, ...]  # empty: drop
+    feature: str
+    obj: str  # the object that made the flow: "eni-web1", "drop:spoofed", ...
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+    def __post_init__(self):
+        for name, _ in self.match:
+            _check_field(name)
+
+    @property
+    def key(self):
+        """What identifies a flow in a switch: table, priority and match (order-free)."""
+        return (self.table, self.priority, frozenset(self.match))
+
+    @property
+    def cookie(self) -> int:
+        return cookies.make(self.feature, self.obj, self.content_digest())
+
+    def content_digest(self) -> int:
+        # The low cookie bits carry a digest of what the switch cannot be compared on reliably
+        # (actions re-encoded by OVS, timeouts): sync then compares (key, cookie) only.
+        text = repr((self.actions, self.idle_timeout, self.hard_timeout)).encode()
+        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+    def ports(self):
+        """Port names the flow refers to: it can be installed only once they exist."""
+        names = [v for f, v in self.match if f == "in_port"]
+        names += [a.port for a in self.actions if isinstance(a, Output) and a.port not in SPECIAL_PORTS]
+        return names
+
+
+def flow(table, priority, match, actions=(), *, feature, obj, idle_timeout=0, hard_timeout=0) -> Flow:
+    """Build a Flow from a dict match (insertion order kept for readable output)."""
+    items = tuple(match.items()) if isinstance(match, dict) else tuple(match)
+    return Flow(table, priority, items, tuple(actions), feature, obj, idle_timeout, hard_timeout)

@@ -1,0 +1,55 @@
+"""Look-ups the feature compilers share, computed once per deployment."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+from netaddr import IPAddress
+
+from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One address of an attached interface: where it lives and how to reach it."""
+
+    interface: Interface
+    network: Network
+    ip: IPAddress
+    switch: Switch
+    port: str  # the instance's port on its switch
+
+
+class Index:
+    def __init__(self, dep: Deployment):
+        self.dep = dep
+        self.endpoints: List[Endpoint] = []
+        self.by_switch: Dict[str, List[Endpoint]] = collections.defaultdict(list)
+        self.by_network: Dict[str, List[Endpoint]] = collections.defaultdict(list)
+        for iface, inst, sw in dep.attached_interfaces():
+            net = dep.networks[iface.network]
+            for ip in iface.ips:
+                ep = Endpoint(iface, net, ip, sw, inst.port)
+                self.endpoints.append(ep)
+                self.by_switch[sw.name].append(ep)
+                self.by_network[net.name].append(ep)
+        self.edges = sorted((s for s in dep.switches.values() if s.role == EDGE), key=lambda s: s.name)
+        self.hosts = sorted((s for s in dep.switches.values() if s.role == HOST), key=lambda s: s.name)
+
+    def local_networks(self, switch: str) -> List[Network]:
+        """Networks with at least one interface attached on this switch, in id order."""
+        nets = {ep.network.name: ep.network for ep in self.by_switch.get(switch, ())}
+        return sorted(nets.values(), key=lambda n: n.id)
+
+    def local_interfaces(self, switch: str) -> List[Tuple[Interface, str]]:
+        """(interface, port) attached on this switch, each once, in name order."""
+        seen = {}
+        for ep in self.by_switch.get(switch, ()):
+            seen[ep.interface.name] = (ep.interface, ep.port)
+        return [seen[k] for k in sorted(seen)]
+
+    @property
+    def edge(self) -> Optional[Switch]:
+        """The edge that carries traffic to the external network (the first by name)."""
+        return self.edges[0] if self.edges else None

@@ -1,0 +1,71 @@
+"""Render flows as `ovs-ofctl add-flows` text (port names, not numbers)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from vpcflow.flows import pipeline
+from vpcflow.flows.core import FIELDS, Flow, Goto, Learn, LearnSpec, Load, Move, Output, SetField
+
+_SPECIAL = {"IN_PORT": "in_port", "LOCAL": "LOCAL", "NORMAL": "NORMAL", "CONTROLLER": "CONTROLLER:65535"}
+
+
+def _value(v) -> str:
+    if isinstance(v, tuple):
+        return f"{_value(v[0])}/{_value(v[1])}"
+    if isinstance(v, int):
+        return hex(v) if v > 9 else str(v)
+    return str(v)
+
+
+def _subfield(name: str, ofs: int, n_bits: int) -> str:
+    f = FIELDS[name]
+    if ofs == 0 and n_bits == f.bits:
+        return f"{f.nxm}[]"
+    return f"{f.nxm}[{ofs}..{ofs + n_bits - 1}]"
+
+
+def _learn_spec(s: LearnSpec) -> str:
+    n = s.width
+    if s.kind == "output":
+        return f"output:{_subfield(s.src, s.src_ofs, n)}"
+    src = hex(s.src) if isinstance(s.src, int) else _subfield(s.src, s.src_ofs, n)
+    dst = _subfield(s.dst, s.dst_ofs, n)
+    return f"{dst}={src}" if s.kind == "match" else f"load:{src}->{dst}"
+
+
+def action_text(a) -> str:
+    if isinstance(a, Output):
+        return _SPECIAL.get(a.port) or f"output:{a.port}"
+    if isinstance(a, Goto):
+        return f"goto_table:{pipeline.table_id(a.table)}"
+    if isinstance(a, SetField):
+        return f"set_field:{_value(a.value)}->{FIELDS[a.field].ofctl}"
+    if isinstance(a, Move):
+        return f"move:{_subfield(a.src, a.src_ofs, a.width)}->{_subfield(a.dst, a.dst_ofs, a.width)}"
+    if isinstance(a, Load):
+        return f"load:{hex(a.value)}->{_subfield(a.dst, a.ofs, a.width)}"
+    if isinstance(a, Learn):
+        args = [f"table={pipeline.table_id(a.table)}", f"priority={a.priority}", f"cookie={hex(a.cookie)}"]
+        for name in ("idle_timeout", "hard_timeout", "fin_idle_timeout", "fin_hard_timeout"):
+            if getattr(a, name):
+                args.append(f"{name}={getattr(a, name)}")
+        if a.send_flow_rem:
+            args.append("send_flow_rem")
+        args += [_learn_spec(s) for s in a.specs]
+        return f"learn({','.join(args)})"
+    raise TypeError(f"no ofctl form for {a!r}")
+
+
+def flow_text(f: Flow) -> str:
+    parts = [f"table={pipeline.table_id(f.table)}", f"priority={f.priority}", f"cookie={hex(f.cookie)}"]
+    if f.idle_timeout:
+        parts.append(f"idle_timeout={f.idle_timeout}")
+    if f.hard_timeout:
+        parts.append(f"hard_timeout={f.hard_timeout}")
+    parts += [f"{FIELDS[name].ofctl}={_value(v)}" for name, v in f.match]
+    actions = ",".join(action_text(a) for a in f.actions) or "drop"
+    return ",".join(parts) + f",actions={actions}"
+
+
+def render(flows: Iterable[Flow]) -> str:
+    return "".join(flow_text(f) + "\n" for f in flows)

@@ -1,0 +1,109 @@
+"""The pipeline, declared once as data.
+
+Every switch has two bridges: the integration bridge (instances, the tunnel port and, on edges,
+the uplink) and the underlay bridge (the substrate link). Each table says what it is for, which
+fields its flows may match, and which tables it may go to next. `verify()` checks a flow
+against its table; the unit tests run it over every compiled flow.
+
+Registers:
+  reg0[0..23]  network id (VNI) of the packet, set on entry (port security or substrate check)
+  reg1         reserved for authorization (source interface)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, FrozenSet, Tuple
+
+from vpcflow.flows.core import Flow, Goto
+
+INTEGRATION = "integration"
+UNDERLAY = "underlay"
+
+REG_NETWORK = "reg0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    id: int
+    name: str
+    bridge: str
+    purpose: str
+    matches: FrozenSet[str]
+    next_tables: Tuple[str, ...] = ()
+    miss: str = "drop"  # the reason a packet that matches nothing here is dropped and counted
+
+
+_L3 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst",
+       "icmpv4_type", "icmpv4_code", "tcp_flags"}
+_ARP = {"eth_type", "arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha"}
+_TUN = {"tunnel_id", "tun_ipv6_src", "tun_ipv6_dst"}
+_REGS = {f"reg{n}" for n in range(8)}
+_CT = {"ct_state", "ct_zone", "ct_mark", "conj_id"}
+
+TABLES = (
+    Table(0, "classify", INTEGRATION, "sort packets by the port they came in on",
+          frozenset({"in_port", "eth_type"}), ("port_security", "substrate_in", "uplink_in"),
+          miss="unknown_port"),
+    Table(10, "port_security", INTEGRATION,
+          "an instance may send only from its own MAC and addresses; sets the network register",
+          frozenset({"in_port", "eth_src"} | _L3 | _ARP), ("arp_responder", "egress_acl"),
+          miss="spoofed_source"),
+    Table(20, "arp_responder", INTEGRATION,
+          "answer an instance's ARP request with the dummy MAC of a reachable destination",
+          frozenset({REG_NETWORK, "in_port"} | _ARP), (), miss="arp_unanswered"),
+    Table(30, "egress_acl", INTEGRATION, "what the sender may send (authorization)",
+          frozenset({REG_NETWORK, "reg1", "in_port"} | _L3 | _CT), ("route",), miss="egress_denied"),
+    Table(40, "route", INTEGRATION,
+          "where the destination lives: this switch, another host (tunnel) or the edge",
+          frozenset({REG_NETWORK} | _L3), ("ingress_acl", "nat_out"), miss="no_destination"),
+    Table(45, "nat_out", INTEGRATION, "source translation toward the external network",
+          frozenset({REG_NETWORK} | _L3 | _CT), (), miss="nat_refused"),
+    Table(50, "substrate_in", INTEGRATION,
+          "a tunnelled packet is accepted only from the switch where its inner source lives",
+          frozenset({"in_port"} | _TUN | _L3), ("ingress_acl", "edge_out"),
+          miss="substrate_spoofed"),
+    Table(60, "ingress_acl", INTEGRATION, "what the receiver may receive (authorization)",
+          frozenset({REG_NETWORK, "reg1"} | _L3 | _CT), ("deliver",), miss="ingress_denied"),
+    Table(70, "deliver", INTEGRATION,
+          "hand the packet to the destination's port with the sender's dummy MAC",
+          frozenset({REG_NETWORK} | _L3), (), miss="no_destination"),
+    Table(80, "uplink_in", INTEGRATION, "edge: what arrives from the external network",
+          frozenset({"in_port"} | _L3 | _ARP), ("edge_out",), miss="uplink_unknown"),
+    Table(90, "edge_out", INTEGRATION,
+          "edge: send toward the external gateway (its MAC is learned from ARP)",
+          frozenset(_L3), (), miss="gateway_unresolved"),
+    Table(0, "underlay", UNDERLAY,
+          "the substrate link: hand tunnel packets for this switch's prefix to the tunnel endpoint",
+          frozenset({"in_port", "eth_type", "ip_proto", "ipv6_dst", "udp_dst"}), (), miss=""),
+)
+
+BY_NAME: Dict[Tuple[str, str], Table] = {(t.bridge, t.name): t for t in TABLES}
+_NAMES = {t.name: t for t in TABLES}
+
+
+def table(name: str) -> Table:
+    return _NAMES[name]
+
+
+def table_id(name: str) -> int:
+    return _NAMES[name].id
+
+
+class PipelineError(ValueError):
+    pass
+
+
+def verify(f: Flow) -> None:
+    """Raise PipelineError if a flow does not fit its table's declaration."""
+    t = _NAMES.get(f.table)
+    if t is None:
+        raise PipelineError(f"flow for unknown table {f.table!r}")
+    extra = {name for name, _ in f.match} - t.matches
+    if extra:
+        raise PipelineError(f"table {t.name} may not match {sorted(extra)}: {f}")
+    for a in f.actions:
+        if isinstance(a, Goto):
+            if a.table not in t.next_tables:
+                raise PipelineError(f"table {t.name} may not go to {a.table}: {f}")
+            if _NAMES[a.table].id <= t.id:
+                raise PipelineError(f"goto must go forward: {t.name} -> {a.table}")
