@@ -1,0 +1,182 @@
+"""`vpcflow`: the operator's command line.
+
+Offline commands read a deployment file (check, flows, address, nat, bridge); the others are
+clients of a running controller's REST API (status, reload, attach, remap) or of a live bridge
+(trace). Exit status: 0 done, 1 the input was rejected, 2 usage or environment error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from netaddr import AddrFormatError
+
+from vpcflow.topology.loader import DeploymentError, load_file
+from vpcflow.topology.model import embed
+
+
+def _load(path):
+    try:
+        return load_file(path)
+    except DeploymentError as e:
+        for p in e.problems:
+            print(f"{path}: {p}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def cmd_check(args):
+    dep = _load(args.file)
+    n_if = sum(1 for _ in dep.attached_interfaces())
+    print(f"{args.file}: ok ({len(dep.switches)} switches, {len(dep.networks)} networks, "
+          f"{len(dep.interfaces)} interfaces, {n_if} attached)")
+    return 0
+
+
+def cmd_flows(args):
+    from vpcflow.flows import pipeline
+    from vpcflow.flows.compiler import Options, compile_deployment
+    from vpcflow.flows.ofctl import render
+
+    dep = _load(args.file)
+    if args.switch not in dep.switches:
+        print(f"no switch {args.switch!r} in {args.file} (switches: {', '.join(dep.switches)})", file=sys.stderr)
+        return 1
+    options = Options(embed_outer_source=frozenset({args.switch}) if args.embed_outer_source else frozenset())
+    flows = compile_deployment(dep, options)[args.switch]
+    which = pipeline.UNDERLAY if args.bridge == "underlay" else pipeline.INTEGRATION
+    sys.stdout.write(render(flows.bridge(which)))
+    return 0
+
+
+def cmd_address(args):
+    dep = _load(args.file)
+    iface = dep.interfaces.get(args.interface)
+    if iface is None:
+        print(f"no interface {args.interface!r} in {args.file}", file=sys.stderr)
+        return 1
+    if iface.attach_to is None:
+        print(f"interface {args.interface} is not attached: it has no substrate address", file=sys.stderr)
+        return 1
+    sw = dep.switches[dep.instances[iface.attach_to].switch]
+    net = dep.networks[iface.network]
+    for ip in iface.ips:
+        print(f"{ip} {embed(sw.prefix, net.id, ip)}")
+    return 0
+
+
+def cmd_bridge(args):
+    from vpcflow import ovsdb
+
+    dep = _load(args.file)
+    sw = dep.switches.get(args.switch)
+    if sw is None:
+        print(f"no switch {args.switch!r} in {args.file}", file=sys.stderr)
+        return 1
+    try:
+        result = ovsdb.ensure_bridges(ovsdb.bridge_specs(dep, sw), args.controller, args.db, args.datapath_type)
+    except ovsdb.OvsdbError as e:
+        print(f"vpcflow bridge: {e}", file=sys.stderr)
+        return 2
+    for name, what in result.items():
+        print(f"{name}: {what}")
+    return 0
+
+
+def _api(args, method, path, body=None):
+    url = f"{args.api.rstrip('/')}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if args.token:
+        req.add_header("Authorization", f"Bearer {args.token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+    except urllib.error.URLError as e:
+        print(f"cannot reach the controller at {url}: {e.reason}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def cmd_status(args):
+    status, body = _api(args, "GET", "/v1/switches")
+    if status != 200:
+        print(f"error {status}: {body.get('error')}", file=sys.stderr)
+        return 1
+    print(f"model generation {body['generation']}")
+    print(f"{'switch':12} {'bridge':12} {'dpid':18} {'conn':5} {'sync':5} {'flows':>6}  error")
+    for s in body["switches"]:
+        print(f"{s['switch']:12} {s['bridge']:12} {s['dpid']:18} {'yes' if s['connected'] else 'no':5} "
+              f"{'yes' if s['in_sync'] else 'no':5} {s['flows']:>6}  {s['error']}")
+    return 0
+
+
+def cmd_reload(args):
+    status, body = _api(args, "POST", "/v1/reload", {})
+    if status != 200:
+        print(f"error {status}: {body.get('error')}", file=sys.stderr)
+        return 1
+    print(f"reloaded: model generation {body['generation']}")
+    return 0
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="vpcflow", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate a deployment file")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check)
+
+    c = sub.add_parser("flows", help="print a switch's flows in ovs-ofctl add-flows syntax")
+    c.add_argument("file")
+    c.add_argument("--switch", required=True)
+    c.add_argument("--bridge", choices=("integration", "underlay"), default="integration")
+    c.add_argument("--embed-outer-source", action="store_true",
+                   help="compile for an OVS that honours tun_ipv6_src (3.1.5+, 3.3.1+, 3.4+)")
+    c.set_defaults(func=cmd_flows)
+
+    c = sub.add_parser("address", help="print the embedded substrate address of each of an interface's IPs")
+    c.add_argument("file")
+    c.add_argument("interface")
+    c.set_defaults(func=cmd_address)
+
+    c = sub.add_parser("bridge", help="create or update a switch's bridges through OVSDB")
+    c.add_argument("file")
+    c.add_argument("--switch", required=True)
+    c.add_argument("--db", default=os.environ.get("VPCFLOW_OVSDB", "unix:/var/run/openvswitch/db.sock"))
+    c.add_argument("--controller", action="append", default=[],
+                   help="OpenFlow controller target, e.g. tcp:127.0.0.1:6653 (repeatable)")
+    c.add_argument("--datapath-type", default="netdev")
+    c.set_defaults(func=cmd_bridge)
+
+    for name, func, text in (("status", cmd_status, "the controller's switches at a glance"),
+                             ("reload", cmd_reload, "make the controller re-read its deployment file")):
+        c = sub.add_parser(name, help=text)
+        c.set_defaults(func=func)
+    for c in sub.choices.values():
+        c.add_argument("--api", default=os.environ.get("VPCFLOW_API", "http://127.0.0.1:8181"),
+                       help="the controller's REST API (env VPCFLOW_API)")
+        c.add_argument("--token", default=os.environ.get("VPCFLOW_TOKEN"),
+                       help="the API token (env VPCFLOW_TOKEN)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (AddrFormatError, ValueError) as e:
+        print(f"vpcflow {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

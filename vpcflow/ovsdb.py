@@ -1,0 +1,170 @@
+"""Prepare a switch's bridges through the OVSDB IDL (the `ovs` Python bindings).
+
+`ensure_bridges` is idempotent: it creates what is missing and corrects what differs, in one
+transaction, and leaves every other bridge, port and column alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+# ovs.poller imports eventlet when present (os-ken needs it); its deprecation notice is noise here.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+import ovs.db.idl  # noqa: E402
+import ovs.jsonrpc  # noqa: E402
+import ovs.poller  # noqa: E402
+import ovs.stream  # noqa: E402
+import ovs.util  # noqa: E402
+
+from vpcflow.topology.model import TUNNEL_PORT, Deployment, Switch
+
+DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
+TIMEOUT = 10.0
+
+
+class OvsdbError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class PortSpec:
+    name: str
+    type: str = ""  # "" = a system device; "geneve"; "internal"
+    options: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    dpid: int
+    ports: Tuple[PortSpec, ...]
+
+
+def bridge_specs(dep: Deployment, sw: Switch) -> List[BridgeSpec]:
+    """The bridges a switch needs: integration (instances, tunnel, uplink) and underlay."""
+    ports = [PortSpec(TUNNEL_PORT, "geneve", (("key", "flow"), ("local_ip", "flow"), ("remote_ip", "flow")))]
+    ports += [PortSpec(i.port) for i in sorted(dep.instances.values(), key=lambda i: i.port) if i.switch == sw.name]
+    if sw.uplink is not None:
+        ports.append(PortSpec(sw.uplink.port))
+    return [BridgeSpec(sw.bridge, sw.dpid, tuple(ports)),
+            BridgeSpec(sw.underlay_bridge, sw.underlay_dpid, (PortSpec(sw.underlay_port),))]
+
+
+def _schema_helper(remote: str) -> ovs.db.idl.SchemaHelper:
+    err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), TIMEOUT * 1000)
+    if err:
+        raise OvsdbError(f"cannot connect to {remote}: {ovs.util.ovs_retval_to_string(err)}")
+    rpc = ovs.jsonrpc.Connection(stream)
+    err, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"]))
+    rpc.close()
+    if err or reply.error:
+        raise OvsdbError(f"{remote}: cannot read the Open_vSwitch schema")
+    helper = ovs.db.idl.SchemaHelper(None, reply.result)
+    helper.register_all()
+    return helper
+
+
+def _connect(remote: str) -> ovs.db.idl.Idl:
+    idl = ovs.db.idl.Idl(remote, _schema_helper(remote))
+    deadline = time.monotonic() + TIMEOUT
+    seqno = idl.change_seqno
+    while idl.change_seqno == seqno or not idl.has_ever_connected():
+        idl.run()
+        if time.monotonic() > deadline:
+            raise OvsdbError(f"{remote}: no database contents after {TIMEOUT:.0f}s")
+        poller = ovs.poller.Poller()
+        idl.wait(poller)
+        poller.timer_wait(100)
+        poller.block()
+    return idl
+
+
+def _row_by_name(idl, table: str, name: str):
+    for row in idl.tables[table].rows.values():
+        if row.name == name:
+            return row
+    return None
+
+
+def ensure_bridges(specs: List[BridgeSpec], controllers: List[str], remote: str = DEFAULT_DB,
+                   datapath_type: str = "netdev") -> Dict[str, str]:
+    """Create or correct the bridges; returns {bridge: "created"|"updated"|"unchanged"}."""
+    idl = _connect(remote)
+    try:
+        result = {}
+        txn = ovs.db.idl.Transaction(idl)
+        root = next(iter(idl.tables["Open_vSwitch"].rows.values()))
+        for spec in specs:
+            result[spec.name] = _ensure_bridge(idl, txn, root, spec, controllers, datapath_type)
+        status = txn.commit_block()
+        if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
+            raise OvsdbError(f"{remote}: transaction {status}: {txn.get_error()}")
+        if status == ovs.db.idl.Transaction.UNCHANGED:
+            result = {k: "unchanged" for k in result}
+        return result
+    finally:
+        idl.close()
+
+
+def _ensure_bridge(idl, txn, root, spec: BridgeSpec, controllers, datapath_type) -> str:
+    br = _row_by_name(idl, "Bridge", spec.name)
+    created = br is None
+    if created:
+        br = txn.insert(idl.tables["Bridge"])
+        br.name = spec.name
+        root.addvalue("bridges", br.uuid)
+        local = _new_port(idl, txn, spec.name, "internal", ())
+        br.ports = [local]
+    _set_if_different(br, "datapath_type", datapath_type)
+    _set_if_different(br, "protocols", ["OpenFlow13"])
+    _set_if_different(br, "fail_mode", ["secure"])
+    other = dict(br.other_config) if not created else {}
+    if other.get("datapath-id") != f"{spec.dpid:016x}":
+        other["datapath-id"] = f"{spec.dpid:016x}"
+        br.other_config = other
+    current = sorted(c.target for c in br.controller) if not created else []
+    if current != sorted(controllers):
+        rows = []
+        for target in controllers:
+            c = txn.insert(idl.tables["Controller"])
+            c.target = target
+            rows.append(c)
+        br.controller = rows
+    existing = {p.name: p for p in (br.ports if not created else [])}
+    for port in spec.ports:
+        if port.name in existing:
+            iface = existing[port.name].interfaces[0]
+            _set_if_different(iface, "type", port.type)
+            if dict(iface.options) != dict(port.options):
+                iface.options = dict(port.options)
+        else:
+            br.addvalue("ports", _new_port(idl, txn, port.name, port.type, port.options).uuid)
+    return "created" if created else "updated"
+
+
+def _new_port(idl, txn, name, type_, options):
+    iface = txn.insert(idl.tables["Interface"])
+    iface.name = name
+    iface.type = type_
+    if options:
+        iface.options = dict(options)
+    port = txn.insert(idl.tables["Port"])
+    port.name = name
+    port.interfaces = [iface]
+    return port
+
+
+def _set_if_different(row, column: str, value):
+    current = getattr(row, column, None)
+    if current != value:
+        setattr(row, column, value)
+
+
+def bridge_names(remote: str = DEFAULT_DB) -> Optional[List[str]]:
+    idl = _connect(remote)
+    try:
+        return sorted(b.name for b in idl.tables["Bridge"].rows.values())
+    finally:
+        idl.close()
