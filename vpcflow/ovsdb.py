@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import Dict, List, Optional, Tuple
 
-# ovs.poller imports eventlet when present (os-ken needs it); its deprecation notice is noise here.
-warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-import ovs.db.idl  # noqa: E402
-import ovs.jsonrpc  # noqa: E402
-import ovs.poller  # noqa: E402
-import ovs.stream  # noqa: E402
-import ovs.util  # noqa: E402
+import ovs.db.idl
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+import ovs.util
 
 from vpcflow.topology.model import TUNNEL_PORT, Deployment, Switch
 

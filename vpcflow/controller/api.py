@@ -11,8 +11,10 @@ import json
 import logging
 import re
 
+import eventlet
+import eventlet.wsgi
+
 from vpcflow.controller import metrics
-from vpcflow.controller.framework import hub
 
 LOG = logging.getLogger("vpcflow.api")
 
@@ -107,8 +109,15 @@ class Api:
         return {"generation": self.ctl.generation}
 
 
+class _QuietLog:
+    """eventlet.wsgi writes one access line per request; keep them at debug level."""
+
+    def write(self, line):
+        LOG.debug(line.rstrip())
+
+
 def serve(ctl, conf, app):
     api = Api(ctl, conf, app)
-    server = hub.WSGIServer((conf.api_host, conf.api_port), api)
+    sock = eventlet.listen((conf.api_host, conf.api_port))
     LOG.info("REST API on %s:%d", conf.api_host, conf.api_port)
-    server.serve_forever()
+    eventlet.wsgi.server(sock, api, log=_QuietLog())
