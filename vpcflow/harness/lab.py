@@ -12,49 +12,25 @@ after a partial start. Processes are ended by the PIDs this lab recorded, never 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from typing import Dict, List, Optional
 
 from netaddr import IPAddress, IPNetwork, spanning_cidr
 
+from vpcflow.harness.controller import ControllerError, ControllerProcess, bin_path, wait_for
+from vpcflow.harness.ovs import OvsInstance, kill
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
-OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 MGMT_BASE = IPAddress("100.127.0.0")  # shared address space: each switch gets a /30 to the controller
-POLL = 0.05
 
 
-class LabError(RuntimeError):
-    pass
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = POLL):
-    """Poll until predicate() is truthy; return its value, or raise naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LabError = ControllerError  # one error type for everything the lab waits on
 
 
 def _mininet():
@@ -67,130 +43,50 @@ def _mininet():
     return Mininet, Host, Node
 
 
-def bin_path(name: str) -> str:
-    """A console script of this package, next to the running interpreter (the venv)."""
-    path = os.path.join(os.path.dirname(sys.executable), name)
-    return path if os.path.exists(path) else name
-
-
 class SwitchHost:
     """One simulated hypervisor or edge: a Mininet node (namespace) with its own OVS."""
 
     def __init__(self, lab: "Lab", sw: Switch, node, index: int):
         self.lab, self.sw, self.node, self.index = lab, sw, node, index
-        self.dir = os.path.join(lab.workdir, sw.name)
-        self.db = f"unix:{self.dir}/db.sock"
-        self.pids: List[int] = []
-        os.makedirs(self.dir, exist_ok=True)
+        self.ovs = OvsInstance(os.path.join(lab.workdir, sw.name), self._run)
 
-    @property
-    def env(self) -> str:
-        d = self.dir
-        return f"OVS_RUNDIR={d} OVS_DBDIR={d} OVS_LOGDIR={d} OVS_SYSCONFDIR={d}"
+    def _run(self, cmd: str):
+        out = self.node.cmd(f"{cmd}; echo __rc=$?")
+        text, _, rc = out.rpartition("__rc=")
+        return int(rc.strip() or 1), text
 
     def sh(self, cmd: str, check: bool = True) -> str:
-        """Run a shell command in this switch's namespace, with its OVS environment."""
-        out = self.node.cmd(f"{self.env} {cmd}; echo __rc=$?")
-        text, _, rc = out.rpartition("__rc=")
-        if check and rc.strip() != "0":
-            raise LabError(f"{self.sw.name}: `{cmd}` failed: {text.strip()}")
-        return text
+        """Run a shell command in this switch's namespace."""
+        rc, out = self._run(cmd)
+        if check and rc != 0:
+            raise LabError(f"{self.sw.name}: `{cmd}` failed: {out.strip()}")
+        return out
 
-    def start_ovs(self):
-        d = self.dir
-        self.sh(f"ovsdb-tool create {d}/conf.db {OVS_SCHEMA}")
-        self.sh(f"ovsdb-server {d}/conf.db --remote=punix:{d}/db.sock --pidfile={d}/ovsdb-server.pid "
-                f"--unixctl={d}/ovsdb-server.ctl --log-file={d}/ovsdb-server.log --detach --no-chdir")
-        self.pids.append(self._pid("ovsdb-server"))
-        self.sh(f"ovs-vsctl --db={self.db} --no-wait init")
-        self.sh(f"ovs-vswitchd {self.db} --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl "
-                f"--log-file={d}/ovs-vswitchd.log --detach --no-chdir")
-        self.pids.append(self._pid("ovs-vswitchd"))
+    def flows(self, bridge: Optional[str] = None, *filters: str) -> List[str]:
+        return self.ovs.flows(bridge or self.sw.bridge, *filters)
 
-    def _pid(self, daemon: str) -> int:
-        with open(os.path.join(self.dir, f"{daemon}.pid")) as f:
-            return int(f.read().strip())
-
-    def stop_ovs(self):
-        """Ask each daemon of this instance to exit through its own control socket (instant,
-        where SIGTERM takes about 2 s), then make sure by PID."""
-        for daemon in ("ovs-vswitchd", "ovsdb-server"):
-            subprocess.run(["ovs-appctl", "-t", f"{self.dir}/{daemon}.ctl", "exit"], capture_output=True, timeout=10)
-        for pid in reversed(self.pids):
-            _kill(pid, grace=1.0)
-        self.pids = []
-
-    def restart_vswitchd(self):
-        """Stop and start ovs-vswitchd only (bridges stay in OVSDB, flows are lost)."""
-        _kill(self.pids.pop())
-        d = self.dir
-        self.sh(f"ovs-vswitchd {self.db} --pidfile={d}/ovs-vswitchd.pid --unixctl={d}/ovs-vswitchd.ctl "
-                f"--log-file={d}/ovs-vswitchd.log --detach --no-chdir")
-        self.pids.append(self._pid("ovs-vswitchd"))
-
-    def ofctl(self, *args: str, bridge: Optional[str] = None) -> str:
-        """ovs-ofctl against a bridge of this switch, through its management socket."""
-        target = f"unix:{self.dir}/{bridge or self.sw.bridge}.mgmt"
-        cmd = ["ovs-ofctl", "-O", "OpenFlow13", args[0], target, *args[1:]]
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-    def appctl(self, *args: str) -> str:
-        cmd = ["ovs-appctl", "-t", f"{self.dir}/ovs-vswitchd.ctl", *args]
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-    def flows(self, bridge: Optional[str] = None) -> List[str]:
-        lines = self.ofctl("dump-flows", bridge=bridge).splitlines()
-        return [ln for ln in lines if "cookie=" in ln]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _kill(pid: int, timeout: float = 5.0, grace: float = 0.0):
-    """End one process we started: wait `grace` for it to go by itself, then TERM, then KILL."""
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(POLL)
-    if not _alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(POLL)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    def ofctl(self, command: str, *args: str, bridge: Optional[str] = None) -> str:
+        return self.ovs.ofctl(command, bridge or self.sw.bridge, *args)
 
 
 class Lab:
     """Bring a deployment file up: `with Lab(path) as lab: ...`."""
 
     def __init__(self, topology_file: str, tag: str = "vf", api_token: str = "lab-token"):
-        self.topology_file = os.path.abspath(topology_file)
-        self.dep: Deployment = load_file(self.topology_file)
+        self.dep: Deployment = load_file(topology_file)
         self.tag = tag  # prefix of every name this lab gives in the root namespace
         self.api_token = api_token
         self.workdir = tempfile.mkdtemp(prefix=f"vpcflow-{tag}-")
+        # The controller reads a copy, so that a test can change it and reload.
+        self.topology_file = os.path.join(self.workdir, "topology.yaml")
+        shutil.copyfile(topology_file, self.topology_file)
         self.net = None
         self.switches: Dict[str, SwitchHost] = {}
         self.instances = {}  # instance name -> Mininet host
         self.externals = {}  # edge name -> Mininet host
-        self.controller: Optional[subprocess.Popen] = None
-        self.ofp_port = free_port()
-        self.api_port = free_port()
-        self.metrics_port = free_port()
+        self.ctl: Optional[ControllerProcess] = None
         self.mgmt: Dict[str, IPAddress] = {}
+        self.procs: List[subprocess.Popen] = []  # peers started in namespaces, ended in stop()
 
     # --- life cycle ----------------------------------------------------------------------------
     def __enter__(self):
@@ -220,20 +116,26 @@ class Lab:
         for sw in self.dep.edges():
             self._add_external(sw, Host)
         for host in self.switches.values():
-            host.start_ovs()
+            host.ovs.start()
+        self.ctl = ControllerProcess(self.workdir, self.topology_file, self.api_token)
         if controller:
-            self.start_controller(wait=False)  # it comes up while the bridges are prepared
+            self.ctl.start(wait=False)  # it comes up while the bridges are prepared
         self._prepare_bridges()
         for host in self.switches.values():
             self._address_underlay(host)
+        self._prime_substrate()
         if controller:
-            wait_for(lambda: self._api_up(), 20, "the controller's REST API")
+            self.ctl.wait_api()
             self.wait_synced()
 
     def stop(self):
+        for proc in self.procs:
+            kill(proc.pid, timeout=2)
+            proc.wait()
+        self.procs = []
         self.stop_controller()
         for host in self.switches.values():
-            host.stop_ovs()
+            host.ovs.stop()
         if self.net is not None:
             self.net.stop()
             self.net = None
@@ -292,8 +194,8 @@ class Lab:
         """`vpcflow bridge` for every switch, as its operator would run it (all at once)."""
         running = {}
         for name, host in self.switches.items():
-            cmd = [bin_path("vpcflow"), "bridge", self.topology_file, "--switch", name, "--db", host.db,
-                   "--controller", f"tcp:{self.mgmt[name]}:{self.ofp_port}"]
+            cmd = [bin_path("vpcflow"), "bridge", self.topology_file, "--switch", name, "--db", host.ovs.db,
+                   "--controller", f"tcp:{self.mgmt[name]}:{self.ctl.ofp_port}"]
             running[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name, proc in running.items():
             _, err = proc.communicate(timeout=60)
@@ -312,85 +214,80 @@ class Lab:
             if other.name != sw.name:
                 host.sh(f"ip -6 route add {other.prefix} via {other.substrate_address} dev {sw.underlay_bridge}")
 
+    def _prime_substrate(self):
+        """Resolve every substrate neighbour once, as hosts that talk would have, so that the first
+        tunnelled packet of a test is not the one OVS loses to neighbour discovery."""
+        for host in self.switches.values():
+            others = " ".join(str(s.substrate_address) for s in self.dep.switches.values() if s.name != host.sw.name)
+            host.sh(f"for a in {others}; do ping -6 -c1 -W1 $a >/dev/null & done; wait", check=False)
+
     # --- the controller ------------------------------------------------------------------------
-    def controller_config(self) -> str:
-        path = os.path.join(self.workdir, "vpcflow.conf")
-        with open(path, "w") as f:
-            f.write(f"""[DEFAULT]
-ofp_listen_host = 0.0.0.0
-ofp_tcp_listen_port = {self.ofp_port}
-
-[vpcflow]
-topology_file = {self.topology_file}
-state_file = {self.workdir}/state.json
-api_host = 127.0.0.1
-api_port = {self.api_port}
-api_token = {self.api_token}
-metrics_port = {self.metrics_port}
-arp_probe_interval = 2
-""")
-        return path
-
     def start_controller(self, wait: bool = True):
-        conf = self.controller_config()
-        self.controller_log = os.path.join(self.workdir, "controller.log")
-        with open(self.controller_log, "ab") as log:
-            self.controller = subprocess.Popen([bin_path("vpcflow-controller"), "--config-file", conf],
-                                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if wait:
-            wait_for(lambda: self._api_up(), 20, "the controller's REST API")
-
-    def _api_up(self):
-        if self.controller.poll() is not None:
-            raise LabError(f"controller exited with {self.controller.returncode}:\n{self.controller_output()}")
-        try:
-            self.api("GET", "/v1/switches")
-            return True
-        except OSError:
-            return False
-
-    def controller_output(self) -> str:
-        try:
-            with open(self.controller_log) as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        """(Re)start the controller process, on the same ports and files."""
+        self.ctl.start(wait=wait)
 
     def stop_controller(self, sig=signal.SIGTERM):
-        if self.controller is None:
-            return
-        if self.controller.poll() is None:
-            self.controller.send_signal(sig)
-            try:
-                self.controller.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.controller.kill()
-                self.controller.wait()
-        self.controller = None
+        if self.ctl is not None:
+            self.ctl.stop(sig)
 
     def api(self, method: str, path: str, body=None, token: Optional[str] = "default"):
-        """Call the controller's REST API: (status, decoded JSON)."""
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}", data=data, method=method)
-        tok = self.api_token if token == "default" else token
-        if tok:
-            req.add_header("Authorization", f"Bearer {tok}")
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+        return self.ctl.api(method, path, body, token)
+
+    def controller_output(self) -> str:
+        return self.ctl.output() if self.ctl else ""
 
     def wait_synced(self, timeout: float = 30.0):
-        """Until every bridge of every switch is connected and in sync with the model in force."""
-        def synced():
-            _, body = self.api("GET", "/v1/switches")
-            return body.get("switches") and all(s["in_sync"] for s in body["switches"])
-        try:
-            wait_for(synced, timeout, "every bridge in sync")
-        except LabError:
-            _, body = self.api("GET", "/v1/switches")
-            raise LabError(f"not in sync: {json.dumps(body, indent=1)}\n{self.controller_output()}") from None
+        self.ctl.wait_synced(timeout)
+
+    def rewrite(self, text: str):
+        """Replace the deployment file the controller reads (then reload())."""
+        with open(self.topology_file, "w") as f:
+            f.write(text)
+
+    def reload(self, sync_timeout: float = 30.0):
+        """POST /v1/reload, then wait until every bridge runs the new model."""
+        status, body = self.api("POST", "/v1/reload", {})
+        if status == 200:
+            self.dep = load_file(self.topology_file)
+            self.wait_synced(sync_timeout)
+        return status, body
+
+    # --- traffic -------------------------------------------------------------------------------
+    def peer(self, node, *args: str) -> subprocess.Popen:
+        """Start `python -m vpcflow.harness.peer ARGS` in a node's namespace; ended by stop()."""
+        proc = node.popen([sys.executable, "-m", "vpcflow.harness.peer", *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def server(self, node, port: int, proto: str = "tcp", name: Optional[str] = None, log: bool = False,
+               stream: bool = False) -> Optional[str]:
+        """A peer server in the node; waits until it listens. Returns its log file, if asked for."""
+        ready = os.path.join(self.workdir, f"ready-{node.name}-{proto}-{port}")
+        args = ["server", "--proto", proto, "--port", str(port), "--name", name or node.name, "--ready", ready]
+        logfile = os.path.join(self.workdir, f"seen-{node.name}-{proto}-{port}") if log else None
+        if logfile:
+            args += ["--log", logfile]
+        if stream:
+            args.append("--stream")
+        self.peer(node, *args)
+        wait_for(lambda: os.path.exists(ready), 10, f"server {proto}/{port} in {node.name}")
+        return logfile
+
+    def client(self, node, host, port: int, proto: str = "tcp", timeout: float = 2.0) -> str:
+        """One request from the node: "ok NAME" (NAME = who answered) or "fail REASON"."""
+        out = node.cmd(f"{sys.executable} -m vpcflow.harness.peer client --proto {proto} --host {host} "
+                       f"--port {port} --timeout {timeout}")
+        return out.strip().splitlines()[-1] if out.strip() else "fail no output"
+
+    @staticmethod
+    def ping(node, ip, count: int = 1, timeout: float = 1.0) -> int:
+        """Echo replies received."""
+        out = node.cmd(f"ping -c{count} -W{timeout:g} -i0.2 {ip}")
+        for line in out.splitlines():
+            if "received" in line:
+                return int(line.split(",")[1].split()[0])
+        return 0
 
     # --- for tests -----------------------------------------------------------------------------
     def host(self, name: str):

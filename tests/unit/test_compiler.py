@@ -1,0 +1,125 @@
+"""The pure compiler: every flow fits the pipeline, output is deterministic, cookies name things."""
+import pytest
+from netaddr import IPAddress, IPNetwork
+
+from vpcflow.flows import cookies, pipeline
+from vpcflow.flows.compiler import Options, compile_deployment
+from vpcflow.flows.core import Goto, Output, SetField, flow
+from vpcflow.flows.ofctl import render
+from vpcflow.topology.model import dummy_mac
+
+pytestmark = pytest.mark.foundation
+
+
+def all_flows(compiled):
+    for sw in compiled.values():
+        yield from sw.integration
+        yield from sw.underlay
+
+
+def test_every_flow_fits_its_table(spec_example, two_hosts):
+    for dep in (spec_example, two_hosts):
+        for f in all_flows(compile_deployment(dep)):
+            pipeline.verify(f)
+
+
+def test_verify_rejects_a_field_the_table_may_not_match():
+    bad = flow("classify", 10, {"ipv4_dst": "10.0.0.1"}, (), feature="pipeline", obj="x")
+    with pytest.raises(pipeline.PipelineError, match="may not match"):
+        pipeline.verify(bad)
+
+
+def test_verify_rejects_a_backward_or_undeclared_goto():
+    with pytest.raises(pipeline.PipelineError):
+        pipeline.verify(flow("route", 10, {}, (Goto("port_security"),), feature="pipeline", obj="x"))
+
+
+def test_compile_is_deterministic(two_hosts):
+    a = compile_deployment(two_hosts)
+    b = compile_deployment(two_hosts)
+    for name in a:
+        assert render(a[name].integration) == render(b[name].integration)
+
+
+def test_every_table_of_a_host_ends_in_a_counted_drop(two_hosts):
+    flows = compile_deployment(two_hosts)["host1"].integration
+    for table in ("classify", "port_security", "arp_responder", "route", "substrate_in", "deliver"):
+        misses = [f for f in flows if f.table == table and f.priority == 0]
+        assert len(misses) == 1 and misses[0].actions == ()
+        assert cookies.feature_of(misses[0].cookie) == "drop"
+        assert misses[0].obj == f"drop:{pipeline.table(table).miss}"
+
+
+def test_cookies_name_feature_and_object(two_hosts):
+    flows = compile_deployment(two_hosts)["host1"].integration
+    ps = [f for f in flows if f.table == "port_security" and f.priority == 100]
+    assert {f.obj for f in ps} == {"eni-web1", "eni-web3", "eni-red1"}
+    for f in ps:
+        assert cookies.feature_of(f.cookie) == "port_security"
+        assert (f.cookie & cookies.OBJECT_MASK) >> cookies.OBJECT_SHIFT == cookies.object_hash(f.obj)
+        assert cookies.is_managed(f.cookie)
+
+
+def test_a_change_of_actions_changes_the_cookie_but_not_the_key():
+    a = flow("deliver", 100, {"reg0": 1}, (Output("p1"),), feature="overlay", obj="eni-1")
+    b = flow("deliver", 100, {"reg0": 1}, (Output("p2"),), feature="overlay", obj="eni-1")
+    assert a.key == b.key and a.cookie != b.cookie
+    assert a.cookie >> cookies.OBJECT_SHIFT == b.cookie >> cookies.OBJECT_SHIFT
+
+
+def test_learned_features_are_never_managed():
+    assert not cookies.is_managed(cookies.make("learned_gateway", "edge1:gateway"))
+    assert not cookies.is_managed(0)
+
+
+def test_port_security_binds_mac_and_ip_to_the_port(two_hosts):
+    flows = compile_deployment(two_hosts)["host1"].integration
+    web1 = two_hosts.interfaces["eni-web1"]
+    ip_flows = [f for f in flows if f.table == "port_security" and dict(f.match).get("ipv4_src") == "10.0.0.11"]
+    assert len(ip_flows) == 1
+    m = dict(ip_flows[0].match)
+    assert m["in_port"] == "web1" and m["eth_src"] == web1.mac
+
+
+def test_arp_answers_only_addresses_of_the_network_and_its_gateway(two_hosts):
+    flows = compile_deployment(two_hosts)["host1"].integration
+    blue = [dict(f.match)["arp_tpa"] for f in flows
+            if f.table == "arp_responder" and f.priority == 100 and dict(f.match)["reg0"] == 100]
+    assert sorted(blue) == ["10.0.0.1", "10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    reply = next(f for f in flows if f.table == "arp_responder" and dict(f.match).get("arp_tpa") == "10.0.0.12")
+    assert SetField("eth_src", dummy_mac(IPAddress("10.0.0.12"))) in reply.actions
+    assert Output("IN_PORT") in reply.actions
+
+
+def test_same_cidr_in_two_networks_stays_apart(two_hosts):
+    flows = compile_deployment(two_hosts)["host1"].integration
+    route = {(dict(f.match)["reg0"], dict(f.match).get("ipv4_dst")): f for f in flows
+             if f.table == "route" and f.priority == 100}
+    # 10.0.0.13 is web3 (blue, local) and red1 (red, local); 10.0.0.12 is web2/red2 on host2
+    assert route[(100, "10.0.0.13")].actions == (Goto("ingress_acl"),)
+    tun = {a.field: a.value for a in route[(200, "10.0.0.12")].actions if isinstance(a, SetField)}
+    assert tun["tunnel_id"] == 200
+    assert tun["tun_ipv6_dst"] == "fd00:5ee0:0:2:0:c8:a00:c"
+
+
+def test_outer_source_is_embedded_only_where_ovs_honours_it(two_hosts):
+    plain = compile_deployment(two_hosts)["host1"].integration
+    honoured = compile_deployment(two_hosts, Options(embed_outer_source=frozenset({"host1"})))["host1"].integration
+    text_plain, text_honoured = render(plain), render(honoured)
+    assert "TUN_IPV6_SRC" not in text_plain
+    assert "NXM_NX_TUN_IPV6_SRC[0..31]" in text_honoured
+
+
+def test_underlay_readdresses_the_prefix_to_the_switch(two_hosts):
+    ul = compile_deployment(two_hosts)["host2"].underlay
+    decap = next(f for f in ul if f.priority == 100)
+    m = dict(decap.match)
+    assert m["ipv6_dst"] == ("fd00:5ee0:0:2::", "ffff:ffff:ffff:ffff::")
+    assert SetField("ipv6_dst", "fd00:5ee0:0:2::1") in decap.actions
+    assert IPNetwork("fd00:5ee0:0:2::/64")
+
+
+def test_ofctl_text_names_ports(two_hosts):
+    text = render(compile_deployment(two_hosts)["host1"].integration)
+    assert "in_port=web1" in text and "output:web3" in text and "output:vpc-tun" in text
+    assert all(line.startswith("table=") for line in text.splitlines())

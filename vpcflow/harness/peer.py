@@ -1,0 +1,156 @@
+"""A traffic peer to run inside a test namespace: `python -m vpcflow.harness.peer ...`.
+
+server: answers every TCP connection or UDP datagram with "<name> <payload>", so the client
+        knows who answered; with --log it appends each peer address it saw to a file.
+client: sends a payload, checks the echo byte for byte, prints "ok <name>" or "fail <reason>".
+stream: one long TCP connection that keeps exchanging numbered lines and checks every byte,
+        for tests of connections that must survive a change; prints a summary when stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+
+def serve(args):
+    family = socket.AF_INET
+    kind = socket.SOCK_STREAM if args.proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(family, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((args.bind, args.port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(64)
+    if args.ready:
+        open(args.ready, "w").close()
+    log = open(args.log, "a", buffering=1) if args.log else None
+    conns = []
+    while True:
+        readable, _, _ = select.select([s] + conns, [], [])
+        for r in readable:
+            if r is s and kind == socket.SOCK_DGRAM:
+                data, peer = s.recvfrom(65535)
+                if log:
+                    log.write(f"{peer[0]}:{peer[1]}\n")
+                s.sendto(args.name.encode() + b" " + data, peer)
+            elif r is s:
+                c, peer = s.accept()
+                if log:
+                    log.write(f"{peer[0]}:{peer[1]}\n")
+                conns.append(c)
+            else:
+                try:
+                    data = r.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    conns.remove(r)
+                    r.close()
+                    continue
+                if args.stream:
+                    r.sendall(data)  # a stream peer echoes exactly what it got
+                else:
+                    r.sendall(args.name.encode() + b" " + data)
+
+
+def client(args):
+    payload = os.urandom(8).hex().encode()
+    try:
+        if args.proto == "tcp":
+            s = socket.create_connection((args.host, args.port), timeout=args.timeout)
+            s.sendall(payload)
+            data = b""
+            while not data.endswith(payload):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(args.timeout)
+            for _ in range(args.tries):  # UDP may lose the first datagram to neighbour discovery
+                s.sendto(payload, (args.host, args.port))
+                try:
+                    data, _ = s.recvfrom(65535)
+                    break
+                except socket.timeout:
+                    data = b""
+    except OSError as e:
+        print(f"fail {type(e).__name__}: {e}")
+        return 1
+    name, _, echoed = data.partition(b" ")
+    if echoed != payload:
+        print(f"fail bad echo {data[:60]!r}")
+        return 1
+    print(f"ok {name.decode()}")
+    return 0
+
+
+def stream(args):
+    """Exchange numbered lines until SIGTERM; then print: sent, received, errors."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    sent = received = 0
+    error = ""
+    try:
+        s = socket.create_connection((args.host, args.port), timeout=args.timeout)
+        s.settimeout(args.timeout)
+        buf = b""
+        while not stop:
+            line = f"{sent:08d} {'x' * 56}\n".encode()
+            s.sendall(line)
+            sent += 1
+            while b"\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed by peer")
+                buf += chunk
+            got, buf = buf.split(b"\n", 1)
+            if got + b"\n" != line:
+                raise ValueError(f"byte mismatch at line {received}: {got[:20]!r}")
+            received += 1
+            if args.progress:
+                with open(args.progress, "w") as f:
+                    f.write(str(received))
+            time.sleep(args.interval)
+        s.close()
+    except (OSError, ValueError, ConnectionError) as e:
+        error = f"{type(e).__name__}: {e}"
+    print(f"sent={sent} received={received} error={error}")
+    sys.stdout.flush()
+    return 0 if not error else 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sv = sub.add_parser("server")
+    sv.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    sv.add_argument("--bind", default="0.0.0.0")
+    sv.add_argument("--port", type=int, required=True)
+    sv.add_argument("--name", required=True)
+    sv.add_argument("--log")
+    sv.add_argument("--ready", help="file created once listening")
+    sv.add_argument("--stream", action="store_true", help="echo bytes exactly, no name prefix")
+    cl = sub.add_parser("client")
+    cl.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    cl.add_argument("--host", required=True)
+    cl.add_argument("--port", type=int, required=True)
+    cl.add_argument("--timeout", type=float, default=2.0)
+    cl.add_argument("--tries", type=int, default=3)
+    st = sub.add_parser("stream")
+    st.add_argument("--host", required=True)
+    st.add_argument("--port", type=int, required=True)
+    st.add_argument("--timeout", type=float, default=5.0)
+    st.add_argument("--interval", type=float, default=0.01)
+    st.add_argument("--progress", help="file that holds the count of lines echoed so far")
+    args = p.parse_args(argv)
+    return {"server": serve, "client": client, "stream": stream}[args.cmd](args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
