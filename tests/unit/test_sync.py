@@ -42,3 +42,12 @@ def test_flows_naming_absent_ports_wait():
     a, b = f(port="here"), f(port="absent", reg=2)
     keyed, waiting = split_by_resolvable([a, b], lambda fl: None if fl is b else fl.key)
     assert list(keyed.values()) == [a] and waiting == [b]
+
+
+def test_same_cookie_but_other_instructions_is_replaced():
+    a = f(reg=1)
+    tampered = Installed(a.key, a.cookie, None, content=b"other")
+    d = diff({a.key: a}, [tampered], content=lambda fl: b"mine")
+    assert d.add == [a]
+    d = diff({a.key: a}, [Installed(a.key, a.cookie, None, content=b"mine")], content=lambda fl: b"mine")
+    assert not d

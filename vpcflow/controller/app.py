@@ -193,11 +193,11 @@ class VpcflowApp(AppBase):
             for reply in self.request(dp, parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL)):
                 for st in reply.body:
                     installed.append(Installed((st.table_id, st.priority, render.match_key(st.match)),
-                                               st.cookie, st.match))
+                                               st.cookie, st.match, render.installed_content(st)))
             version = _sw_version(desc)
             generation, flows = self.ctl.desired(name, bridge, version)
             desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
-            d = diff(desired, installed)
+            d = diff(desired, installed, lambda f: render.desired_content(f, ports))
             msgs = [render.delete_strict(dp, i.key[0], i.key[1], i.match, i.cookie) for i in d.delete]
             msgs += [render.flow_mod(dp, f, ports) for f in d.add]
             if msgs:

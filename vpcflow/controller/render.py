@@ -123,7 +123,23 @@ def match_key(match) -> frozenset:
 
 def desired_key(f: Flow, ports: Dict[str, int]) -> Optional[tuple]:
     """(table id, priority, match key) of a flow, or None if it names a port not present."""
-    try:
-        return (pipeline.table_id(f.table), f.priority, match_key(_match(f, ports)))
-    except UnresolvedPort:
+    if any(p not in ports for p in f.ports()):
         return None
+    return (pipeline.table_id(f.table), f.priority, match_key(_match(f, ports)))
+
+
+def _instructions_bytes(insts) -> bytes:
+    buf = bytearray()
+    for inst in insts:
+        inst.serialize(buf, len(buf))
+    return bytes(buf)
+
+
+def desired_content(f: Flow, ports: Dict[str, int]) -> tuple:
+    """What sync compares besides key and cookie: wire instructions and timeouts."""
+    return (_instructions_bytes(instructions(f, ports)), f.idle_timeout, f.hard_timeout)
+
+
+def installed_content(stats) -> tuple:
+    """The same, for a flow the switch reports (OFPFlowStats)."""
+    return (_instructions_bytes(stats.instructions), stats.idle_timeout, stats.hard_timeout)

@@ -2,7 +2,8 @@
 
 Only flows whose cookie names one of our features are ours: a flow of another cookie, or one
 the switch learned itself, is never deleted. A desired flow whose key (table, priority, match)
-is installed with the same cookie is left alone: the cookie carries a digest of its actions.
+is installed with the same cookie and the same instructions (compared in their wire form, which
+Open vSwitch reports back exactly as it was sent) and timeouts is left alone.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class Installed:
     key: tuple  # (table id, priority, match key)
     cookie: int
     match: object  # the switch's own match object, for a strict delete
+    content: object = None  # instructions and timeouts as the switch reports them
 
 
 @dataclasses.dataclass
@@ -30,7 +32,8 @@ class Diff:
         return bool(self.add or self.delete)
 
 
-def diff(desired: Dict[tuple, Flow], installed: List[Installed]) -> Diff:
+def diff(desired: Dict[tuple, Flow], installed: List[Installed], content=lambda f: None) -> Diff:
+    """`content(flow)` gives the comparable form of a desired flow (as Installed.content)."""
     have: Dict[tuple, Installed] = {}
     stale: List[Installed] = []
     for inst in installed:
@@ -40,7 +43,8 @@ def diff(desired: Dict[tuple, Flow], installed: List[Installed]) -> Diff:
             have[inst.key] = inst
         else:
             stale.append(inst)
-    add = [f for k, f in desired.items() if k not in have or have[k].cookie != f.cookie]
+    add = [f for k, f in desired.items()
+           if k not in have or have[k].cookie != f.cookie or have[k].content != content(f)]
     unchanged = len(desired) - len(add)
     return Diff(add=add, delete=stale, unchanged=unchanged)
 

@@ -1,0 +1,121 @@
+"""Compiled flows in a real ovs-vswitchd, through `ovs-ofctl` and through the controller's sync."""
+import subprocess
+
+import pytest
+
+from tests.conftest import data_file
+from vpcflow.flows import cookies
+from vpcflow.harness.controller import ControllerProcess, bin_path, wait_for
+
+pytestmark = pytest.mark.foundation
+
+TOPOLOGY = data_file("two-hosts.yaml")
+
+
+def prepare(ovs, switch, controller=None):
+    cmd = [bin_path("vpcflow"), "bridge", TOPOLOGY, "--switch", switch, "--db", ovs.db, "--datapath-type", "dummy"]
+    if controller:
+        cmd += ["--controller", controller]
+    subprocess.run(cmd, check=True, capture_output=True)
+    ovs.wait_bridge_mgmt("br-int")
+
+
+def managed(lines):
+    return sorted(line for line in lines if cookies.is_managed(int(line.split("cookie=")[1].split(",")[0], 16)))
+
+
+def without_counters(lines):
+    keep = []
+    for line in lines:
+        parts = [p for p in line.split(", ") if not p.startswith(("duration=", "n_packets=", "n_bytes="))]
+        keep.append(", ".join(parts))
+    return sorted(keep)
+
+
+def test_vpcflow_flows_loads_into_a_bridge_by_port_name(private_ovs):
+    prepare(private_ovs, "host1")
+    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1"], check=True,
+                          capture_output=True, text=True).stdout
+    r = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", f"unix:{private_ovs.dir}/br-int.mgmt", "-"],
+                       input=text, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(private_ovs.flows("br-int")) == len(text.splitlines())
+
+
+@pytest.fixture
+def controller(tmp_path):
+    ctl = ControllerProcess(str(tmp_path), TOPOLOGY, listen_host="127.0.0.1")
+    ctl.start()
+    yield ctl
+    ctl.stop()
+
+
+def test_controller_installs_only_the_difference(private_ovs, controller):
+    prepare(private_ovs, "host1", controller.ofp_target)
+    controller.wait_synced(bridges=[("host1", "integration"), ("host1", "underlay")])
+    first = private_ovs.flows("br-int")
+    expected = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1"], check=True,
+                              capture_output=True, text=True).stdout.splitlines()
+    assert len(first) == len(expected)
+
+    # Someone else's flow, one stale flow of ours, and one of ours with other actions.
+    foreign = "table=5,priority=7,cookie=0x1234,reg5=9,actions=drop"
+    stale = f"table=70,priority=5,cookie={hex(cookies.make('overlay', 'gone'))},reg0=999,actions=drop"
+    private_ovs.ofctl("add-flow", "br-int", foreign)
+    private_ovs.ofctl("add-flow", "br-int", stale)
+    web1 = next(line for line in first if "table=10" in line and "nw_src=10.0.0.11" in line)
+    match = web1.split("priority=")[1].split(" actions=")[0]
+    cookie = web1.split("cookie=")[1].split(",")[0]
+    private_ovs.ofctl("add-flow", "br-int", f"table=10,priority={match},cookie={cookie},actions=drop")
+
+    controller.stop()
+    controller.start()
+    controller.wait_synced(bridges=[("host1", "integration")])
+    status = controller.switches()[("host1", "integration")]
+    assert (status["last_added"], status["last_deleted"]) == (1, 1)
+    after = private_ovs.flows("br-int")
+    assert any("cookie=0x1234" in line and "reg5=0x9" in line for line in after)
+    assert not any("reg0=0x3e7" in line for line in after)
+    assert without_counters(managed(after)) == without_counters(managed(first))
+
+    # A reconnect with nothing changed sends nothing.
+    controller.stop()
+    controller.start()
+    controller.wait_synced(bridges=[("host1", "integration")])
+    status = controller.switches()[("host1", "integration")]
+    assert (status["last_added"], status["last_deleted"]) == (0, 0)
+
+
+def test_a_port_that_appears_later_gets_its_flows(private_ovs, controller):
+    prepare(private_ovs, "host1", controller.ofp_target)
+    controller.wait_synced(bridges=[("host1", "integration")])
+    before = len(private_ovs.flows("br-int", "in_port=web3"))
+    assert before > 0
+    private_ovs.vsctl("del-port", "br-int", "web3")
+    # The port is gone: its flows wait for it (OVS removed the ones that named it).
+    wait_for(lambda: controller.switches()[("host1", "integration")]["waiting_for_ports"] > 0, 10,
+             "flows naming web3 to wait for the port")
+    private_ovs.vsctl("add-port", "br-int", "web3")
+    controller.wait_synced(bridges=[("host1", "integration")])
+    assert len(private_ovs.flows("br-int", "in_port=web3")) == before > 0
+
+
+def test_ofproto_trace_answers_arp_with_a_dummy_mac(private_ovs):
+    prepare(private_ovs, "host1")
+    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1"], check=True,
+                          capture_output=True, text=True).stdout
+    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", f"unix:{private_ovs.dir}/br-int.mgmt", "-"],
+                   input=text, check=True, capture_output=True, text=True)
+    from vpcflow.topology.loader import load_file
+
+    mac = load_file(TOPOLOGY).interfaces["eni-web1"].mac
+    base = f"in_port=web1,dl_src={mac},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,arp_sha={mac},arp_spa=10.0.0.11"
+    out = private_ovs.appctl("ofproto/trace", "br-int", base + ",arp_tpa=10.0.0.13")
+    assert "set_field:0e:00:0a:00:00:0d->eth_src" in out
+    assert "Datapath actions: drop" not in out
+    unknown = private_ovs.appctl("ofproto/trace", "br-int", base + ",arp_tpa=10.0.0.99")
+    assert "Datapath actions: drop" in unknown
+    spoofed = private_ovs.appctl("ofproto/trace", "br-int",
+                                 "in_port=web1,dl_src=02:00:00:00:00:99,ip,nw_src=10.0.0.11,nw_dst=10.0.0.13")
+    assert "Datapath actions: drop" in spoofed
+
