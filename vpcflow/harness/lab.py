@@ -12,6 +12,8 @@ after a partial start. Processes are ended by the PIDs this lab recorded, never 
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -28,6 +30,18 @@ from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
 MGMT_BASE = IPAddress("100.127.0.0")  # shared address space: each switch gets a /30 to the controller
+
+
+def _read_available(stream) -> str:
+    """What a child has written to a pipe so far, without blocking."""
+    fd = stream.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return ""
+    stream.seen = getattr(stream, "seen", "") + data.decode(errors="replace")
+    return stream.seen
 
 
 LabError = ControllerError  # one error type for everything the lab waits on
@@ -279,6 +293,34 @@ class Lab:
         out = node.cmd(f"{sys.executable} -m vpcflow.harness.peer client --proto {proto} --host {host} "
                        f"--port {port} --timeout {timeout}")
         return out.strip().splitlines()[-1] if out.strip() else "fail no output"
+
+    def inject(self, node, iface: str, frame: bytes, count: int = 1):
+        """Send a raw Ethernet frame out of an interface in the node's namespace."""
+        script = ("import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); "
+                  f"s.bind(({iface!r}, 0)); [s.send(bytes.fromhex(sys.argv[1])) for _ in range({count})]")
+        out = node.cmd(f"{sys.executable} -c \"{script}\" {frame.hex()}; echo __rc=$?")
+        if not out.strip().endswith("__rc=0"):
+            raise LabError(f"inject on {node.name}:{iface} failed: {out}")
+
+    @contextlib.contextmanager
+    def capture(self, node, iface: str, bpf: str = ""):
+        """Capture with tcpdump while the block runs; yields a list that then holds the frames
+        (scapy packets)."""
+        from scapy.utils import rdpcap
+
+        pcap = os.path.join(self.workdir, f"cap-{node.name}-{iface}-{len(self.procs)}.pcap")
+        proc = node.popen(["tcpdump", "-i", iface, "-U", "-n", "-w", pcap, *bpf.split()],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        # tcpdump says "listening on" once its socket is open
+        wait_for(lambda: "listening on" in _read_available(proc.stderr), 10, f"tcpdump on {node.name}:{iface}")
+        frames: list = []
+        try:
+            yield frames
+        finally:
+            kill(proc.pid, timeout=5)
+            proc.wait()
+            frames.extend(rdpcap(pcap) if os.path.getsize(pcap) > 24 else [])
 
     @staticmethod
     def ping(node, ip, count: int = 1, timeout: float = 1.0) -> int:

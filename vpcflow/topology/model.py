@@ -219,7 +219,7 @@ def dummy_mac(ipv4: IPAddress) -> str:
     It depends only on the IPv4 address so that the switch can compute it in a flow
     (move ip_src into the low 32 bits) instead of needing one flow per source.
     """
-    v = int(ipv4)
+    v = int(IPAddress(ipv4))
     return "0e:00:" + ":".join(f"{(v >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
 
 
