@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Dict, List, Optional
 
 from netaddr import IPAddress, IPNetwork, spanning_cidr
@@ -42,6 +43,19 @@ def _read_available(stream) -> str:
         return ""
     stream.seen = getattr(stream, "seen", "") + data.decode(errors="replace")
     return stream.seen
+
+
+def _wait_quiet(path: str, quiet: float = 0.15, timeout: float = 3.0):
+    """Until a capture file has stopped growing: tcpdump has written what had arrived."""
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = os.path.getsize(path) if os.path.exists(path) else 0
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.03)
 
 
 LabError = ControllerError  # one error type for everything the lab waits on
@@ -306,10 +320,11 @@ class Lab:
     def capture(self, node, iface: str, bpf: str = ""):
         """Capture with tcpdump while the block runs; yields a list that then holds the frames
         (scapy packets)."""
+        import scapy.layers.l2  # noqa: F401  (registers Ethernet for rdpcap)
         from scapy.utils import rdpcap
 
         pcap = os.path.join(self.workdir, f"cap-{node.name}-{iface}-{len(self.procs)}.pcap")
-        proc = node.popen(["tcpdump", "-i", iface, "-U", "-n", "-w", pcap, *bpf.split()],
+        proc = node.popen(["tcpdump", "-i", iface, "--immediate-mode", "-U", "-n", "-w", pcap, *bpf.split()],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(proc)
         # tcpdump says "listening on" once its socket is open
@@ -318,6 +333,7 @@ class Lab:
         try:
             yield frames
         finally:
+            _wait_quiet(pcap)
             kill(proc.pid, timeout=5)
             proc.wait()
             frames.extend(rdpcap(pcap) if os.path.getsize(pcap) > 24 else [])
