@@ -9,7 +9,7 @@ from typing import Dict, Optional
 
 from vpcflow.controller.framework import nicira_ext, ofp, parser
 from vpcflow.flows import pipeline
-from vpcflow.flows.core import FIELDS, Flow, Goto, Learn, LearnSpec, Load, Move, Output, SetField
+from vpcflow.flows.core import FIELDS, Flow, Goto, Learn, Load, Move, Output, SetField
 
 _SPECIAL = {"IN_PORT": ofp.OFPP_IN_PORT, "LOCAL": ofp.OFPP_LOCAL, "NORMAL": ofp.OFPP_NORMAL,
             "CONTROLLER": ofp.OFPP_CONTROLLER}
