@@ -79,20 +79,34 @@ def test_embedded_address_lies_inside_the_prefix(prefix, netid, ipv4):
     assert ipaddress.IPv6Address(str(address)) in ipaddress.IPv6Network(str(prefix))
 
 
+# Values at the field boundaries: where an overlapping or misplaced field would collide.
+edge_netids = st.sampled_from([1, 2, 0xFF, 0x100, 0xFFFF, 0x10000, 1 << 23, (1 << 24) - 1])
+edge_ipv4s = st.sampled_from([0, 1, 0xFF, 0x100, 0xFFFFFF, 1 << 24, 0xFF000000, 1 << 31, 0xFFFFFFFF]) \
+    .map(lambda v: IPAddress(v, 4))
+pairs = st.tuples(st.one_of(edge_netids, netids), st.one_of(edge_ipv4s, ipv4s))
+
+
 @st.composite
 def two_pairs(draw):
     """Two (netid, ipv4) pairs that often share one component, so collisions would show."""
-    a = (draw(netids), draw(ipv4s))
+    a = draw(pairs)
     share = draw(st.sampled_from(("netid", "ipv4", "none")))
-    b = (a[0] if share == "netid" else draw(netids), a[1] if share == "ipv4" else draw(ipv4s))
+    b = draw(pairs)
+    b = (a[0] if share == "netid" else b[0], a[1] if share == "ipv4" else b[1])
     return a, b
 
 
 @given(prefixes(), two_pairs())
-def test_different_pairs_never_collide(prefix, pairs):
-    a, b = pairs
+def test_different_pairs_never_collide(prefix, two):
+    a, b = two
     assume(a != b)
     assert embed(prefix, *a) != embed(prefix, *b)
+
+
+@given(prefixes(), st.sets(pairs, min_size=2, max_size=40))
+def test_many_pairs_under_one_prefix_are_all_distinct(prefix, many):
+    addresses = {embed(prefix, netid, ipv4) for netid, ipv4 in many}
+    assert len(addresses) == len(many)
 
 
 # --- `vpcflow address` ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from typing import Dict, List, Optional
 
 from netaddr import IPAddress, IPNetwork, spanning_cidr
@@ -30,7 +31,13 @@ from vpcflow.harness.ovs import OvsInstance, kill
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
-MGMT_BASE = IPAddress("100.127.0.0")  # shared address space: each switch gets a /30 to the controller
+SHARED_SPACE = IPAddress("100.64.0.0")  # RFC 6598 space: nothing of the machine's own lives there
+
+
+def mgmt_subnet(tag: str) -> IPAddress:
+    """A /24 of the lab's own for the links to the controller (a /30 per switch), chosen by
+    the tag so that labs with other tags can run at the same time."""
+    return IPAddress(int(SHARED_SPACE) + (zlib.crc32(tag.encode()) % (64 * 256)) * 256)
 
 
 def _read_available(stream) -> str:
@@ -151,10 +158,10 @@ class Lab:
         self._prepare_bridges()
         for host in self.switches.values():
             self._address_underlay(host)
-        self._prime_substrate()
         if controller:
             self.ctl.wait_api()
             self.wait_synced()
+            self._prime_substrate()  # needs the underlay flows in place
 
     def stop(self):
         for proc in self.procs:
@@ -181,7 +188,7 @@ class Lab:
         sw = host.sw
         self._link(host.node, self.substrate, sw.underlay_port, f"s{host.index}")
         self.substrate.cmd(f"ip link set s{host.index} master br0")
-        root_ip = IPAddress(int(MGMT_BASE) + 4 * host.index + 1)
+        root_ip = IPAddress(int(mgmt_subnet(self.tag)) + 4 * host.index + 1)
         self._link(host.node, self.root, "mgmt0", f"{self.tag}m{host.index}")
         self.root.cmd(f"ip addr add {root_ip}/30 dev {self.tag}m{host.index}")
         host.node.cmd(f"ip addr add {root_ip + 1}/30 dev mgmt0")
@@ -246,8 +253,9 @@ class Lab:
         """Resolve every substrate neighbour once, as hosts that talk would have, so that the first
         tunnelled packet of a test is not the one OVS loses to neighbour discovery."""
         for host in self.switches.values():
-            others = " ".join(str(s.substrate_address) for s in self.dep.switches.values() if s.name != host.sw.name)
-            host.sh(f"for a in {others}; do ping -6 -c1 -W1 $a >/dev/null & done; wait", check=False)
+            for other in self.dep.switches.values():
+                if other.name != host.sw.name:
+                    host.sh(f"ping -6 -c1 -W2 {other.substrate_address} >/dev/null")
 
     # --- the controller ------------------------------------------------------------------------
     def start_controller(self, wait: bool = True):
