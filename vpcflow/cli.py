@@ -24,7 +24,8 @@ def _load(path):
         return load_file(path)
     except DeploymentError as e:
         for p in e.problems:
-            print(f"{path}: {p}", file=sys.stderr)
+            # A whole-file problem (unreadable, invalid YAML) already names the file as its path.
+            print(str(p) if p.path == str(path) else f"{path}: {p}", file=sys.stderr)
         raise SystemExit(1)
 
 

@@ -5,6 +5,7 @@ from netaddr import IPAddress, IPNetwork
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_deployment
 from vpcflow.flows.core import Goto, Output, SetField, flow
+from vpcflow.flows.index import Index
 from vpcflow.flows.ofctl import render
 from vpcflow.topology.model import dummy_mac
 
@@ -83,9 +84,11 @@ def test_port_security_binds_mac_and_ip_to_the_port(two_hosts):
 
 def test_arp_answers_only_addresses_of_the_network_and_its_gateway(two_hosts):
     flows = compile_deployment(two_hosts)["host1"].integration
-    blue = [dict(f.match)["arp_tpa"] for f in flows
-            if f.table == "arp_responder" and f.priority == 100 and dict(f.match)["reg0"] == 100]
-    assert sorted(blue) == ["10.0.0.1", "10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    asked_by_web1 = [dict(f.match)["arp_tpa"] for f in flows
+                     if f.table == "arp_responder" and f.priority == 100 and dict(f.match)["arp_spa"] == "10.0.0.11"
+                     and dict(f.match)["reg5"] == Index(two_hosts).zones("host1")["eni-web1"]]
+    # its blue peers and the gateway; not itself, not red's 10.0.0.13 twin (same address, other zone)
+    assert sorted(asked_by_web1) == ["10.0.0.1", "10.0.0.12", "10.0.0.13"]
     reply = next(f for f in flows if f.table == "arp_responder" and dict(f.match).get("arp_tpa") == "10.0.0.12")
     assert SetField("eth_src", dummy_mac(IPAddress("10.0.0.12"))) in reply.actions
     assert Output("IN_PORT") in reply.actions
@@ -96,7 +99,7 @@ def test_same_cidr_in_two_networks_stays_apart(two_hosts):
     route = {(dict(f.match)["reg0"], dict(f.match).get("ipv4_dst")): f for f in flows
              if f.table == "route" and f.priority == 100}
     # 10.0.0.13 is web3 (blue, local) and red1 (red, local); 10.0.0.12 is web2/red2 on host2
-    assert route[(100, "10.0.0.13")].actions == (Goto("ingress_acl"),)
+    assert route[(100, "10.0.0.13")].actions == (Goto("dest_lookup"),)
     tun = {a.field: a.value for a in route[(200, "10.0.0.12")].actions if isinstance(a, SetField)}
     assert tun["tunnel_id"] == 200
     assert tun["tun_ipv6_dst"] == "fd00:5ee0:0:2:0:c8:a00:c"

@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     try:
         load_file(v.topology_file)
     except DeploymentError as e:
+        if [p.path for p in e.problems] == [str(v.topology_file)]:  # the file itself: unreadable, not YAML
+            return _fail(f"deployment file {e.problems[0]}")
         return _fail(f"deployment file {v.topology_file} rejected:\n" + "\n".join(f"  {p}" for p in e.problems))
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", DEFAULT_OFP_PORT)

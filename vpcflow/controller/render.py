@@ -9,7 +9,7 @@ from typing import Dict, Optional
 
 from vpcflow.controller.framework import nicira_ext, ofp, parser
 from vpcflow.flows import pipeline
-from vpcflow.flows.core import FIELDS, Flow, Goto, Learn, Load, Move, Output, SetField
+from vpcflow.flows.core import FIELDS, Conjunction, Ct, Flow, Goto, Learn, Load, Move, Output, SetField
 
 _SPECIAL = {"IN_PORT": ofp.OFPP_IN_PORT, "LOCAL": ofp.OFPP_LOCAL, "NORMAL": ofp.OFPP_NORMAL,
             "CONTROLLER": ofp.OFPP_CONTROLLER}
@@ -62,6 +62,19 @@ def _learn(a: Learn, ports):
         flags=ofp.OFPFF_SEND_FLOW_REM if a.send_flow_rem else 0)
 
 
+def _ct(a: Ct):
+    if isinstance(a.zone, str):
+        zone_src, zone = nxm_name(a.zone), nicira_ext.ofs_nbits(0, 15)
+    else:
+        zone_src, zone = "", a.zone
+    nested = []
+    if a.mark is not None:
+        nested.append(parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(0, 31), dst="ct_mark", value=a.mark))
+    table = pipeline.table_id(a.table) if a.table else nicira_ext.NX_CT_RECIRC_NONE
+    return parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT if a.commit else 0, zone_src=zone_src,
+                             zone_ofs_nbits=zone, recirc_table=table, alg=0, actions=nested)
+
+
 def _action(a, ports):
     if isinstance(a, Output):
         return parser.OFPActionOutput(_port(a.port, ports), ofp.OFPCML_NO_BUFFER)
@@ -75,6 +88,11 @@ def _action(a, ports):
                                       value=a.value)
     if isinstance(a, Learn):
         return _learn(a, ports)
+    if isinstance(a, Ct):
+        return _ct(a)
+    if isinstance(a, Conjunction):
+        # on the wire the clause is 0-based (ovs-ofctl's k/n is 1-based)
+        return parser.NXActionConjunction(clause=a.clause - 1, n_clauses=a.n_clauses, id_=a.id)
     raise TypeError(f"no OpenFlow form for {a!r}")
 
 

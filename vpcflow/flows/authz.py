@@ -1,14 +1,170 @@
-"""Authorization (seed 004, security groups of seed 002): its tables, egress_acl and ingress_acl.
+"""Authorization (seed 004; security groups of seed 002), enforced at both ends, stateful.
 
-Until the rules land (issue 4) both tables let everything through.
+Every packet from an instance goes through conntrack in the sending interface's zone
+(egress_acl) and, at the receiving switch, in the receiving interface's zone (ingress_acl): each
+end keeps its own record, so each end decides for itself and a forged packet from the substrate
+meets the receiver's rules like any other.
+
+Why conntrack and not learned reverse flows: conntrack follows TCP state (a stray ACK or a reply
+with nothing behind it is +inv and dropped), relates ICMP errors to their connection, and lets
+the verdict carry the rule that allowed it: the connection is committed with ct_mark = the rule's
+id. Later packets of the connection (either way) match one flow, `ct_state=+est, ct_mark=RULE`,
+instead of the rule tables: the cached verdict. Remove the rule and that flow goes with it: the
+connection's next packet is judged again; if no other rule allows it, it is dropped.
+
+Rules on an address range match the peer address directly. Rules on a group use a conjunctive
+match (the local interface and port in one clause, the group's member addresses in the other), so
+a group-to-group rule costs interfaces + members flows, not interfaces x members.
 """
 from __future__ import annotations
 
-from vpcflow.flows.core import Goto, flow
+import zlib
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from netaddr import IPNetwork
+
+from vpcflow.flows.base import drop_flow
+from vpcflow.flows.core import IPPROTO, Conjunction, Ct, Goto, ct_flags, flow
 from vpcflow.flows.index import Index
-from vpcflow.topology.model import Switch
+from vpcflow.flows.matches import cidr, ipv4
+from vpcflow.flows.pipeline import REG_DST_ZONE, REG_SRC_ZONE
+from vpcflow.flows.portmask import range_to_masks
+from vpcflow.topology.model import Interface, PortRange, Rule, Switch
+
+ESTABLISHED = 200
+DIRECT = 100  # rules on an address range
+CONJUNCTIVE = 90  # rules on a group
+INVALID = 300
+
+# per direction: (rules table, its next table, zone register, the peer's address field)
+DIRECTIONS = {
+    "egress": ("egress_rules", "network_acl", REG_SRC_ZONE, "ipv4_dst"),
+    "ingress": ("ingress_rules", "deliver", REG_DST_ZONE, "ipv4_src"),
+}
+
+
+def rule_name(group: str, direction: str, index: int) -> str:
+    """How cookies and `vpcflow trace` name a rule: web/ingress[1]."""
+    return f"{group}/{direction}[{index}]"
+
+
+def rule_id(group: str, direction: str, rule: Rule) -> int:
+    """The ct_mark of connections a rule allowed: from what the rule says, not where it stands,
+    so that editing other rules leaves its connections alone. Never 0 (0 = no verdict)."""
+    text = f"{group}/{direction}/{rule.proto}/{rule.ports}/{rule.cidr}/{rule.group}"
+    return zlib.crc32(text.encode()) or 1
+
+
+def rules_of(ix: Index, iface: Interface, direction: str) -> Iterable[Tuple[str, int, Rule]]:
+    for group in iface.security_groups:
+        sg = ix.dep.security_groups[group]
+        for index, rule in enumerate(getattr(sg, direction)):
+            yield group, index, rule
+
+
+def l4_matches(rule: Rule) -> List[Dict]:
+    """The protocol and port part of a rule, as one match per port value/mask pair."""
+    if rule.proto == "any":
+        return [{}]
+    base = {"ip_proto": IPPROTO[rule.proto]}
+    if rule.proto == "icmp" or rule.ports is None:
+        return [base]
+    field = f"{rule.proto}_dst"
+    return [{**base, field: (value if mask == 0xFFFF else (value, mask))}
+            for value, mask in range_to_masks(rule.ports.lo, rule.ports.hi)]
 
 
 def integration_flows(ix: Index, sw: Switch):
-    yield flow("egress_acl", 1, {}, (Goto("route"),), feature="authz", obj="allow-all")
-    yield flow("ingress_acl", 1, {}, (Goto("deliver"),), feature="authz", obj="allow-all")
+    # Two rules may say the same thing (in two groups of one interface): the first one decides.
+    seen = set()
+    for f in _flows(ix, sw):
+        if f.key in seen and not _is_conjunctive(f):
+            continue
+        seen.add(f.key)
+        yield f
+
+
+def _is_conjunctive(f) -> bool:
+    return bool(f.actions) and all(isinstance(a, Conjunction) for a in f.actions)
+
+
+def _flows(ix: Index, sw: Switch):
+    zones = ix.zones(sw.name)
+    yield flow("egress_acl", 100, ipv4(), (Ct(REG_SRC_ZONE, "egress_rules"),), feature="authz", obj="conntrack")
+    yield flow("ingress_acl", 100, ipv4(), (Ct(REG_DST_ZONE, "ingress_rules"),), feature="authz", obj="conntrack")
+    marks = {}
+    for direction, (table, next_table, zone_reg, peer_field) in DIRECTIONS.items():
+        yield drop_flow(table, INVALID, {"ct_state": ct_flags("+trk+inv")}, "no_connection")
+        for iface, _ in ix.local_interfaces(sw.name):
+            for group, index, rule in rules_of(ix, iface, direction):
+                rid = rule_id(group, direction, rule)
+                name = rule_name(group, direction, index)
+                marks[rid] = name
+                commit = (Ct(zone_reg, commit=True, mark=rid), Goto(next_table))
+                local = {zone_reg: zones[iface.name]}
+                if rule.group is None:
+                    yield from _direct(table, local, peer_field, rule, commit, name)
+                else:
+                    yield from _conjunctive(ix, table, local, peer_field, rule, commit, name,
+                                            conj_id=_conj_id(sw, iface, name))
+    # Cached verdicts: a connection some present rule allowed passes on one flow, both ways.
+    for rid, name in sorted(marks.items()):
+        for direction, (table, next_table, _, _) in DIRECTIONS.items():
+            for state in ("+trk+est", "+trk+rel"):
+                yield flow(table, ESTABLISHED, {"ct_state": ct_flags(state), "ct_mark": rid},
+                           (Goto(next_table),), feature="authz", obj=name)
+    yield flow("network_acl", 1, {}, (Goto("route"),), feature="authz", obj="same-network")
+
+
+def _direct(table, local, peer_field, rule: Rule, commit, name):
+    peer = {} if rule.cidr is None or rule.cidr.prefixlen == 0 else {peer_field: cidr(rule.cidr)}
+    for l4 in l4_matches(rule):
+        yield flow(table, DIRECT, {**local, **ipv4(**peer, **l4)}, commit, feature="authz", obj=name)
+
+
+def _conjunctive(ix: Index, table, local, peer_field, rule: Rule, commit, name, conj_id):
+    for l4 in l4_matches(rule):
+        yield flow(table, CONJUNCTIVE, {**local, **ipv4(**l4)}, (Conjunction(conj_id, 1, 2),),
+                   feature="authz", obj=name)
+    for ip in sorted({ep.ip for ep in ix.members(rule.group)}):
+        yield flow(table, CONJUNCTIVE, ipv4(**{peer_field: str(ip)}), (Conjunction(conj_id, 2, 2),),
+                   feature="authz", obj=name)
+    yield flow(table, CONJUNCTIVE, {"conj_id": conj_id, **ipv4()}, commit, feature="authz", obj=name)
+
+
+def _conj_id(sw: Switch, iface: Interface, name: str) -> int:
+    return zlib.crc32(f"{sw.name}/{iface.name}/{name}".encode()) or 1
+
+
+# --- reachability, for the ARP responder ------------------------------------------------------
+def _ports_overlap(a: Optional[PortRange], b: Optional[PortRange]) -> bool:
+    return a is None or b is None or a.overlaps(b)
+
+
+def _compatible(out: Rule, into: Rule) -> bool:
+    if "any" in (out.proto, into.proto):
+        return True
+    return out.proto == into.proto and (out.proto == "icmp" or _ports_overlap(out.ports, into.ports))
+
+
+def _rule_covers(rule: Rule, peer) -> bool:
+    """Whether a rule's peer (range or group) includes an endpoint."""
+    if rule.group is not None:
+        return rule.group in peer.interface.security_groups
+    return rule.cidr is None or peer.ip in rule.cidr
+
+
+def may_send(ix: Index, src, dst) -> bool:
+    """Some connection from src to dst would pass both src's egress and dst's ingress rules."""
+    outs = [r for _, _, r in rules_of(ix, src.interface, "egress") if _rule_covers(r, dst)]
+    ins = [r for _, _, r in rules_of(ix, dst.interface, "ingress") if _rule_covers(r, src)]
+    return any(_compatible(o, i) for o in outs for i in ins)
+
+
+def talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:
+    """Some rule of the interface concerns addresses outside its network: it needs its gateway."""
+    for direction in ("egress", "ingress"):
+        for _, _, rule in rules_of(ix, iface, direction):
+            if rule.cidr is not None and rule.cidr not in network_cidr:
+                return True
+    return False

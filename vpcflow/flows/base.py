@@ -6,8 +6,8 @@ from vpcflow.flows.core import Goto, flow
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, TUNNEL_PORT, Switch
 
-HOST_TABLES = ("classify", "port_security", "arp_responder", "egress_acl", "route", "nat_out",
-               "substrate_in", "ingress_acl", "deliver")
+HOST_TABLES = ("classify", "port_security", "arp_responder", "egress_acl", "egress_rules", "network_acl", "route",
+               "nat_out", "substrate_in", "dest_lookup", "ingress_acl", "ingress_rules", "deliver")
 EDGE_TABLES = ("classify", "substrate_in", "uplink_in", "edge_out")
 
 TABLE_MISS = 0

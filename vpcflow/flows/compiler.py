@@ -9,7 +9,7 @@ import dataclasses
 from typing import Dict, FrozenSet, Tuple
 
 from vpcflow.flows import arp, authz, base, edge, overlay, pipeline, port_security, underlay
-from vpcflow.flows.core import Flow
+from vpcflow.flows.core import Conjunction, Flow
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
@@ -34,12 +34,22 @@ def sort_key(f: Flow):
     return (pipeline.table_id(f.table), -f.priority, f.feature, f.obj, repr(f.match))
 
 
+def _conjunctive(f: Flow) -> bool:
+    return bool(f.actions) and all(isinstance(a, Conjunction) for a in f.actions)
+
+
 def _finish(flows) -> Tuple[Flow, ...]:
     unique = {}
     for f in flows:
         pipeline.verify(f)
         previous = unique.setdefault(f.key, f)
-        if previous != f:
+        if previous == f:
+            continue
+        if _conjunctive(previous) and _conjunctive(f):
+            # One match may take part in several conjunctions: one flow carries all of them.
+            actions = tuple(sorted(set(previous.actions) | set(f.actions), key=lambda a: (a.id, a.clause)))
+            unique[f.key] = dataclasses.replace(previous, actions=actions)
+        else:
             raise pipeline.PipelineError(f"two different flows with one match:\n  {previous}\n  {f}")
     return tuple(sorted(unique.values(), key=sort_key))
 

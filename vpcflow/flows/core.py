@@ -178,7 +178,51 @@ class Learn:
         return cookies.make(self.feature, self.obj)
 
 
-Action = Union[Output, Goto, SetField, Move, Load, Learn]
+@dataclasses.dataclass(frozen=True)
+class Ct:
+    """Send the packet through conntrack (NXAST_CT).
+
+    zone: a constant zone, or a register name whose low 16 bits hold it.
+    table: continue the pipeline in this table with ct_state filled in (recirculation).
+    commit: record the connection; `mark` is then written into its ct_mark.
+    """
+
+    zone: Union[int, str]
+    table: Optional[str] = None
+    commit: bool = False
+    mark: Optional[int] = None
+
+    def __post_init__(self):
+        if isinstance(self.zone, str):
+            _check_field(self.zone)
+        if self.mark is not None and not self.commit:
+            raise ValueError("ct mark needs commit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Conjunction:
+    """One clause (1-based, of n) of conjunctive match `id` (NXAST_CONJUNCTION)."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+
+Action = Union[Output, Goto, SetField, Move, Load, Learn, Ct, Conjunction]
+
+# ct_state bits, for matches like {"ct_state": ct_flags("+trk+est")}
+CT_FLAGS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10, "trk": 0x20}
+
+
+def ct_flags(text: str):
+    """'+trk+est-rpl' -> (value, mask) for a ct_state match."""
+    value = mask = 0
+    for token in text.replace("+", " +").replace("-", " -").split():
+        bit = CT_FLAGS[token[1:]]
+        mask |= bit
+        if token[0] == "+":
+            value |= bit
+    return (value, mask)
 
 SPECIAL_PORTS = ("IN_PORT", "LOCAL", "CONTROLLER", "NORMAL")
 

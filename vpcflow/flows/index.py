@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import zlib
 from typing import Dict, List, Optional, Tuple
 
 from netaddr import IPAddress
 
 from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch
+
+
+ZONE_SLOTS = 65535
+
+
+def _zone_hash(name: str) -> int:
+    return zlib.crc32(name.encode()) % ZONE_SLOTS + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +44,7 @@ class Index:
                 self.by_network[net.name].append(ep)
         self.edges = sorted((s for s in dep.switches.values() if s.role == EDGE), key=lambda s: s.name)
         self.hosts = sorted((s for s in dep.switches.values() if s.role == HOST), key=lambda s: s.name)
+        self._zones: Dict[str, Dict[str, int]] = {}
 
     def local_networks(self, switch: str) -> List[Network]:
         """Networks with at least one interface attached on this switch, in id order."""
@@ -48,6 +57,27 @@ class Index:
         for ep in self.by_switch.get(switch, ()):
             seen[ep.interface.name] = (ep.interface, ep.port)
         return [seen[k] for k in sorted(seen)]
+
+    def zones(self, switch: str) -> Dict[str, int]:
+        """The conntrack zone of each interface attached on a switch (1..65535).
+
+        Derived from the interface's name, so an interface keeps its zone (and its connections)
+        when others come and go; a rare collision on one switch is resolved in name order.
+        """
+        if switch not in self._zones:
+            taken, zones = set(), {}
+            for iface, _ in sorted(self.local_interfaces(switch), key=lambda x: (_zone_hash(x[0].name), x[0].name)):
+                z = _zone_hash(iface.name)
+                while z in taken:
+                    z = z % ZONE_SLOTS + 1
+                taken.add(z)
+                zones[iface.name] = z
+            self._zones[switch] = zones
+        return self._zones[switch]
+
+    def members(self, group: str) -> List[Endpoint]:
+        """Attached addresses of interfaces in a security group."""
+        return [ep for ep in self.endpoints if group in ep.interface.security_groups]
 
     @property
     def edge(self) -> Optional[Switch]:

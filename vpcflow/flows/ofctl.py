@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from vpcflow.flows import pipeline
-from vpcflow.flows.core import FIELDS, Flow, Goto, Learn, LearnSpec, Load, Move, Output, SetField
+from vpcflow.flows.core import (CT_FLAGS, FIELDS, Conjunction, Ct, Flow, Goto, Learn, LearnSpec, Load, Move,
+                                Output, SetField)
 
 _SPECIAL = {"IN_PORT": "in_port", "LOCAL": "LOCAL", "NORMAL": "NORMAL", "CONTROLLER": "CONTROLLER:65535"}
 
@@ -44,6 +45,16 @@ def action_text(a) -> str:
         return f"move:{_subfield(a.src, a.src_ofs, a.width)}->{_subfield(a.dst, a.dst_ofs, a.width)}"
     if isinstance(a, Load):
         return f"load:{hex(a.value)}->{_subfield(a.dst, a.ofs, a.width)}"
+    if isinstance(a, Ct):
+        args = ["commit"] if a.commit else []
+        args.append(f"zone={_subfield(a.zone, 0, 16)}" if isinstance(a.zone, str) else f"zone={a.zone}")
+        if a.table:
+            args.append(f"table={pipeline.table_id(a.table)}")
+        if a.mark is not None:
+            args.append(f"exec(load:{hex(a.mark)}->NXM_NX_CT_MARK[])")
+        return f"ct({','.join(args)})"
+    if isinstance(a, Conjunction):
+        return f"conjunction({a.id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Learn):
         args = [f"table={pipeline.table_id(a.table)}", f"priority={a.priority}", f"cookie={hex(a.cookie)}"]
         for name in ("idle_timeout", "hard_timeout", "fin_idle_timeout", "fin_hard_timeout"):
@@ -56,13 +67,21 @@ def action_text(a) -> str:
     raise TypeError(f"no ofctl form for {a!r}")
 
 
+def _match_text(name, value) -> str:
+    if name == "ct_state":  # as ovs-ofctl prints it: ct_state=+est+trk
+        v, mask = value if isinstance(value, tuple) else (value, value)
+        flags = "".join(("+" if v & bit else "-") + flag for flag, bit in CT_FLAGS.items() if mask & bit)
+        return f"ct_state={flags}"
+    return f"{FIELDS[name].ofctl}={_value(value)}"
+
+
 def flow_text(f: Flow) -> str:
     parts = [f"table={pipeline.table_id(f.table)}", f"priority={f.priority}", f"cookie={hex(f.cookie)}"]
     if f.idle_timeout:
         parts.append(f"idle_timeout={f.idle_timeout}")
     if f.hard_timeout:
         parts.append(f"hard_timeout={f.hard_timeout}")
-    parts += [f"{FIELDS[name].ofctl}={_value(v)}" for name, v in f.match]
+    parts += [_match_text(name, v) for name, v in f.match]
     actions = ",".join(action_text(a) for a in f.actions) or "drop"
     return ",".join(parts) + f",actions={actions}"
 

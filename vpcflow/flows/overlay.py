@@ -12,10 +12,10 @@ from __future__ import annotations
 from netaddr import IPAddress, IPNetwork
 
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import Goto, Move, Output, SetField, flow
+from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4
-from vpcflow.flows.pipeline import REG_NETWORK
+from vpcflow.flows.pipeline import REG_DST_ZONE, REG_NETWORK
 from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embed
 
 PRIORITY = 100
@@ -50,7 +50,7 @@ def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
     for ep in ix.by_network[net.name]:
         match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=str(ep.ip))}
         if ep.switch.name == sw.name:
-            actions = (Goto("ingress_acl"),)
+            actions = (Goto("dest_lookup"),)
         else:
             actions = encapsulate(sw, net, ep.switch.prefix, ep.ip, embed_source)
         yield flow("route", PRIORITY, match, actions, feature="overlay", obj=ep.interface.name)
@@ -73,7 +73,7 @@ def _accept(ix: Index, sw: Switch, net: Network):
         if ep.switch.name == sw.name:
             continue
         match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=str(ep.ip))}
-        yield flow("substrate_in", PRIORITY, match, (Move("tunnel_id", REG_NETWORK, 24), Goto("ingress_acl")),
+        yield flow("substrate_in", PRIORITY, match, (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
                    feature="overlay", obj=ep.interface.name)
         if not ep.interface.source_dest_check:
             appliances.add(ep.switch)
@@ -81,7 +81,7 @@ def _accept(ix: Index, sw: Switch, net: Network):
         # An appliance may send from any address; it must still come from its own switch.
         yield flow("substrate_in", PRIORITY - 10,
                    {"tunnel_id": net.id, "tun_ipv6_src": cidr(other.prefix), **ipv4()},
-                   (Move("tunnel_id", REG_NETWORK, 24), Goto("ingress_acl")),
+                   (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
                    feature="overlay", obj=f"{net.name}:appliances@{other.name}")
     edge = ix.edge
     if edge is not None:
@@ -91,12 +91,16 @@ def _accept(ix: Index, sw: Switch, net: Network):
                         "substrate_spoofed")
         yield flow("substrate_in", PRIORITY - 30,
                    {"tunnel_id": net.id, "tun_ipv6_src": cidr(edge.prefix), **ipv4()},
-                   (Move("tunnel_id", REG_NETWORK, 24), Goto("ingress_acl")),
+                   (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
                    feature="overlay", obj=f"{net.name}:from-edge")
 
 
 def _deliver(ix: Index, sw: Switch):
+    zones = ix.zones(sw.name)
     for ep in ix.by_switch.get(sw.name, ()):
+        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_dst=str(ep.ip))},
+                   (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16), Goto("ingress_acl")),
+                   feature="overlay", obj=ep.interface.name)
         net = ep.network
         base = {REG_NETWORK: net.id, **ipv4(ipv4_dst=str(ep.ip))}
         to_port = (SetField("eth_dst", ep.interface.mac), Output(ep.port))

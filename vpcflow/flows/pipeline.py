@@ -5,21 +5,24 @@ the uplink) and the underlay bridge (the substrate link). Each table says what i
 fields its flows may match, and which tables it may go to next. `verify()` checks a flow
 against its table; the unit tests run it over every compiled flow.
 
-Registers:
+Registers (zero at the start of every packet):
   reg0[0..23]  network id (VNI) of the packet, set on entry (port security or substrate check)
-  reg1         reserved for authorization (source interface)
+  reg5[0..15]  conntrack zone of the sending interface (set by port security)
+  reg6[0..15]  conntrack zone of the receiving interface (set by dest_lookup)
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Dict, FrozenSet, Tuple
 
-from vpcflow.flows.core import Flow, Goto
+from vpcflow.flows.core import Ct, Flow, Goto
 
 INTEGRATION = "integration"
 UNDERLAY = "underlay"
 
 REG_NETWORK = "reg0"
+REG_SRC_ZONE = "reg5"
+REG_DST_ZONE = "reg6"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,25 +48,35 @@ TABLES = (
           frozenset({"in_port", "eth_type"}), ("port_security", "substrate_in", "uplink_in"),
           miss="unknown_port"),
     Table(10, "port_security", INTEGRATION,
-          "an instance may send only from its own MAC and addresses; sets the network register",
+          "an instance may send only from its own MAC and addresses; sets network and source zone",
           frozenset({"in_port", "eth_src"} | _L3 | _ARP), ("arp_responder", "egress_acl"),
           miss="spoofed_source"),
     Table(20, "arp_responder", INTEGRATION,
-          "answer an instance's ARP request with the dummy MAC of a reachable destination",
-          frozenset({REG_NETWORK, "in_port"} | _ARP), (), miss="arp_unanswered"),
-    Table(30, "egress_acl", INTEGRATION, "what the sender may send (authorization)",
-          frozenset({REG_NETWORK, "reg1", "in_port"} | _L3 | _CT), ("route",), miss="egress_denied"),
+          "answer an instance's ARP request with the dummy MAC of a destination it may reach",
+          frozenset({REG_NETWORK, REG_SRC_ZONE, "in_port"} | _ARP), (), miss="arp_unanswered"),
+    Table(30, "egress_acl", INTEGRATION, "send what the instance sends through conntrack, in its zone",
+          frozenset({REG_NETWORK, REG_SRC_ZONE} | _L3), ("egress_rules",), miss="not_ip"),
+    Table(31, "egress_rules", INTEGRATION,
+          "what the sender may send: its security groups' egress rules; established connections pass",
+          frozenset({REG_NETWORK, REG_SRC_ZONE} | _L3 | _CT), ("network_acl",), miss="egress_denied"),
+    Table(35, "network_acl", INTEGRATION, "traffic between two networks needs an authorization",
+          frozenset({REG_NETWORK} | _L3 | _CT), ("route",), miss="network_denied"),
     Table(40, "route", INTEGRATION,
           "where the destination lives: this switch, another host (tunnel) or the edge",
-          frozenset({REG_NETWORK} | _L3), ("ingress_acl", "nat_out"), miss="no_destination"),
+          frozenset({REG_NETWORK} | _L3), ("dest_lookup", "nat_out"), miss="no_destination"),
     Table(45, "nat_out", INTEGRATION, "source translation toward the external network",
           frozenset({REG_NETWORK} | _L3 | _CT), (), miss="nat_refused"),
     Table(50, "substrate_in", INTEGRATION,
           "a tunnelled packet is accepted only from the switch where its inner source lives",
-          frozenset({"in_port"} | _TUN | _L3), ("ingress_acl", "edge_out"),
+          frozenset({"in_port"} | _TUN | _L3), ("dest_lookup", "edge_out"),
           miss="substrate_spoofed"),
-    Table(60, "ingress_acl", INTEGRATION, "what the receiver may receive (authorization)",
-          frozenset({REG_NETWORK, "reg1"} | _L3 | _CT), ("deliver",), miss="ingress_denied"),
+    Table(55, "dest_lookup", INTEGRATION, "which local interface the packet is for: its zone",
+          frozenset({REG_NETWORK} | _L3), ("ingress_acl",), miss="no_destination"),
+    Table(60, "ingress_acl", INTEGRATION, "send what arrives through conntrack, in the receiver's zone",
+          frozenset({REG_NETWORK, REG_DST_ZONE} | _L3), ("ingress_rules",), miss="not_ip"),
+    Table(61, "ingress_rules", INTEGRATION,
+          "what the receiver may receive: its security groups' ingress rules; established pass",
+          frozenset({REG_NETWORK, REG_DST_ZONE} | _L3 | _CT), ("deliver",), miss="ingress_denied"),
     Table(70, "deliver", INTEGRATION,
           "hand the packet to the destination's port with the sender's dummy MAC",
           frozenset({REG_NETWORK} | _L3), (), miss="no_destination"),
@@ -102,8 +115,10 @@ def verify(f: Flow) -> None:
     if extra:
         raise PipelineError(f"table {t.name} may not match {sorted(extra)}: {f}")
     for a in f.actions:
-        if isinstance(a, Goto):
-            if a.table not in t.next_tables:
-                raise PipelineError(f"table {t.name} may not go to {a.table}: {f}")
-            if _NAMES[a.table].id <= t.id:
-                raise PipelineError(f"goto must go forward: {t.name} -> {a.table}")
+        target = a.table if isinstance(a, (Goto, Ct)) else None
+        if target is None:
+            continue
+        if target not in t.next_tables:
+            raise PipelineError(f"table {t.name} may not go to {target}: {f}")
+        if _NAMES[target].id <= t.id:
+            raise PipelineError(f"goto must go forward: {t.name} -> {target}")
