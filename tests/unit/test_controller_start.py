@@ -77,10 +77,19 @@ def test_missing_topology_file(tmp_path):
     r = run_controller(config_for(tmp_path, missing))
     refused(r)
     lines = r.stderr.splitlines()
-    assert lines, "nothing on stderr"
-    # One line names the file and says what is wrong with it.
-    assert any(str(missing) in line and ("cannot read" in line or "No such file" in line) for line in lines), \
-        r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].count(str(missing)) == 1, lines[0]
+    assert "cannot read" in lines[0] or "No such file" in lines[0], lines[0]
+
+
+def test_topology_file_not_yaml(tmp_path):
+    topology = tmp_path / "deployment.yaml"
+    topology.write_text("switches: {host1: [unclosed\n")
+    r = run_controller(config_for(tmp_path, topology))
+    refused(r)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].count(str(topology)) == 1 and "YAML" in lines[0], lines[0]
 
 
 def test_invalid_topology_file(tmp_path):
