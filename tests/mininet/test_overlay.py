@@ -12,8 +12,9 @@ from scapy.layers.l2 import Ether
 from tests.conftest import data_file, require_system
 from vpcflow.flows import cookies
 from vpcflow.harness.controller import wait_for
+from vpcflow.harness.forge import geneve_frame
 from vpcflow.harness.ovs import packet_count
-from vpcflow.topology.model import dummy_mac, embed
+from vpcflow.topology.model import embed
 
 pytestmark = pytest.mark.overlay
 
@@ -74,13 +75,7 @@ def test_outer_headers_carry_the_embedded_addresses_and_network_id(lab):
 
 
 def forged(lab, outer_src, inner_src, payload):
-    host1 = lab.dep.switches["host1"]
-    mac = lab.switches["host1"].sh("cat /sys/class/net/br-ul/address").strip()
-    inner = (Ether(src=dummy_mac(inner_src), dst="02:00:00:00:00:01") / IP(src=inner_src, dst="10.0.0.11")
-             / UDP(sport=4444, dport=7002) / payload)
-    return bytes(Ether(src="02:5e:00:00:00:66", dst=mac)
-                 / IPv6(src=outer_src, dst=str(embed(host1.prefix, 100, IPAddress("10.0.0.11"))))
-                 / UDP(sport=40000, dport=6081) / GENEVE(vni=100, proto=0x6558) / inner)
+    return geneve_frame(lab, "host1", outer_src, 100, inner_src, "10.0.0.11", UDP(sport=4444, dport=7002) / payload)
 
 
 def test_a_forged_substrate_packet_is_dropped_and_counted(lab):

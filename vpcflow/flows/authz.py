@@ -8,9 +8,11 @@ meets the receiver's rules like any other.
 Why conntrack and not learned reverse flows: conntrack follows TCP state (a stray ACK or a reply
 with nothing behind it is +inv and dropped), relates ICMP errors to their connection, and lets
 the verdict carry the rule that allowed it: the connection is committed with ct_mark = the rule's
-id. Later packets of the connection (either way) match one flow, `ct_state=+est, ct_mark=RULE`,
-instead of the rule tables: the cached verdict. Remove the rule and that flow goes with it: the
-connection's next packet is judged again; if no other rule allows it, it is dropped.
+id. Later packets of the connection match one flow, `ct_state=+est, ct_mark=RULE`, instead of the
+rule tables: the cached verdict (requests by the marks of this direction's rules, replies by the
+other's). Remove the rule and that flow goes with it: the connection's next request is judged
+again, and dropped unless another rule allows it; its replies are dropped (never re-judged, or a
+reply could re-commit the connection under a rule of the other direction).
 
 Rules on an address range match the peer address directly. Rules on a group use a conjunctive
 match (the local interface and port in one clause, the group's member addresses in the other), so
@@ -31,7 +33,9 @@ from vpcflow.flows.pipeline import REG_DST_ZONE, REG_SRC_ZONE
 from vpcflow.flows.portmask import range_to_masks
 from vpcflow.topology.model import Interface, PortRange, Rule, Switch
 
+TCP_ACK = 0x010
 ESTABLISHED = 200
+STALE = 150
 DIRECT = 100  # rules on an address range
 CONJUNCTIVE = 90  # rules on a group
 INVALID = 300
@@ -92,14 +96,20 @@ def _flows(ix: Index, sw: Switch):
     zones = ix.zones(sw.name)
     yield flow("egress_acl", 100, ipv4(), (Ct(REG_SRC_ZONE, "egress_rules"),), feature="authz", obj="conntrack")
     yield flow("ingress_acl", 100, ipv4(), (Ct(REG_DST_ZONE, "ingress_rules"),), feature="authz", obj="conntrack")
-    marks = {}
+    marks = {"egress": {}, "ingress": {}}
     for direction, (table, next_table, zone_reg, peer_field) in DIRECTIONS.items():
         yield drop_flow(table, INVALID, {"ct_state": ct_flags("+trk+inv")}, "no_connection")
+        # Open vSwitch's conntrack would take up a TCP segment with ACK set as a new connection;
+        # a connection starts with a bare SYN, so such a segment is a reply with nothing behind it.
+        yield drop_flow(table, INVALID, {"ct_state": ct_flags("+trk+new"), **ipv4(ip_proto=IPPROTO["tcp"]),
+                                         "tcp_flags": (TCP_ACK, TCP_ACK)}, "no_connection")
+        # A reply whose connection's rule is gone is not judged again: rules speak of requests.
+        yield drop_flow(table, STALE, {"ct_state": ct_flags("+trk+est+rpl")}, "rule_removed")
         for iface, _ in ix.local_interfaces(sw.name):
             for group, index, rule in rules_of(ix, iface, direction):
                 rid = rule_id(group, direction, rule)
                 name = rule_name(group, direction, index)
-                marks[rid] = name
+                marks[direction][rid] = name
                 commit = (Ct(zone_reg, commit=True, mark=rid), Goto(next_table))
                 local = {zone_reg: zones[iface.name]}
                 if rule.group is None:
@@ -107,10 +117,13 @@ def _flows(ix: Index, sw: Switch):
                 else:
                     yield from _conjunctive(ix, table, local, peer_field, rule, commit, name,
                                             conj_id=_conj_id(sw, iface, name))
-    # Cached verdicts: a connection some present rule allowed passes on one flow, both ways.
-    for rid, name in sorted(marks.items()):
-        for direction, (table, next_table, _, _) in DIRECTIONS.items():
-            for state in ("+trk+est", "+trk+rel"):
+    # Cached verdicts: a connection a present rule allowed passes on one flow. Requests carry
+    # the mark of a rule of this direction; replies the mark of a rule of the other direction.
+    for direction, (table, next_table, _, _) in DIRECTIONS.items():
+        other = "ingress" if direction == "egress" else "egress"
+        for state, rules in (("+trk+est-rpl", marks[direction]), ("+trk+est+rpl", marks[other]),
+                             ("+trk+rel", {**marks[direction], **marks[other]})):
+            for rid, name in sorted(rules.items()):
                 yield flow(table, ESTABLISHED, {"ct_state": ct_flags(state), "ct_mark": rid},
                            (Goto(next_table),), feature="authz", obj=name)
     yield flow("network_acl", 1, {}, (Goto("route"),), feature="authz", obj="same-network")

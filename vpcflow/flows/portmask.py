@@ -126,11 +126,8 @@ def _union(masks: list[int], selector: int) -> int:
 # Sets and answers are bitmasks over elements (here: primes). Every set must contain a chosen element.
 
 def _min_hitting_set(sets: Iterable[int]) -> int:
-    forced, sets = _reduce(list(sets))
-    chosen = forced
-    for component in _components(sets):
-        chosen |= _search(component)
-    return chosen
+    sets = list(sets)
+    return _hitting_set_under(sets, _or_all(sets).bit_length() + 1)  # any bound above all elements
 
 
 def _popcount(mask: int) -> int:
@@ -204,27 +201,51 @@ def _components(sets: list[int]) -> list[list[int]]:
     return [members for _, members in groups]
 
 
-def _search(sets: list[int]) -> int:
-    """An exact minimum by iterative deepening; disjoint sets each need their own element."""
-    budget = _disjoint_count(sets)
-    while True:
-        found = _search_within(sets, budget)
-        if found is not None:
-            return found
-        budget += 1
+def _hitting_set_under(sets: list[int], limit: int):
+    """A minimum hitting set with fewer than `limit` elements, or None: branch and bound.
 
-
-def _search_within(sets: list[int], budget: int):
-    if not sets:
-        return 0
-    if _disjoint_count(sets) > budget:
+    Each node first applies the reductions, then solves independent groups separately, then
+    branches on the elements of a smallest set; the disjoint-set bound prunes.
+    """
+    forced, sets = _reduce(sets)
+    limit -= _popcount(forced)
+    if limit <= 0:
         return None
-    smallest = min(sets, key=lambda s: (_popcount(s), s))  # fewest branches
-    for element in _bits(smallest):
-        rest = _search_within([s for s in sets if not s & element], budget - 1)
+    if not sets:
+        return forced
+    groups = _components(sets)
+    if len(groups) > 1:
+        rest = _groups_under(groups, limit)
+        return None if rest is None else rest | forced
+    best = None
+    smallest = min(sets, key=lambda s: (_popcount(s), s))
+    tried = 0  # elements of `smallest` already branched on: later branches exclude them
+    for element in sorted(_bits(smallest), key=lambda e: (-sum(1 for s in sets if s & e), e)):
+        if _disjoint_count(sets) >= limit:
+            break
+        rest_sets = [s & ~tried for s in sets if not s & element]
+        tried |= element
+        if not all(rest_sets):
+            continue  # a set only an excluded element could hit
+        rest = _hitting_set_under(rest_sets, limit - 1)
         if rest is not None:
-            return rest | element
-    return None
+            best = rest | element
+            limit = _popcount(best)  # from now on only a smaller one is worth finding
+    return None if best is None else best | forced
+
+
+def _groups_under(groups: list[list[int]], limit: int):
+    """Independent groups: each gets the budget the others' lower bounds leave it."""
+    bounds = [_disjoint_count(group) for group in groups]
+    spent = sum(bounds)  # lower bounds of unsolved groups plus sizes of solved ones
+    chosen = 0
+    for group, bound in zip(groups, bounds):
+        found = _hitting_set_under(group, limit - (spent - bound))
+        if found is None:
+            return None
+        spent += _popcount(found) - bound
+        chosen |= found
+    return chosen
 
 
 def _disjoint_count(sets: list[int]) -> int:

@@ -296,18 +296,21 @@ class Lab:
         self.procs.append(proc)
         return proc
 
-    def server(self, node, port: int, proto: str = "tcp", name: Optional[str] = None, log: bool = False,
-               stream: bool = False) -> Optional[str]:
+    def server(self, node, port: int, proto: str = "tcp", name: Optional[str] = None,
+               log: bool = False) -> Optional[str]:
         """A peer server in the node; waits until it listens. Returns its log file, if asked for."""
         ready = os.path.join(self.workdir, f"ready-{node.name}-{proto}-{port}")
         args = ["server", "--proto", proto, "--port", str(port), "--name", name or node.name, "--ready", ready]
         logfile = os.path.join(self.workdir, f"seen-{node.name}-{proto}-{port}") if log else None
         if logfile:
             args += ["--log", logfile]
-        if stream:
-            args.append("--stream")
-        self.peer(node, *args)
-        wait_for(lambda: os.path.exists(ready), 10, f"server {proto}/{port} in {node.name}")
+        proc = self.peer(node, *args)
+
+        def listening():
+            if proc.poll() is not None:
+                raise LabError(f"server {proto}/{port} in {node.name} exited: {proc.stdout.read()}")
+            return os.path.exists(ready)
+        wait_for(listening, 10, f"server {proto}/{port} in {node.name}")
         return logfile
 
     def client(self, node, host, port: int, proto: str = "tcp", timeout: float = 2.0) -> str:

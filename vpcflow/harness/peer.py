@@ -1,7 +1,8 @@
 """A traffic peer to run inside a test namespace: `python -m vpcflow.harness.peer ...`.
 
 server: answers every TCP connection or UDP datagram with "<name> <payload>", so the client
-        knows who answered; with --log it appends each peer address it saw to a file.
+        knows who answered; with --log it appends each peer address it saw to a file. A TCP
+        connection that opens with the line "stream" gets "<name>" back and then an exact echo.
 client: sends a payload, checks the echo byte for byte, prints "ok <name>" or "fail <reason>".
 stream: one long TCP connection that keeps exchanging numbered lines and checks every byte,
         for tests of connections that must survive a change; prints a summary when stopped.
@@ -16,6 +17,8 @@ import socket
 import sys
 import time
 
+STREAM_HELLO = b"stream\n"
+
 
 def serve(args):
     family = socket.AF_INET
@@ -29,6 +32,7 @@ def serve(args):
         open(args.ready, "w").close()
     log = open(args.log, "a", buffering=1) if args.log else None
     conns = []
+    streaming = set()
     while True:
         readable, _, _ = select.select([s] + conns, [], [])
         for r in readable:
@@ -49,10 +53,14 @@ def serve(args):
                     data = b""
                 if not data:
                     conns.remove(r)
+                    streaming.discard(r)
                     r.close()
                     continue
-                if args.stream:
-                    r.sendall(data)  # a stream peer echoes exactly what it got
+                if r in streaming:
+                    r.sendall(data)
+                elif data.startswith(STREAM_HELLO):
+                    streaming.add(r)
+                    r.sendall(args.name.encode() + b"\n" + data[len(STREAM_HELLO):])
                 else:
                     r.sendall(args.name.encode() + b" " + data)
 
@@ -91,15 +99,26 @@ def client(args):
 
 
 def stream(args):
-    """Exchange numbered lines until SIGTERM; then print: sent, received, errors."""
+    """Exchange numbered lines until SIGTERM; then print: server, sent, received, error."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sent = received = 0
-    error = ""
+    error = server = ""
     try:
         s = socket.create_connection((args.host, args.port), timeout=args.timeout)
         s.settimeout(args.timeout)
+        s.sendall(STREAM_HELLO)
         buf = b""
+        while b"\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by peer before it said its name")
+            buf += chunk
+        name, buf = buf.split(b"\n", 1)
+        server = name.decode()
+        if args.progress:
+            with open(args.progress + ".server", "w") as f:
+                f.write(server)
         while not stop:
             line = f"{sent:08d} {'x' * 56}\n".encode()
             s.sendall(line)
@@ -120,7 +139,7 @@ def stream(args):
         s.close()
     except (OSError, ValueError, ConnectionError) as e:
         error = f"{type(e).__name__}: {e}"
-    print(f"sent={sent} received={received} error={error}")
+    print(f"server={server} sent={sent} received={received} error={error}")
     sys.stdout.flush()
     return 0 if not error else 1
 
@@ -135,7 +154,6 @@ def main(argv=None):
     sv.add_argument("--name", required=True)
     sv.add_argument("--log")
     sv.add_argument("--ready", help="file created once listening")
-    sv.add_argument("--stream", action="store_true", help="echo bytes exactly, no name prefix")
     cl = sub.add_parser("client")
     cl.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
     cl.add_argument("--host", required=True)
