@@ -53,10 +53,24 @@ def drops(lab, switch, reason):
     ("web1", "10.0.0.12", 5354, "udp", "fail"),        # udp port not allowed
     ("web2", "10.0.0.31", 80, "tcp", "fail"),          # no security group: nothing allowed in
     ("bare1", "10.0.0.11", 80, "tcp", "fail"),         # ... nor out
+    ("app1", "10.3.0.10", 5432, "tcp", "ok green1"),   # blue -> green authorized, groups consent
+    ("web1", "10.3.0.10", 5432, "tcp", "fail"),        # authorized, but green1 takes 5432 from app only
+    ("green1", "10.0.0.12", 80, "tcp", "fail"),        # web2 would take it; no green -> blue authorization
 ])
 def test_allowed_and_denied(lab, src, dst, port, proto, expected):
     got = lab.client(lab.host(src), dst, port, proto, timeout=1.0)
     assert got.startswith(expected), got
+
+
+def test_an_unauthorized_network_is_stopped_at_both_ends(lab):
+    before = drops(lab, "host2", "network_denied")
+    assert lab.client(lab.host("green1"), "10.0.0.12", 80, "tcp", timeout=0.5).startswith("fail")
+    assert drops(lab, "host2", "network_denied") > before
+    # the same request forged onto the substrate meets host1's check as well
+    before = drops(lab, "host1", "network_denied")
+    lab.inject(lab.substrate, "br0", geneve_frame(lab, "host1", "fd00:5ee0:0:2::1", 300, "10.3.0.10",
+                                                  "10.0.0.11", TCP(sport=5555, dport=80, flags="S")))
+    wait_for(lambda: drops(lab, "host1", "network_denied") > before, 5, "the forged request dropped at host1")
 
 
 def test_icmp_follows_the_groups(lab):

@@ -29,7 +29,7 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import IPPROTO, Conjunction, Ct, Goto, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
-from vpcflow.flows.pipeline import REG_DST_ZONE, REG_SRC_ZONE
+from vpcflow.flows.pipeline import REG_DST_ZONE, REG_SRC_NETWORK, REG_SRC_ZONE
 from vpcflow.flows.portmask import range_to_masks
 from vpcflow.topology.model import Interface, PortRange, Rule, Switch
 
@@ -43,7 +43,7 @@ INVALID = 300
 # per direction: (rules table, its next table, zone register, the peer's address field)
 DIRECTIONS = {
     "egress": ("egress_rules", "network_acl", REG_SRC_ZONE, "ipv4_dst"),
-    "ingress": ("ingress_rules", "deliver", REG_DST_ZONE, "ipv4_src"),
+    "ingress": ("ingress_rules", "network_acl_in", REG_DST_ZONE, "ipv4_src"),
 }
 
 
@@ -110,7 +110,9 @@ def _flows(ix: Index, sw: Switch):
                 rid = rule_id(group, direction, rule)
                 name = rule_name(group, direction, index)
                 marks[direction][rid] = name
-                commit = (Ct(zone_reg, commit=True, mark=rid), Goto(next_table))
+                # Recirculate after the commit: a ct action without a table leaves the packet
+                # untracked for the tables after it, and network_acl needs its ct_state.
+                commit = (Ct(zone_reg, next_table, commit=True, mark=rid),)
                 local = {zone_reg: zones[iface.name]}
                 if rule.group is None:
                     yield from _direct(table, local, peer_field, rule, commit, name)
@@ -127,6 +129,7 @@ def _flows(ix: Index, sw: Switch):
                 yield flow(table, ESTABLISHED, {"ct_state": ct_flags(state), "ct_mark": rid},
                            (Goto(next_table),), feature="authz", obj=name)
     yield flow("network_acl", 1, {}, (Goto("route"),), feature="authz", obj="same-network")
+    yield flow("network_acl_in", 1, {REG_SRC_NETWORK: 0}, (Goto("deliver"),), feature="authz", obj="same-network")
 
 
 def _direct(table, local, peer_field, rule: Rule, commit, name):
@@ -175,7 +178,10 @@ def may_send(ix: Index, src, dst) -> bool:
 
 
 def talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:
-    """Some rule of the interface concerns addresses outside its network: it needs its gateway."""
+    """Some rule of the interface concerns addresses outside its network, or its network may talk
+    to another one: it needs its gateway."""
+    if any(iface.network in (a.src, a.dst) for a in ix.dep.authorizations):
+        return True
     for direction in ("egress", "ingress"):
         for _, _, rule in rules_of(ix, iface, direction):
             if rule.cidr is not None and rule.cidr not in network_cidr:

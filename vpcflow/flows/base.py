@@ -7,7 +7,7 @@ from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, TUNNEL_PORT, Switch
 
 HOST_TABLES = ("classify", "port_security", "arp_responder", "egress_acl", "egress_rules", "network_acl", "route",
-               "nat_out", "substrate_in", "dest_lookup", "ingress_acl", "ingress_rules", "deliver")
+               "nat_out", "substrate_in", "dest_lookup", "ingress_acl", "ingress_rules", "network_acl_in", "deliver")
 EDGE_TABLES = ("classify", "substrate_in", "uplink_in", "edge_out")
 
 TABLE_MISS = 0

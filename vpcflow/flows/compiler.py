@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, FrozenSet, Tuple
 
-from vpcflow.flows import arp, authz, base, edge, overlay, pipeline, port_security, underlay
+from vpcflow.flows import arp, authz, base, edge, networks, overlay, pipeline, port_security, underlay
 from vpcflow.flows.core import Conjunction, Flow
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
@@ -64,6 +64,7 @@ def integration_flows(ix: Index, sw: Switch, options: Options):
     yield from arp.integration_flows(ix, sw)
     yield from authz.integration_flows(ix, sw)
     yield from overlay.host_flows(ix, sw, sw.name in options.embed_outer_source)
+    yield from networks.host_flows(ix, sw, sw.name in options.embed_outer_source)
 
 
 def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:

@@ -9,6 +9,8 @@ Delivering (table deliver): destination MAC = the interface's, source MAC = the 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from netaddr import IPAddress, IPNetwork
 
 from vpcflow.flows.base import drop_flow
@@ -21,18 +23,22 @@ from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embe
 PRIORITY = 100
 
 
-def encapsulate(sender: Switch, net: Network, prefix: IPNetwork, dst_ip, embed_source: bool):
-    """Actions that put the packet on the substrate toward embed(prefix, net.id, destination).
+def encapsulate(sender: Switch, net: Network, prefix: IPNetwork, dst_ip, embed_source: bool,
+                dst_net: Optional[Network] = None):
+    """Actions that put the packet on the substrate toward embed(prefix, dst_net.id, destination).
 
+    The VNI is the sender's network `net`; the destination's network `dst_net` (the same one
+    unless an authorization lets `net` reach another) only shapes the outer destination.
     dst_ip: a constant destination, or None to embed the packet's own ip_dst (edge traffic).
     embed_source: the sender's OVS honours tun_ipv6_src, so the outer source can embed the
     inner source too; otherwise the outer source is the switch's own substrate address.
     """
+    dst_id = (dst_net or net).id
     actions = [SetField("tunnel_id", net.id)]
     if dst_ip is None:
-        actions += embedded_address_actions("tun_ipv6_dst", prefix, net.id, "ipv4_dst")
+        actions += embedded_address_actions("tun_ipv6_dst", prefix, dst_id, "ipv4_dst")
     else:
-        actions.append(SetField("tun_ipv6_dst", str(embed(prefix, net.id, IPAddress(dst_ip)))))
+        actions.append(SetField("tun_ipv6_dst", str(embed(prefix, dst_id, IPAddress(dst_ip)))))
     if embed_source:
         actions += embedded_address_actions("tun_ipv6_src", sender.prefix, net.id, "ipv4_src")
     actions.append(Output(TUNNEL_PORT))
@@ -66,17 +72,22 @@ def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
                    feature="overlay", obj=f"{net.name}:to-edge")
 
 
-def _accept(ix: Index, sw: Switch, net: Network):
-    """Accept tunnelled packets of `net` whose outer source matches where the inner source lives."""
-    appliances = set()
-    for ep in ix.by_network[net.name]:
+def accept_sources(net: Network, endpoints, sw: Switch):
+    """substrate_in flows: a packet of `net` from one of these endpoints is accepted only from the
+    prefix of the switch where the endpoint lives."""
+    for ep in endpoints:
         if ep.switch.name == sw.name:
             continue
         match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=str(ep.ip))}
         yield flow("substrate_in", PRIORITY, match, (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
                    feature="overlay", obj=ep.interface.name)
-        if not ep.interface.source_dest_check:
-            appliances.add(ep.switch)
+
+
+def _accept(ix: Index, sw: Switch, net: Network):
+    """Accept tunnelled packets of `net` whose outer source matches where the inner source lives."""
+    yield from accept_sources(net, ix.by_network[net.name], sw)
+    appliances = {ep.switch for ep in ix.by_network[net.name]
+                  if ep.switch.name != sw.name and not ep.interface.source_dest_check}
     for other in sorted(appliances, key=lambda s: s.name):
         # An appliance may send from any address; it must still come from its own switch.
         yield flow("substrate_in", PRIORITY - 10,

@@ -9,6 +9,8 @@ Registers (zero at the start of every packet):
   reg0[0..23]  network id (VNI) of the packet, set on entry (port security or substrate check)
   reg5[0..15]  conntrack zone of the sending interface (set by port security)
   reg6[0..15]  conntrack zone of the receiving interface (set by dest_lookup)
+  reg3[0..23]  the sender's network, when an authorization let it reach another (set by dest_lookup,
+               which then puts the receiver's network in reg0)
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ UNDERLAY = "underlay"
 REG_NETWORK = "reg0"
 REG_SRC_ZONE = "reg5"
 REG_DST_ZONE = "reg6"
+REG_SRC_NETWORK = "reg3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +73,16 @@ TABLES = (
           "a tunnelled packet is accepted only from the switch where its inner source lives",
           frozenset({"in_port"} | _TUN | _L3), ("dest_lookup", "edge_out"),
           miss="substrate_spoofed"),
-    Table(55, "dest_lookup", INTEGRATION, "which local interface the packet is for: its zone",
+    Table(55, "dest_lookup", INTEGRATION,
+          "which local interface the packet is for: its zone (and its network, if another one)",
           frozenset({REG_NETWORK} | _L3), ("ingress_acl",), miss="no_destination"),
     Table(60, "ingress_acl", INTEGRATION, "send what arrives through conntrack, in the receiver's zone",
           frozenset({REG_NETWORK, REG_DST_ZONE} | _L3), ("ingress_rules",), miss="not_ip"),
     Table(61, "ingress_rules", INTEGRATION,
           "what the receiver may receive: its security groups' ingress rules; established pass",
-          frozenset({REG_NETWORK, REG_DST_ZONE} | _L3 | _CT), ("deliver",), miss="ingress_denied"),
+          frozenset({REG_NETWORK, REG_DST_ZONE} | _L3 | _CT), ("network_acl_in",), miss="ingress_denied"),
+    Table(62, "network_acl_in", INTEGRATION, "from another network: the authorization, checked again",
+          frozenset({REG_NETWORK, REG_SRC_NETWORK} | _L3 | _CT), ("deliver",), miss="network_denied"),
     Table(70, "deliver", INTEGRATION,
           "hand the packet to the destination's port with the sender's dummy MAC",
           frozenset({REG_NETWORK} | _L3), (), miss="no_destination"),

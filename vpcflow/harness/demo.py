@@ -14,7 +14,7 @@ import time
 from typing import Callable, List
 
 from vpcflow.flows import cookies
-from vpcflow.harness.lab import Lab
+from vpcflow.harness.lab import Lab, LabError, wait_for
 from vpcflow.harness.ovs import packet_count
 
 SERVICE_PORTS = (80, 5432, 8080)
@@ -66,11 +66,11 @@ def forged_source(src: str, ip: str):
         iface = next(i for i in lab.dep.interfaces.values() if i.attach_to == src)
         frame = Ether(src=iface.mac, dst=dummy_mac(ip)) / IP(src="10.0.0.250", dst=ip) / UDP(dport=80) / b"x"
         lab.inject(lab.host(src), "eth0", bytes(frame))
-        for _ in range(40):
-            if drops(lab, switch, "spoofed_source") > before:
-                return "dropped, counted"
-            time.sleep(0.05)
-        return "not counted"
+        try:
+            wait_for(lambda: drops(lab, switch, "spoofed_source") > before, 2, "the drop counter")
+            return "dropped, counted"
+        except LabError:
+            return "not counted"
     return run
 
 
@@ -91,14 +91,18 @@ def checks_for(lab: Lab) -> List[Check]:
     return [
         Check("overlay, same host", "web1 -> web3 (10.0.0.13) icmp", "replies", ping("web1", "10.0.0.13")),
         Check("overlay, across hosts", "web1 -> web2 (10.0.0.12) tcp/80", "answered by web2", tcp("web1", "10.0.0.12", 80)),
-        Check("overlay, across hosts", "web2 -> web1 (10.0.0.11) udp/8080", "answered by web1",
-              udp("web2", "10.0.0.11", 8080)),
         Check("isolation", "web1 -> 10.0.0.13 tcp/8080 (web3 in blue, red1 in red)", "answered by web3",
               tcp("web1", "10.0.0.13", 8080)),
         Check("isolation", "red1 -> 10.0.0.12 icmp (only blue has it)", "blocked", ping("red1", "10.0.0.12")),
         Check("overlay, across hosts", "red1 -> db1 (10.0.0.11 in red) tcp/5432", "answered by db1",
               tcp("red1", "10.0.0.11", 5432)),
         Check("anti-spoofing", "web1 sends as 10.0.0.250", "dropped, counted", forged_source("web1", "10.0.0.13")),
+        Check("security group", "web2 -> web1 tcp/8080 (8000-8999 from group web)", "answered by web1",
+              tcp("web2", "10.0.0.11", 8080)),
+        Check("security group", "web2 -> web1 udp/8080 (no udp rule)", "blocked", udp("web2", "10.0.0.11", 8080)),
+        Check("security group", "web1 -> web2 tcp/5432 (no rule)", "blocked", tcp("web1", "10.0.0.12", 5432)),
+        Check("authorization", "web1 (blue) -> pg1 (green) tcp/5432", "answered by pg1", tcp("web1", "10.3.0.10", 5432)),
+        Check("authorization", "pg1 (green) -> web1 (blue) tcp/80: no green->blue", "blocked", tcp("pg1", "10.0.0.11", 80)),
         Check("edge", "web1 -> 203.0.113.1 (external) icmp", "left the edge from 10.0.0.11",
               outside("web1", "203.0.113.1")),
     ]

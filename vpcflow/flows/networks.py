@@ -1,0 +1,99 @@
+"""Traffic between two networks (seed 004): only where `authorizations` allow, checked at both ends.
+
+The packet travels with the sender's network as VNI (the receiver checks the sender's location
+against that network) and an outer destination that embeds the receiver's network and address.
+At the receiving switch, dest_lookup moves the packet into the receiver's network (reg0) and keeps
+the sender's in reg3. Both ends then check the authorization after their conntrack step, so
+they know a request from a reply: a request must match an authorization from its network to
+the other (protocol and ports); a reply needs one the other way.
+
+Addresses of the other network that fall inside the sender's own CIDR can never be reached
+(the sender's own network wins); the compiler leaves them out.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Set, Tuple
+
+from vpcflow.flows.authz import l4_matches
+from vpcflow.flows.base import drop_flow
+from vpcflow.flows.core import Goto, Load, ct_flags, flow
+from vpcflow.flows.index import Index
+from vpcflow.flows.matches import cidr, ipv4
+from vpcflow.flows.overlay import PRIORITY, accept_sources, encapsulate
+from vpcflow.flows.pipeline import REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
+from vpcflow.topology.model import Authorization, Network, Switch
+
+
+def _pairs(ix: Index) -> Dict[Tuple[str, str], List[Authorization]]:
+    out: Dict[Tuple[str, str], List[Authorization]] = {}
+    for a in ix.dep.authorizations:
+        out.setdefault((a.src, a.dst), []).append(a)
+    return out
+
+
+def _talking(ix: Index) -> Set[Tuple[str, str]]:
+    """(from, to) network pairs that exchange packets: authorized either way."""
+    pairs = set()
+    for a in ix.dep.authorizations:
+        pairs |= {(a.src, a.dst), (a.dst, a.src)}
+    return pairs
+
+
+def _reachable(ix: Index, src: Network, dst: Network):
+    """The other network's endpoints the sender's network can address."""
+    return [ep for ep in ix.by_network[dst.name] if ep.ip not in src.cidr]
+
+
+def host_flows(ix: Index, sw: Switch, embed_source: bool):
+    nets = ix.dep.networks
+    local = {n.name for n in ix.local_networks(sw.name)}
+    authz = _pairs(ix)
+    for a_name, b_name in sorted(_talking(ix)):
+        a, b = nets[a_name], nets[b_name]
+        if a_name in local:
+            yield from _send(ix, sw, a, b, authz, embed_source)
+        if b_name in local:
+            yield from _receive(ix, sw, a, b, authz)
+
+
+def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bool):
+    obj = f"{a.name}->{b.name}"
+    targets = _reachable(ix, a, b)
+    if not targets:
+        return
+    for ep in targets:
+        match = {REG_NETWORK: a.id, **ipv4(ipv4_dst=str(ep.ip))}
+        actions = ((Goto("dest_lookup"),) if ep.switch.name == sw.name
+                   else encapsulate(sw, a, ep.switch.prefix, ep.ip, embed_source, dst_net=b))
+        yield flow("route", PRIORITY, match, actions, feature="authz", obj=obj)
+    peer = {"ipv4_dst": cidr(b.cidr)}
+    yield from _check("network_acl", "route", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
+
+
+def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz):
+    """Packets from network a to local endpoints of network b."""
+    obj = f"{a.name}->{b.name}"
+    zones = ix.zones(sw.name)
+    # a's senders are checked against where they live, as for b's own.
+    yield from accept_sources(a, ix.by_network[a.name], sw)
+    for ep in _reachable(ix, a, b):
+        if ep.switch.name != sw.name:
+            continue
+        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, **ipv4(ipv4_dst=str(ep.ip))},
+                   (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24),
+                    Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16), Goto("ingress_acl")),
+                   feature="authz", obj=obj)
+    yield from _check("network_acl_in", "deliver", a, b, authz,
+                      {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)
+
+
+def _check(table, next_table, a: Network, b: Network, authz, where, peer, obj):
+    """A request from a to b needs an a->b authorization that matches it; a reply needs b->a."""
+    for rule in authz.get((a.name, b.name), ()):
+        for l4 in l4_matches(rule):
+            yield flow(table, PRIORITY, {**where, "ct_state": ct_flags("+trk-rpl"), **ipv4(**peer, **l4)},
+                       (Goto(next_table),), feature="authz", obj=obj)
+    if (b.name, a.name) in authz:
+        yield flow(table, PRIORITY, {**where, "ct_state": ct_flags("+trk+rpl"), **ipv4(**peer)},
+                   (Goto(next_table),), feature="authz", obj=obj)
+    yield drop_flow(table, PRIORITY - 10, {**where, **ipv4(**peer)}, "network_denied")
