@@ -250,12 +250,18 @@ class Lab:
                 host.sh(f"ip -6 route add {other.prefix} via {other.substrate_address} dev {sw.underlay_bridge}")
 
     def _prime_substrate(self):
-        """Resolve every substrate neighbour once, as hosts that talk would have, so that the first
-        tunnelled packet of a test is not the one OVS loses to neighbour discovery."""
+        """Give each switch's tunnel endpoint its peers' MACs, as a substrate with static
+        neighbours would. Left to itself, Open vSwitch drops the first packet toward a new peer
+        while it resolves the neighbour, and its snooping of the kernel's own neighbour discovery
+        misses replies that hit an existing datapath flow: the first packet of a test would be
+        lost to that, not to anything vpcflow does."""
+        macs = {name: host.sh(f"cat /sys/class/net/{host.sw.underlay_bridge}/address").strip()
+                for name, host in self.switches.items()}
         for host in self.switches.values():
             for other in self.dep.switches.values():
                 if other.name != host.sw.name:
-                    host.sh(f"ping -6 -c1 -W2 {other.substrate_address} >/dev/null")
+                    host.ovs.appctl("tnl/neigh/set", host.sw.underlay_bridge, str(other.substrate_address),
+                                    macs[other.name])
 
     # --- the controller ------------------------------------------------------------------------
     def start_controller(self, wait: bool = True):
