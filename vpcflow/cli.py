@@ -49,7 +49,7 @@ def cmd_flows(args):
     options = Options(embed_outer_source=frozenset({args.switch}) if args.embed_outer_source else frozenset())
     flows = compile_deployment(dep, options)[args.switch]
     which = pipeline.UNDERLAY if args.bridge == "underlay" else pipeline.INTEGRATION
-    sys.stdout.write(render(flows.bridge(which)))
+    sys.stdout.write(render(flows.bridge(which), explain=args.explain))
     return 0
 
 
@@ -115,6 +115,12 @@ def cmd_status(args):
     for s in body["switches"]:
         print(f"{s['switch']:12} {s['bridge']:12} {s['dpid']:18} {'yes' if s['connected'] else 'no':5} "
               f"{'yes' if s['in_sync'] else 'no':5} {s['flows']:>6}  {s['error']}")
+    status, body = _api(args, "GET", "/v1/drops")
+    if status == 200:
+        print("\ndrops (packets)")
+        for switch, reasons in sorted(body["drops"].items()):
+            counted = ", ".join(f"{r}={n}" for r, n in sorted(reasons.items()) if n)
+            print(f"{switch:12} {counted or 'none'}")
     return 0
 
 
@@ -139,6 +145,8 @@ def parser():
     c.add_argument("file")
     c.add_argument("--switch", required=True)
     c.add_argument("--bridge", choices=("integration", "underlay"), default="integration")
+    c.add_argument("--explain", action="store_true",
+                   help="a comment line (ignored by ovs-ofctl) naming the feature and object of each flow")
     c.add_argument("--embed-outer-source", action="store_true",
                    help="compile for an OVS that honours tun_ipv6_src (3.1.5+, 3.3.1+, 3.4+)")
     c.set_defaults(func=cmd_flows)

@@ -1,6 +1,8 @@
 """Authorization with real traffic (issue 4): security groups at both ends, stateful, cached."""
 import os
+import subprocess
 import time
+import urllib.request
 
 import pytest
 from scapy.contrib.geneve import GENEVE
@@ -10,7 +12,7 @@ from scapy.layers.l2 import Ether
 from tests.conftest import data_file, require_system
 from vpcflow.flows import cookies
 from vpcflow.flows.authz import rule_name
-from vpcflow.harness.controller import wait_for
+from vpcflow.harness.controller import bin_path, wait_for
 from vpcflow.harness.forge import geneve_frame
 from vpcflow.harness.ovs import packet_count
 from vpcflow.topology.model import dummy_mac
@@ -156,6 +158,35 @@ def test_a_forged_substrate_packet_meets_the_receivers_rules(lab):
     lab.inject(lab.substrate, "br0", frame)
     wait_for(lambda: drops(lab, "host1", "ingress_denied") > before, 5, "the forged packet dropped by ingress rules")
     assert not (os.path.exists(seen) and open(seen).read())
+
+
+def test_drops_are_readable_per_reason_from_api_cli_and_metrics(lab):
+    assert lab.client(lab.host("web1"), "10.0.0.41", 5432, "tcp", timeout=0.5).startswith("fail")
+    wait_for(lambda: lab.api("GET", "/v1/drops")[1]["drops"]["host2"].get("ingress_denied", 0) > 0, 5,
+             "ingress_denied counted by the API")
+    status = subprocess.run([bin_path("vpcflow"), "status", "--api", f"http://127.0.0.1:{lab.ctl.api_port}",
+                             "--token", lab.api_token], capture_output=True, text=True, timeout=30)
+    assert status.returncode == 0, status.stderr
+    host2_line = next(line for line in status.stdout.splitlines() if line.startswith("host2 ") and "=" in line)
+    assert "ingress_denied=" in host2_line
+    with urllib.request.urlopen(f"http://127.0.0.1:{lab.ctl.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'vpcflow_drops_total{reason="ingress_denied",switch="host2"}' in text
+    assert 'vpcflow_switch_connected{bridge="integration",switch="host1"} 1.0' in text
+
+
+def test_a_rule_added_at_runtime_takes_effect(lab):
+    assert lab.client(lab.host("web1"), "10.0.0.12", 9000, "tcp", timeout=0.5).startswith("fail")
+    text = open(lab.topology_file).read()
+    lab.rewrite(text.replace('      - {proto: tcp, ports: "80", from: "0.0.0.0/0"}\n',
+                             '      - {proto: tcp, ports: "80", from: "0.0.0.0/0"}\n'
+                             '      - {proto: tcp, ports: "9000", from_group: web}\n'))
+    status, body = lab.reload()
+    assert status == 200, body
+    assert lab.client(lab.host("web1"), "10.0.0.12", 9000, "tcp") == "ok web2"
+    lab.rewrite(text)  # back as it was, for the tests after this one
+    assert lab.reload()[0] == 200
+    assert lab.client(lab.host("web1"), "10.0.0.12", 9000, "tcp", timeout=0.5).startswith("fail")
 
 
 def test_removing_a_rule_stops_its_connections_and_no_other(lab):

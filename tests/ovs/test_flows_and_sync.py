@@ -34,12 +34,13 @@ def without_counters(lines):
 
 def test_vpcflow_flows_loads_into_a_bridge_by_port_name(private_ovs):
     prepare(private_ovs, "host1")
-    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1"], check=True,
+    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1", "--explain"], check=True,
                           capture_output=True, text=True).stdout
+    assert "# port_security: port_security eni-web1" in text  # comments name feature and object
     r = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", f"unix:{private_ovs.dir}/br-int.mgmt", "-"],
                        input=text, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert len(private_ovs.flows("br-int")) == len(text.splitlines())
+    assert len(private_ovs.flows("br-int")) == len([ln for ln in text.splitlines() if not ln.startswith("#")])
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ class Api:
         self.routes = [
             ("GET", r"/v1/switches", self.switches),
             ("POST", r"/v1/reload", self.reload),
+            ("GET", r"/v1/drops", self.drops),
         ]
 
     def authorize(self, environ):
@@ -102,6 +103,9 @@ class Api:
     def switches(self, body):
         return self.ctl.status()
 
+    def drops(self, body):
+        return {"drops": self.app.drop_counters()}
+
     def reload(self, body):
         problems = self.app.reload()
         if problems:
@@ -117,7 +121,12 @@ class _QuietLog:
 
 
 def serve(ctl, conf, app):
+    """The API, and GET /metrics on its own port too (metrics_port 0: on the API port only)."""
     api = Api(ctl, conf, app)
+    if conf.metrics_port:
+        metrics_sock = eventlet.listen((conf.metrics_host, conf.metrics_port))
+        LOG.info("metrics on %s:%d/metrics", conf.metrics_host, conf.metrics_port)
+        eventlet.spawn(eventlet.wsgi.server, metrics_sock, api, log=_QuietLog())
     sock = eventlet.listen((conf.api_host, conf.api_port))
     LOG.info("REST API on %s:%d", conf.api_host, conf.api_port)
     eventlet.wsgi.server(sock, api, log=_QuietLog())

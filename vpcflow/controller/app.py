@@ -17,7 +17,7 @@ from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCH
                                           ofp, ofp_event, parser, set_ev_cls)
 from vpcflow.controller.state import Controller
 from vpcflow.controller.sync import Installed, diff, split_by_resolvable
-from vpcflow.flows import pipeline
+from vpcflow.flows import cookies, pipeline
 from vpcflow.topology.model import EDGE
 
 LOG = logging.getLogger("vpcflow")
@@ -227,6 +227,26 @@ class VpcflowApp(AppBase):
             LOG.info("reloaded %s", CONF.vpcflow.topology_file)
             self.sync_all()
         return problems
+
+    def drop_counters(self):
+        """{switch: {reason: packets}} from the counted drop flows of every connected switch."""
+        out = {}
+        for dpid, dp in list(self.datapaths.items()):
+            name, bridge = self.ctl.locate(dpid)
+            if bridge != pipeline.INTEGRATION:
+                continue
+            req = parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL, cookie=cookies.make("drop", ""),
+                                             cookie_mask=cookies.FEATURE_MASK)
+            counts = out.setdefault(name, {})
+            try:
+                for reply in self.request(dp, req):
+                    for st in reply.body:
+                        obj = self.ctl.name_of(st.cookie)[1] or "unknown"
+                        reason = obj.split(":", 1)[-1]
+                        counts[reason] = counts.get(reason, 0) + st.packet_count
+            except RequestFailed as e:
+                LOG.error("switch %s: reading drop counters failed: %s", name, e)
+        return out
 
     def send_packet(self, dpid, port_name, data):
         """Packet-out of raw bytes on a named port (used by the edge's ARP probe)."""

@@ -65,7 +65,9 @@ def main(argv=None) -> int:
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", DEFAULT_OFP_PORT)
     for what, host, port in (("OpenFlow", conf.ofp_listen_host or "0.0.0.0", conf.ofp_tcp_listen_port),
-                             ("API", v.api_host, v.api_port)):
+                             ("API", v.api_host, v.api_port), ("metrics", v.metrics_host, v.metrics_port)):
+        if not port:
+            continue
         if not _port_free(host, port):
             return _fail(f"{what} port {host}:{port} is already in use")
     from os_ken.base.app_manager import AppManager

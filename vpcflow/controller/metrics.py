@@ -19,6 +19,11 @@ def render(ctl, app) -> bytes:
                   registry=reg)
     sync = Gauge("vpcflow_last_sync_seconds", "duration of the last sync", ["switch", "bridge"], registry=reg)
     generation = Gauge("vpcflow_model_generation", "deployment model generation in force", registry=reg)
+    drops = Gauge("vpcflow_drops_total", "packets dropped, by switch and reason (a drop flow's counter)",
+                  ["switch", "reason"], registry=reg)
+    for switch, reasons in app.drop_counters().items():
+        for reason, packets in reasons.items():
+            drops.labels(switch, reason).set(packets)
     status = ctl.status()
     generation.set(status["generation"])
     for s in status["switches"]:

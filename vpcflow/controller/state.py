@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Dict, Optional, Tuple
 
-from vpcflow.flows import pipeline
+from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import DeploymentError, load_file
@@ -59,6 +59,7 @@ class Controller:
         self.index = Index(dep)
         self.generation = getattr(self, "generation", -1) + 1
         self._compiled = {}
+        self._names = None
         self._locations = {}
         for sw in dep.switches.values():
             self._locations[sw.dpid] = (sw.name, pipeline.INTEGRATION)
@@ -80,6 +81,16 @@ class Controller:
                 options = Options(embed_outer_source=frozenset({name}) if embed else frozenset())
                 self._compiled[key] = compile_switch(self.index, name, options)
             return self.generation, self._compiled[key].bridge(bridge)
+
+    def name_of(self, cookie: int):
+        """(feature, object) that a cookie names, from the flows compiled for the model in force."""
+        with self.lock:
+            if self._names is None:
+                self._names = {}
+                for name in self.deployment.switches:
+                    sw = compile_switch(self.index, name)
+                    self._names.update(cookies.names(sw.integration + sw.underlay))
+            return self._names.get(cookies.name_key(cookie), (cookies.feature_of(cookie), None))
 
     def reload(self):
         """Re-read the deployment file: the problems, or [] once the new model is in force."""

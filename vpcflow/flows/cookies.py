@@ -59,3 +59,22 @@ def is_managed(cookie: int) -> bool:
 def feature_mask(feature: str) -> str:
     """The `cookie=VALUE/MASK` argument of ovs-ofctl for one feature."""
     return f"0x{FEATURES[feature] << FEATURE_SHIFT:x}/0x{FEATURE_MASK:x}"
+
+
+def name_key(cookie: int) -> int:
+    """The part of a cookie that names feature and object (the digest dropped)."""
+    return cookie & (FEATURE_MASK | OBJECT_MASK)
+
+
+def names(flows) -> dict:
+    """name_key -> (feature, object) for a set of compiled flows (and the learn actions in them),
+    to read cookies back: a hash cannot be inverted, the compiled flows can be looked up."""
+    from vpcflow.flows.core import Learn
+
+    out = {}
+    for f in flows:
+        out[name_key(f.cookie)] = (f.feature, f.obj)
+        for a in f.actions:
+            if isinstance(a, Learn):
+                out[name_key(a.cookie)] = (a.feature, a.obj)
+    return out

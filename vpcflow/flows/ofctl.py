@@ -86,5 +86,12 @@ def flow_text(f: Flow) -> str:
     return ",".join(parts) + f",actions={actions}"
 
 
-def render(flows: Iterable[Flow]) -> str:
-    return "".join(flow_text(f) + "\n" for f in flows)
+def render(flows: Iterable[Flow], explain: bool = False) -> str:
+    """One flow per line; with explain, a `# table: feature object` comment above each flow
+    (ovs-ofctl add-flows skips comment lines)."""
+    lines = []
+    for f in flows:
+        if explain:
+            lines.append(f"# {f.table}: {f.feature} {f.obj}")
+        lines.append(flow_text(f))
+    return "".join(line + "\n" for line in lines)
