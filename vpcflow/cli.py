@@ -87,6 +87,23 @@ def cmd_bridge(args):
     return 0
 
 
+def cmd_trace(args):
+    from vpcflow import trace
+
+    dep = _load(args.file)
+    sw = dep.switches.get(args.switch)
+    if sw is None:
+        print(f"no switch {args.switch!r} in {args.file}", file=sys.stderr)
+        return 1
+    try:
+        raw = trace.run_trace(sw.bridge, args.flow, args.target, args.ovs_args)
+    except trace.TraceError as e:
+        print(f"vpcflow trace: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(trace.explain(raw, dep, args.switch)))
+    return 0
+
+
 def _api(args, method, path, body=None):
     url = f"{args.api.rstrip('/')}{path}"
     data = json.dumps(body).encode() if body is not None else None
@@ -164,6 +181,15 @@ def parser():
                    help="OpenFlow controller target, e.g. tcp:127.0.0.1:6653 (repeatable)")
     c.add_argument("--datapath-type", default="netdev")
     c.set_defaults(func=cmd_bridge)
+
+    c = sub.add_parser("trace", help="explain a packet through the live pipeline of a switch (ofproto/trace)")
+    c.add_argument("--switch", required=True)
+    c.add_argument("--file", default=os.environ.get("VPCFLOW_TOPOLOGY", "etc/topology.yaml"),
+                   help="the deployment file, to name each flow (env VPCFLOW_TOPOLOGY)")
+    c.add_argument("--target", help="ovs-vswitchd control socket (default: the system's)")
+    c.add_argument("flow", help="the packet, in ovs-ofctl flow syntax, e.g. in_port=web1,icmp,...")
+    c.add_argument("ovs_args", nargs="*", help="passed to ofproto/trace, e.g. --ct-next trk,est")
+    c.set_defaults(func=cmd_trace)
 
     for name, func, text in (("status", cmd_status, "the controller's switches at a glance"),
                              ("reload", cmd_reload, "make the controller re-read its deployment file")):

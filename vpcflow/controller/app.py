@@ -8,13 +8,14 @@ SIGHUP or POST /v1/reload -> re-read the deployment file; a valid one replaces t
 """
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import time
 
 from vpcflow.controller import api, arp_probe, config, render
 from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, AppBase, hub,
-                                          ofp, ofp_event, parser, set_ev_cls)
+                                          ofp, ofp_event, packet, parser, set_ev_cls)
 from vpcflow.controller.state import Controller
 from vpcflow.controller.sync import Installed, diff, split_by_resolvable
 from vpcflow.flows import cookies, pipeline
@@ -82,6 +83,11 @@ class VpcflowApp(AppBase):
     def on_port_status(self, ev):
         # A port came or went: flows naming it become installable (or must go).
         hub.spawn(self.sync, ev.msg.datapath.id)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def on_packet_in(self, ev):
+        """No flow sends packets here: whatever comes is counted and looked at, never trusted."""
+        self.ctl.packet_in(ev.msg.datapath.id, describe_packet(ev.msg.data))
 
     # --- replies, matched to their request by xid ---------------------------------------------
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPPortDescStatsReply,
@@ -203,7 +209,8 @@ class VpcflowApp(AppBase):
             if msgs:
                 self.apply(dp, msgs)
             self.ctl.synced(dpid, generation, version=version, ports=ports, installed=len(desired), added=len(d.add), deleted=len(d.delete),
-                            waiting=len(waiting), seconds=time.monotonic() - started)
+                            waiting=len(waiting), seconds=time.monotonic() - started,
+                            features=collections.Counter(f.feature for f in desired.values()))
             if bridge == pipeline.INTEGRATION and self.ctl.deployment.switches[name].role == EDGE:
                 hub.spawn(arp_probe.probe_once, self)  # learn the gateway now, not at the next tick
             LOG.info("switch %s bridge %s synced: %d added, %d deleted, %d unchanged, %d waiting for ports",
@@ -257,6 +264,15 @@ class VpcflowApp(AppBase):
         dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER,
                                         [parser.OFPActionOutput(port)], data))
         return True
+
+
+def describe_packet(data) -> str:
+    """A short, safe description of raw packet bytes: it must not fail on any input."""
+    try:
+        pkt = packet.Packet(bytes(data or b""))
+        return "/".join(getattr(p, "protocol_name", type(p).__name__) for p in pkt.protocols or ())[:200]
+    except Exception as e:  # os-ken's parsers raise many kinds on garbage: none may stop the app
+        return f"unparsable ({type(e).__name__})"
 
 
 def _describe(err) -> str:

@@ -18,6 +18,10 @@ def render(ctl, app) -> bytes:
     flows = Gauge("vpcflow_flows_installed", "flows this controller manages on the bridge", ["switch", "bridge"],
                   registry=reg)
     sync = Gauge("vpcflow_last_sync_seconds", "duration of the last sync", ["switch", "bridge"], registry=reg)
+    by_feature = Gauge("vpcflow_flows_by_feature", "flows this controller manages, by feature",
+                       ["switch", "bridge", "feature"], registry=reg)
+    packet_ins = Gauge("vpcflow_packet_ins_total", "packet-ins received (no flow asks for any)",
+                       ["switch", "bridge"], registry=reg)
     generation = Gauge("vpcflow_model_generation", "deployment model generation in force", registry=reg)
     drops = Gauge("vpcflow_drops_total", "packets dropped, by switch and reason (a drop flow's counter)",
                   ["switch", "reason"], registry=reg)
@@ -31,4 +35,7 @@ def render(ctl, app) -> bytes:
         connected.labels(*labels).set(1 if s["connected"] else 0)
         flows.labels(*labels).set(s["flows"])
         sync.labels(*labels).set(s["last_sync_seconds"])
+        packet_ins.labels(*labels).set(s["packet_ins"])
+        for feature, count in s["flows_by_feature"].items():
+            by_feature.labels(*labels, feature).set(count)
     return generate_latest(reg)

@@ -9,11 +9,12 @@ from typing import Dict, Optional
 
 from vpcflow.controller.framework import nicira_ext, ofp, parser
 from vpcflow.flows import pipeline
-from vpcflow.flows.core import FIELDS, Conjunction, Ct, Flow, Goto, Learn, Load, Move, Output, SetField
+from vpcflow.flows.core import FIELDS, Conjunction, Ct, CtNat, Flow, Goto, Learn, Load, Move, Output, SetField
 
 _SPECIAL = {"IN_PORT": ofp.OFPP_IN_PORT, "LOCAL": ofp.OFPP_LOCAL, "NORMAL": ofp.OFPP_NORMAL,
             "CONTROLLER": ofp.OFPP_CONTROLLER}
 _NXM_NAMES = {t.name for t in nicira_ext.oxm_types}
+NX_NAT_F_SRC, NX_NAT_F_DST = 1 << 0, 1 << 1  # nx_action_nat flags (os-ken names only the range bits)
 
 
 class UnresolvedPort(LookupError):
@@ -62,12 +63,26 @@ def _learn(a: Learn, ports):
         flags=ofp.OFPFF_SEND_FLOW_REM if a.send_flow_rem else 0)
 
 
+def _nat(n: CtNat):
+    """NXActionNAT encoded as Open vSwitch re-encodes it (a maximum only where it differs from
+    the minimum), so that the instructions it reports back are byte for byte the ones sent."""
+    if n.kind is None:
+        return parser.NXActionNAT(flags=0)
+    kwargs = {"range_ipv4_min": n.ip}
+    if n.port_lo is not None:
+        kwargs["range_proto_min"] = n.port_lo
+        if n.port_hi not in (None, n.port_lo):
+            kwargs["range_proto_max"] = n.port_hi
+    flags = NX_NAT_F_SRC if n.kind == "src" else NX_NAT_F_DST
+    return parser.NXActionNAT(flags=flags, **kwargs)
+
+
 def _ct(a: Ct):
     if isinstance(a.zone, str):
         zone_src, zone = nxm_name(a.zone), nicira_ext.ofs_nbits(0, 15)
     else:
         zone_src, zone = "", a.zone
-    nested = []
+    nested = [_nat(a.nat)] if a.nat is not None else []
     if a.mark is not None:
         nested.append(parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(0, 31), dst="ct_mark", value=a.mark))
     table = pipeline.table_id(a.table) if a.table else nicira_ext.NX_CT_RECIRC_NONE

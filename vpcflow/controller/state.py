@@ -41,6 +41,9 @@ class BridgeState:
     waiting: int = 0
     error: str = ""
     ports: Dict[str, int] = dataclasses.field(default_factory=dict)
+    features: Dict[str, int] = dataclasses.field(default_factory=dict)  # flows per cookie feature
+    packet_ins: int = 0
+    last_packet_in: str = ""
 
 
 class Controller:
@@ -112,7 +115,8 @@ class Controller:
             if dpid in self.bridges:
                 self.bridges[dpid].connected = False
 
-    def synced(self, dpid, generation, *, version, ports, installed, added, deleted, waiting, seconds):
+    def synced(self, dpid, generation, *, version, ports, installed, added, deleted, waiting, seconds,
+               features=None):
         with self.lock:
             b = self.bridges.get(dpid)
             if b is None:
@@ -120,11 +124,19 @@ class Controller:
             b.version, b.ports, b.generation, b.flows = version, ports, generation, installed
             b.last_added, b.last_deleted, b.waiting = added, deleted, waiting
             b.last_sync, b.last_sync_seconds, b.error = time.time(), seconds, ""
+            b.features = dict(features or {})
 
     def sync_failed(self, dpid, error):
         with self.lock:
             if dpid in self.bridges:
                 self.bridges[dpid].error = error
+
+    def packet_in(self, dpid, what: str):
+        with self.lock:
+            b = self.bridges.get(dpid)
+            if b is not None:
+                b.packet_ins += 1
+                b.last_packet_in = what
 
     def port_number(self, dpid, name):
         b = self.bridges.get(dpid)
@@ -141,6 +153,7 @@ class Controller:
                     and not b.error and not b.waiting,
                     "last_sync": b.last_sync, "last_sync_seconds": round(b.last_sync_seconds, 4),
                     "last_added": b.last_added, "last_deleted": b.last_deleted,
-                    "waiting_for_ports": b.waiting, "error": b.error,
+                    "waiting_for_ports": b.waiting, "error": b.error, "packet_ins": b.packet_ins,
+                    "flows_by_feature": dict(b.features),
                 })
             return {"generation": self.generation, "switches": out}

@@ -238,16 +238,31 @@ class Lab:
                 raise LabError(f"vpcflow bridge --switch {name} failed: {err.strip()}")
 
     def _address_underlay(self, host: SwitchHost):
-        """The switch's own substrate address on its underlay port, and routes to the others."""
+        """The switch's own substrate address on its underlay port, and routes to the others.
+
+        Retried until it holds: after an ovs-vswitchd restart the old port device may still be
+        going away while the new one comes."""
         sw = host.sw
         covering = spanning_cidr([s.prefix for s in self.dep.switches.values()])
-        wait_for(lambda: "state" in host.sh(f"ip link show {sw.underlay_bridge}", check=False), 10,
-                 f"{sw.name}: device {sw.underlay_bridge}")
-        host.sh(f"ip link set {sw.underlay_bridge} up")
-        host.sh(f"ip -6 addr add {sw.substrate_address}/{covering.prefixlen} dev {sw.underlay_bridge} nodad")
-        for other in self.dep.switches.values():
-            if other.name != sw.name:
-                host.sh(f"ip -6 route add {other.prefix} via {other.substrate_address} dev {sw.underlay_bridge}")
+        dev = sw.underlay_bridge
+        commands = [f"ip link set {dev} up",
+                    f"ip -6 addr replace {sw.substrate_address}/{covering.prefixlen} dev {dev} nodad",
+                    # the prefix route goes with a link flap and does not come back by itself
+                    f"ip -6 route replace {covering} dev {dev}"]
+        commands += [f"ip -6 route show {o.prefix} | grep -q via || ip -6 route add {o.prefix} via {o.substrate_address} dev {dev}"
+                     for o in self.dep.switches.values() if o.name != sw.name]
+
+        def configured():
+            return all(host._run(cmd)[0] == 0 for cmd in commands)
+        wait_for(configured, 10, f"{sw.name}: substrate address and routes on {dev}", interval=0.1)
+
+    def restart_vswitchd(self, switch: str):
+        """Restart one switch's ovs-vswitchd, then redo what its host's network config would: the
+        underlay port is a new device without its address, and the tunnel neighbours are gone."""
+        host = self.switches[switch]
+        host.ovs.restart_vswitchd()
+        self._address_underlay(host)
+        self._prime_substrate()
 
     def _prime_substrate(self):
         """Give each switch's tunnel endpoint its peers' MACs, as a substrate with static
@@ -325,11 +340,15 @@ class Lab:
                        f"--port {port} --timeout {timeout}")
         return out.strip().splitlines()[-1] if out.strip() else "fail no output"
 
-    def inject(self, node, iface: str, frame: bytes, count: int = 1):
-        """Send a raw Ethernet frame out of an interface in the node's namespace."""
+    def inject(self, node, iface: str, frames, count: int = 1):
+        """Send raw Ethernet frames (one, or a list) out of an interface in the node's namespace."""
+        frames = [frames] * count if isinstance(frames, (bytes, bytearray)) else list(frames) * count
+        path = os.path.join(self.workdir, f"inject-{node.name}-{len(self.procs)}.hex")
+        with open(path, "w") as f:
+            f.write("\n".join(bytes(fr).hex() for fr in frames))
         script = ("import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); "
-                  f"s.bind(({iface!r}, 0)); [s.send(bytes.fromhex(sys.argv[1])) for _ in range({count})]")
-        out = node.cmd(f"{sys.executable} -c \"{script}\" {frame.hex()}; echo __rc=$?")
+                  f"s.bind(({iface!r}, 0)); [s.send(bytes.fromhex(h)) for h in open(sys.argv[1]).read().split()]")
+        out = node.cmd(f"{sys.executable} -c \"{script}\" {path}; echo __rc=$?")
         if not out.strip().endswith("__rc=0"):
             raise LabError(f"inject on {node.name}:{iface} failed: {out}")
 
