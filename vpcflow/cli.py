@@ -69,6 +69,21 @@ def cmd_address(args):
     return 0
 
 
+def cmd_nat(args):
+    from vpcflow.topology.nat_alloc import nat_table
+
+    dep = _load(args.file)
+    rows = nat_table(dep)
+    if not rows:
+        print(f"{args.file}: no NAT (no nat.public_ips, forwards or elastic_ips)")
+        return 0
+    header = ("public ip", "ports", "owner", "kind", "edge matches (value/mask)")
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
 def cmd_bridge(args):
     from vpcflow import ovsdb
 
@@ -150,6 +165,23 @@ def cmd_reload(args):
     return 0
 
 
+def cmd_attach(args):
+    body = {"instance": args.instance, "requester": args.requester, "follow_connections": args.follow}
+    return _report(*_api(args, "POST", f"/v1/interfaces/{args.interface}/attach", body))
+
+
+def cmd_detach(args):
+    return _report(*_api(args, "POST", f"/v1/interfaces/{args.interface}/detach", {"requester": args.requester}))
+
+
+def _report(status, body) -> int:
+    if status != 200:
+        print(f"error {status}: {body.get('error')}", file=sys.stderr)
+        return 1
+    print(f"done: model generation {body['generation']}")
+    return 0
+
+
 def parser():
     p = argparse.ArgumentParser(prog="vpcflow", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -173,6 +205,10 @@ def parser():
     c.add_argument("interface")
     c.set_defaults(func=cmd_address)
 
+    c = sub.add_parser("nat", help="print the NAT blocks (fixed and allocated), forwards and elastic IPs")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_nat)
+
     c = sub.add_parser("bridge", help="create or update a switch's bridges through OVSDB")
     c.add_argument("file")
     c.add_argument("--switch", required=True)
@@ -190,6 +226,17 @@ def parser():
     c.add_argument("flow", help="the packet, in ovs-ofctl flow syntax, e.g. in_port=web1,icmp,...")
     c.add_argument("ovs_args", nargs="*", help="passed to ofproto/trace, e.g. --ct-next trk,est")
     c.set_defaults(func=cmd_trace)
+
+    c = sub.add_parser("attach", help="attach (or move) an interface record to an instance")
+    c.add_argument("interface")
+    c.add_argument("--instance", required=True)
+    c.add_argument("--requester", required=True, help="the entity asking (must be an attacher)")
+    c.add_argument("--follow", action="store_true", help="keep existing connections on the old instance")
+    c.set_defaults(func=cmd_attach)
+    c = sub.add_parser("detach", help="detach an interface record: delivery to its instance stops")
+    c.add_argument("interface")
+    c.add_argument("--requester", required=True)
+    c.set_defaults(func=cmd_detach)
 
     for name, func, text in (("status", cmd_status, "the controller's switches at a glance"),
                              ("reload", cmd_reload, "make the controller re-read its deployment file")):

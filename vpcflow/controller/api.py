@@ -14,7 +14,7 @@ import re
 import eventlet
 import eventlet.wsgi
 
-from vpcflow.controller import metrics
+from vpcflow.controller import metrics, records
 
 LOG = logging.getLogger("vpcflow.api")
 
@@ -27,7 +27,7 @@ class ApiError(Exception):
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}
+            405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error", 501: "Not Implemented"}
 
 
 def _json_body(environ):
@@ -56,6 +56,9 @@ class Api:
             ("GET", r"/v1/switches", self.switches),
             ("POST", r"/v1/reload", self.reload),
             ("GET", r"/v1/drops", self.drops),
+            ("GET", r"/v1/interfaces", self.interfaces),
+            ("POST", r"/v1/interfaces/([^/]+)/attach", self.attach),
+            ("POST", r"/v1/interfaces/([^/]+)/detach", self.detach),
         ]
 
     def authorize(self, environ):
@@ -102,6 +105,27 @@ class Api:
     # --- routes -------------------------------------------------------------------------------
     def switches(self, body):
         return self.ctl.status()
+
+    def interfaces(self, body):
+        dep = self.ctl.deployment
+        return {"interfaces": {name: {"network": i.network, "ips": [str(ip) for ip in i.ips], "mac": i.mac,
+                                      "attach_to": i.attach_to,
+                                      "switch": dep.instances[i.attach_to].switch if i.attach_to else None}
+                               for name, i in dep.interfaces.items()}}
+
+    def attach(self, body, iface):
+        return self._change(lambda dep: records.attach(dep, iface, body))
+
+    def detach(self, body, iface):
+        return self._change(lambda dep: records.detach(dep, iface, body))
+
+    def _change(self, make):
+        try:
+            generation = self.ctl.change(make)
+        except records.RecordError as e:
+            raise ApiError(e.status, e.message) from None
+        self.app.sync_all()
+        return {"generation": generation}
 
     def drops(self, body):
         return {"drops": self.app.drop_counters()}

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Dict, Optional, Tuple
 
+from vpcflow.controller import records
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.index import Index
@@ -47,15 +48,27 @@ class BridgeState:
 
 
 class Controller:
-    def __init__(self, deployment: Deployment, topology_file: Optional[str] = None):
+    def __init__(self, deployment: Deployment, topology_file: Optional[str] = None,
+                 state_file: Optional[str] = None):
         self.topology_file = topology_file
+        self.state_file = state_file
         self.lock = threading.RLock()
         self.bridges: Dict[int, BridgeState] = {}
-        self._install(deployment)
+        self.base = deployment  # as the deployment file says, before runtime changes
+        self._install(records.restore(state_file, deployment))
 
     @classmethod
     def from_config(cls, conf) -> "Controller":
-        return cls(load_file(conf.topology_file), conf.topology_file)
+        return cls(load_file(conf.topology_file), conf.topology_file, conf.state_file)
+
+    def change(self, make):
+        """Apply a runtime change: make(deployment) -> new deployment, or raises RecordError and
+        nothing changes. The change is in the state file before it is in force."""
+        with self.lock:
+            new = make(self.deployment)
+            records.save(self.state_file, records.attachments(new, self.base))
+            self._install(new)
+            return self.generation
 
     def _install(self, dep: Deployment):
         self.deployment = dep
@@ -102,7 +115,8 @@ class Controller:
         except DeploymentError as e:
             return e.problems
         with self.lock:
-            self._install(dep)
+            self.base = dep
+            self._install(records.restore(self.state_file, dep))
         return []
 
     # --- bridge state --------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Interface records at runtime (seed 002): attach, detach and move, persisted in the state file.
+
+A runtime change is a new attachment for an interface record. It is checked against the model
+in force (who may attach, whether the instance exists, whether its port already carries an
+address of that network), applied as a new immutable Deployment, and written to the state file
+so that a restarted controller comes back with it. A refused change leaves everything as it was.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from typing import Dict, Optional
+
+from vpcflow.topology.model import Deployment, frozen_map
+
+LOG = logging.getLogger("vpcflow.records")
+STATE_VERSION = 1
+
+
+class RecordError(Exception):
+    """A refused change: `status` is the HTTP status that says why (400, 403, 404, 409)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _string(body: dict, field: str, required: bool = True) -> Optional[str]:
+    value = body.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise RecordError(400, f"field {field!r} must be a non-empty string")
+    return value
+
+
+def check_body(body: dict, allowed) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise RecordError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; expected {sorted(allowed)}")
+
+
+def attach(dep: Deployment, iface_id: str, body: dict) -> Deployment:
+    """The deployment with the interface attached to body["instance"] (a move if attached)."""
+    check_body(body, {"instance", "requester", "follow_connections"})
+    iface = _interface(dep, iface_id)
+    instance = _string(body, "instance")
+    requester = _string(body, "requester")
+    follow = body.get("follow_connections", False)
+    if not isinstance(follow, bool):
+        raise RecordError(400, "field 'follow_connections' must be true or false")
+    if follow:
+        raise RecordError(501, "follow_connections: connection following is not implemented yet; "
+                               "send false to cut over at once")
+    if instance not in dep.instances:
+        raise RecordError(404, f"no instance {instance!r}")
+    _check_attacher(dep, iface, requester)
+    for other in dep.interfaces.values():
+        if other.name != iface.name and other.attach_to == instance and other.network == iface.network:
+            raise RecordError(409, f"instance {instance} already has {other.name} in network {iface.network}")
+    return _with_attachment(dep, iface.name, instance)
+
+
+def detach(dep: Deployment, iface_id: str, body: dict) -> Deployment:
+    check_body(body, {"requester"})
+    iface = _interface(dep, iface_id)
+    _check_attacher(dep, iface, _string(body, "requester"))
+    if iface.attach_to is None:
+        raise RecordError(409, f"interface {iface.name} is not attached")
+    return _with_attachment(dep, iface.name, None)
+
+
+def _interface(dep: Deployment, iface_id: str):
+    iface = dep.interfaces.get(iface_id)
+    if iface is None:
+        raise RecordError(404, f"no interface {iface_id!r}")
+    return iface
+
+
+def _check_attacher(dep: Deployment, iface, requester: str) -> None:
+    if requester not in iface.attachers:
+        raise RecordError(403, f"{requester!r} is not among the attachers of {iface.name}")
+
+
+def _with_attachment(dep: Deployment, iface_name: str, instance: Optional[str]) -> Deployment:
+    interfaces = dict(dep.interfaces)
+    interfaces[iface_name] = dataclasses.replace(interfaces[iface_name], attach_to=instance)
+    return dataclasses.replace(dep, interfaces=frozen_map(interfaces))
+
+
+# --- the state file --------------------------------------------------------------------------
+def attachments(dep: Deployment, base: Deployment) -> Dict[str, Optional[str]]:
+    """The attachments in which `dep` differs from the deployment file's `base`."""
+    return {name: iface.attach_to for name, iface in dep.interfaces.items()
+            if name in base.interfaces and base.interfaces[name].attach_to != iface.attach_to}
+
+
+def save(path: Optional[str], changes: Dict[str, Optional[str]]) -> None:
+    """Write the state file atomically (a crash leaves the old one or the new one)."""
+    if not path:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
+        json.dump({"version": STATE_VERSION, "attachments": changes}, f, indent=1, sort_keys=True)
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+def restore(path: Optional[str], dep: Deployment) -> Deployment:
+    """The deployment with the runtime attachments of the state file applied. Entries that no
+    longer fit the file (a record or instance gone) are skipped, each with a warning."""
+    if not path or not os.path.exists(path):
+        return dep
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        changes = state["attachments"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        LOG.error("state file %s unreadable (%s): starting from the deployment file alone", path, e)
+        return dep
+    for iface, instance in sorted(changes.items()):
+        if iface not in dep.interfaces or (instance is not None and instance not in dep.instances):
+            LOG.warning("state file %s: %s -> %s no longer fits the deployment file: skipped", path, iface, instance)
+            continue
+        dep = _with_attachment(dep, iface, instance)
+    return dep
