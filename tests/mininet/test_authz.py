@@ -10,7 +10,6 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from tests.conftest import data_file, require_system
-from vpcflow.flows import cookies
 from vpcflow.flows.authz import rule_name
 from vpcflow.harness.controller import bin_path, wait_for
 from vpcflow.harness.forge import geneve_frame
@@ -32,15 +31,6 @@ def lab():
             lab.server(lab.host(name), 5353, proto="udp", name=name)
             lab.server(lab.host(name), 5354, proto="udp", name=name)
         yield lab
-
-
-def counted(lab, switch, feature, obj):
-    mask = f"cookie={cookies.make(feature, obj):#x}/{cookies.FEATURE_MASK | cookies.OBJECT_MASK:#x}"
-    return sum(packet_count(line) for line in lab.switches[switch].flows(None, mask))
-
-
-def drops(lab, switch, reason):
-    return counted(lab, switch, "drop", f"drop:{reason}")
 
 
 @pytest.mark.parametrize("src, dst, port, proto, expected", [
@@ -65,14 +55,14 @@ def test_allowed_and_denied(lab, src, dst, port, proto, expected):
 
 
 def test_an_unauthorized_network_is_stopped_at_both_ends(lab):
-    before = drops(lab, "host2", "network_denied")
+    before = lab.drops("host2", "network_denied")
     assert lab.client(lab.host("green1"), "10.0.0.12", 80, "tcp", timeout=0.5).startswith("fail")
-    assert drops(lab, "host2", "network_denied") > before
+    assert lab.drops("host2", "network_denied") > before
     # the same request forged onto the substrate meets host1's check as well
-    before = drops(lab, "host1", "network_denied")
+    before = lab.drops("host1", "network_denied")
     lab.inject(lab.substrate, "br0", geneve_frame(lab, "host1", "fd00:5ee0:0:2::1", 300, "10.3.0.10",
                                                   "10.0.0.11", TCP(sport=5555, dport=80, flags="S")))
-    wait_for(lambda: drops(lab, "host1", "network_denied") > before, 5, "the forged request dropped at host1")
+    wait_for(lambda: lab.drops("host1", "network_denied") > before, 5, "the forged request dropped at host1")
 
 
 def test_icmp_follows_the_groups(lab):
@@ -82,18 +72,18 @@ def test_icmp_follows_the_groups(lab):
 
 def test_the_sender_drops_what_it_may_not_send(lab):
     # app1 may reach db1 on 5432 only (so ARP resolves it); port 80 stops at host1
-    before = drops(lab, "host1", "egress_denied")
+    before = lab.drops("host1", "egress_denied")
     with lab.capture(lab.substrate, "br0", "udp port 6081") as frames:
         assert lab.client(lab.host("app1"), "10.0.0.41", 80, "tcp", timeout=0.5).startswith("fail")
-    assert drops(lab, "host1", "egress_denied") > before
+    assert lab.drops("host1", "egress_denied") > before
     assert not [f for f in frames if f.haslayer(GENEVE) and f[GENEVE].payload.haslayer(TCP)
                 and f[GENEVE].payload[TCP].dport == 80]
 
 
 def test_the_receiver_drops_what_it_may_not_receive(lab):
-    before = drops(lab, "host2", "ingress_denied")
+    before = lab.drops("host2", "ingress_denied")
     assert lab.client(lab.host("web1"), "10.0.0.41", 5432, "tcp", timeout=0.5).startswith("fail")
-    assert drops(lab, "host2", "ingress_denied") > before
+    assert lab.drops("host2", "ingress_denied") > before
 
 
 def test_arp_for_an_unreachable_destination_gets_no_answer(lab):
@@ -108,7 +98,7 @@ def test_arp_for_an_unreachable_destination_gets_no_answer(lab):
 def test_replies_pass_without_a_rule_and_a_lone_reply_is_dropped(lab):
     # web1's groups allow nothing in toward its ephemeral ports: the answers above came back on
     # the connection alone. A reply-looking segment with no connection behind it is dropped.
-    both = lambda: drops(lab, "host1", "no_connection") + drops(lab, "host2", "no_connection")  # noqa: E731
+    both = lambda: lab.drops("host1", "no_connection") + lab.drops("host2", "no_connection")  # noqa: E731
     before = both()
     seen = lab.server(lab.host("web1"), 40000, log=True)
     web2_mac = lab.dep.interfaces["eni-web2"].mac
@@ -135,17 +125,13 @@ def test_later_packets_of_a_connection_match_the_cached_verdict(lab):
 
 
 def _rule_hits(lab, switch, rule):
-    return sum(packet_count(line) for line in lab.switches[switch].flows(None, _obj_mask(rule))
+    return sum(packet_count(line) for line in lab.object_flows(switch, "authz", rule)
                if "ct(commit" in line)
 
 
 def _est_hits(lab, switch, rule):
-    return sum(packet_count(line) for line in lab.switches[switch].flows(None, _obj_mask(rule))
+    return sum(packet_count(line) for line in lab.object_flows(switch, "authz", rule)
                if "ct_state=+est" in line)
-
-
-def _obj_mask(obj):
-    return f"cookie={cookies.make('authz', obj):#x}/{cookies.FEATURE_MASK | cookies.OBJECT_MASK:#x}"
 
 
 def test_a_forged_substrate_packet_meets_the_receivers_rules(lab):
@@ -154,9 +140,9 @@ def test_a_forged_substrate_packet_meets_the_receivers_rules(lab):
     seen = lab.server(lab.host("web1"), 7002, proto="udp", log=True)
     frame = geneve_frame(lab, "host1", "fd00:5ee0:0:2::1", 100, "10.0.0.12", "10.0.0.11",
                          UDP(sport=4444, dport=7002) / b"forged")
-    before = drops(lab, "host1", "ingress_denied")
+    before = lab.drops("host1", "ingress_denied")
     lab.inject(lab.substrate, "br0", frame)
-    wait_for(lambda: drops(lab, "host1", "ingress_denied") > before, 5, "the forged packet dropped by ingress rules")
+    wait_for(lambda: lab.drops("host1", "ingress_denied") > before, 5, "the forged packet dropped by ingress rules")
     assert not (os.path.exists(seen) and open(seen).read())
 
 

@@ -10,10 +10,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from tests.conftest import data_file, require_system
-from vpcflow.flows import cookies
 from vpcflow.harness.controller import wait_for
 from vpcflow.harness.forge import geneve_frame
-from vpcflow.harness.ovs import packet_count
 from vpcflow.topology.model import embed
 
 pytestmark = pytest.mark.overlay
@@ -29,11 +27,6 @@ def lab():
             lab.server(lab.host(name), 7000, name=name)
             lab.server(lab.host(name), 7000, proto="udp", name=name)
         yield lab
-
-
-def drops(lab, switch, reason):
-    mask = f"cookie={cookies.make('drop', 'drop:' + reason):#x}/{cookies.FEATURE_MASK | cookies.OBJECT_MASK:#x}"
-    return sum(packet_count(line) for line in lab.switches[switch].flows(None, mask))
 
 
 def substrate_link(lab, switch):
@@ -80,11 +73,11 @@ def forged(lab, outer_src, inner_src, payload):
 
 def test_a_forged_substrate_packet_is_dropped_and_counted(lab):
     seen = lab.server(lab.host("web1"), 7002, proto="udp", log=True)
-    before = drops(lab, "host1", "substrate_spoofed")
+    before = lab.drops("host1", "substrate_spoofed")
     # 10.0.0.12 (blue) lives on host2: from any other prefix it is a forgery.
     lab.inject(lab.substrate, "br0", forged(lab, "fd00:5ee0:0:3::1", "10.0.0.12", b"forged"))
     lab.inject(lab.substrate, "br0", forged(lab, "fd00:5ee0:0:e1::1", "10.0.0.12", b"forged-edge"))
-    wait_for(lambda: drops(lab, "host1", "substrate_spoofed") >= before + 2, 5, "two counted drops")
+    wait_for(lambda: lab.drops("host1", "substrate_spoofed") >= before + 2, 5, "two counted drops")
     # The same packet from host2's prefix is genuine and arrives: the test can see delivery.
     lab.inject(lab.substrate, "br0", forged(lab, "fd00:5ee0:0:2::1", "10.0.0.12", b"genuine"))
     wait_for(lambda: os.path.exists(seen) and open(seen).read(), 5, "the genuine packet at web1")
@@ -105,7 +98,7 @@ def test_traffic_to_the_outside_goes_to_the_edge(lab):
     requests = [f for f in frames if f.haslayer(ICMP) and f[ICMP].type == 8]
     assert requests and requests[0][IP].src == "10.0.0.11"
     edge = lab.dep.switches["edge1"]
-    learned = lab.switches["edge1"].flows(None, f"cookie={cookies.make('learned_gateway', 'edge1:gateway'):#x}/-1")
+    learned = lab.object_flows("edge1", "learned_gateway", "edge1:gateway")
     assert learned and requests[0][Ether].src == edge.uplink.mac
 
 

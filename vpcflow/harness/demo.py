@@ -13,9 +13,7 @@ import sys
 import time
 from typing import Callable, List
 
-from vpcflow.flows import cookies
 from vpcflow.harness.lab import Lab, LabError, wait_for
-from vpcflow.harness.ovs import packet_count
 
 SERVICE_PORTS = (80, 5432, 8080)
 
@@ -48,11 +46,6 @@ def ping(src: str, ip: str):
     return run
 
 
-def drops(lab: Lab, switch: str, reason: str) -> int:
-    mask = f"cookie={cookies.make('drop', 'drop:' + reason):#x}/{cookies.FEATURE_MASK | cookies.OBJECT_MASK:#x}"
-    return sum(packet_count(line) for line in lab.switches[switch].flows(None, mask))
-
-
 def forged_source(src: str, ip: str):
     """The instance sends with an address that is not its own: dropped at its port and counted."""
     def run(lab: Lab) -> str:
@@ -62,12 +55,12 @@ def forged_source(src: str, ip: str):
         from vpcflow.topology.model import dummy_mac
 
         switch = lab.dep.instances[src].switch
-        before = drops(lab, switch, "spoofed_source")
+        before = lab.drops(switch, "spoofed_source")
         iface = next(i for i in lab.dep.interfaces.values() if i.attach_to == src)
         frame = Ether(src=iface.mac, dst=dummy_mac(ip)) / IP(src="10.0.0.250", dst=ip) / UDP(dport=80) / b"x"
         lab.inject(lab.host(src), "eth0", bytes(frame))
         try:
-            wait_for(lambda: drops(lab, switch, "spoofed_source") > before, 2, "the drop counter")
+            wait_for(lambda: lab.drops(switch, "spoofed_source") > before, 2, "the drop counter")
             return "dropped, counted"
         except LabError:
             return "not counted"

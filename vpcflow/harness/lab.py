@@ -27,7 +27,8 @@ from typing import Dict, List, Optional
 from netaddr import IPAddress, IPNetwork, spanning_cidr
 
 from vpcflow.harness.controller import ControllerError, ControllerProcess, bin_path, wait_for
-from vpcflow.harness.ovs import OvsInstance, kill
+from vpcflow.flows import cookies
+from vpcflow.harness.ovs import OvsInstance, kill, packet_count
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
@@ -382,6 +383,19 @@ class Lab:
             if "received" in line:
                 return int(line.split(",")[1].split()[0])
         return 0
+
+    # --- counters ----------------------------------------------------------------------------
+    def object_flows(self, switch: str, feature: str, obj: str) -> List[str]:
+        """The flows of one feature and object on a switch's integration bridge."""
+        mask = f"cookie={cookies.make(feature, obj):#x}/{cookies.FEATURE_MASK | cookies.OBJECT_MASK:#x}"
+        return self.switches[switch].flows(None, mask)
+
+    def counted(self, switch: str, feature: str, obj: str) -> int:
+        """Packets through an object's flows (OVS folds datapath counters in every so often)."""
+        return sum(packet_count(line) for line in self.object_flows(switch, feature, obj))
+
+    def drops(self, switch: str, reason: str) -> int:
+        return self.counted(switch, "drop", f"drop:{reason}")
 
     # --- for tests -----------------------------------------------------------------------------
     def host(self, name: str):
