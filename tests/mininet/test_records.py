@@ -61,7 +61,8 @@ def test_attach_elsewhere_and_keep_it_across_a_restart(lab):
     assert lab.client(lab.host("web1"), "10.0.0.12", 7000) == "ok spare1"
 
 
-def test_following_connections_is_refused_until_it_exists(lab):
+def test_following_needs_another_switch(lab):
+    # eni-web2 is on spare1 (host1) now; red1 is on host1 too
     status, body = post(lab, "/v1/interfaces/eni-web2/attach",
-                        {"instance": "web2", "requester": "acme", "follow_connections": True})
-    assert status == 501 and "not implemented" in body["error"]
+                        {"instance": "red1", "requester": "acme", "follow_connections": True})
+    assert status == 409 and "another switch" in body["error"]

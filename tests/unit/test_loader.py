@@ -311,8 +311,10 @@ def test_values_are_model_values():
         model.Authorization("blue", "red", "tcp", model.PortRange(5432, 5432)),)
     nat = deployment.nat
     assert nat.reserved_ports == (model.PortRange(0, 1023), model.PortRange(25, 25))
-    assert nat.blocks == (model.NatBlock("host1", IPAddress("198.51.100.10"), model.PortRange(4096, 4351),
-                                         fixed=True),)
+    # the fixed block as written, then the block allocated to the host without one (nat_alloc)
+    assert nat.blocks[0] == model.NatBlock("host1", IPAddress("198.51.100.10"), model.PortRange(4096, 4351),
+                                           fixed=True)
+    assert [(b.owner, b.fixed) for b in nat.blocks[1:]] == [("host2", False)]
     assert nat.forwards == (model.Forward(IPAddress("198.51.100.10"), 8080, "eni-web1", 80, "tcp"),)
     assert deployment.elastic_ips == (model.ElasticIp(IPAddress("198.51.100.20"), "eni-web1"),)
 

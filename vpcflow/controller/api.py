@@ -59,6 +59,8 @@ class Api:
             ("GET", r"/v1/interfaces", self.interfaces),
             ("POST", r"/v1/interfaces/([^/]+)/attach", self.attach),
             ("POST", r"/v1/interfaces/([^/]+)/detach", self.detach),
+            ("GET", r"/v1/remaps", self.remaps),
+            ("GET", r"/v1/remaps/([^/]+)", self.remap),
         ]
 
     def authorize(self, environ):
@@ -114,18 +116,28 @@ class Api:
                                for name, i in dep.interfaces.items()}}
 
     def attach(self, body, iface):
-        return self._change(lambda dep: records.attach(dep, iface, body))
+        remap_id = self.ctl.next_remap_id()
+        return self._change(lambda dep: records.attach(dep, iface, body, remap_id))
+
+    def remaps(self, body):
+        return {"remaps": [r.public() for r in self.ctl.remaps.values()]}
+
+    def remap(self, body, remap_id):
+        r = self.ctl.remaps.get(remap_id)
+        if r is None:
+            raise ApiError(404, f"no remap {remap_id!r}")
+        return r.public()
 
     def detach(self, body, iface):
         return self._change(lambda dep: records.detach(dep, iface, body))
 
     def _change(self, make):
         try:
-            generation = self.ctl.change(make)
+            generation, remap = self.ctl.change(make)
         except records.RecordError as e:
             raise ApiError(e.status, e.message) from None
         self.app.sync_all()
-        return {"generation": generation}
+        return {"generation": generation, **({"remap": remap.public()} if remap else {})}
 
     def drops(self, body):
         return {"drops": self.app.drop_counters()}

@@ -19,12 +19,14 @@ from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCH
 from vpcflow.controller.state import Controller
 from vpcflow.controller.sync import Installed, diff, split_by_resolvable
 from vpcflow.flows import cookies, pipeline
+from vpcflow.flows.follow import record_name
 from vpcflow.topology.model import EDGE
 
 LOG = logging.getLogger("vpcflow")
 config.register(CONF)
 
 REPLY_TIMEOUT = 10.0
+REMAP_POLL = 0.5
 
 
 class RequestFailed(Exception):
@@ -50,6 +52,7 @@ class VpcflowApp(AppBase):
         self.sync_again = set()
         hub.spawn(api.serve, self.ctl, CONF.vpcflow, self)
         hub.spawn(arp_probe.run, self)
+        hub.spawn(self.watch_remaps)
         signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self.reload))
         LOG.info("vpcflow: %d switches in %s", len(self.ctl.deployment.switches), CONF.vpcflow.topology_file)
 
@@ -114,8 +117,7 @@ class VpcflowApp(AppBase):
             if msg.xid in p.errors_for:
                 p.errors.append(msg)
                 return
-        LOG.error("switch %s bridge %s: OpenFlow error type=%d code=%d xid=%d", where[0], where[1],
-                  msg.type, msg.code, msg.xid)
+        LOG.error("switch %s bridge %s: OpenFlow error %s xid=%s", where[0], where[1], _describe(msg), msg.xid)
 
     def request(self, dp, msg):
         """Send a multipart request and wait for all of its replies."""
@@ -218,6 +220,9 @@ class VpcflowApp(AppBase):
         except (RequestFailed, render.UnresolvedPort) as e:
             self.ctl.sync_failed(dpid, str(e))
             LOG.error("switch %s bridge %s: sync failed: %s", name, bridge, e)
+        except Exception as e:  # a bug must not leave the bridge unsynced without a word
+            self.ctl.sync_failed(dpid, f"{type(e).__name__}: {e}")
+            LOG.exception("switch %s bridge %s: sync failed", name, bridge)
 
     def sync_all(self):
         for dpid in list(self.datapaths):
@@ -234,6 +239,35 @@ class VpcflowApp(AppBase):
             LOG.info("reloaded %s", CONF.vpcflow.topology_file)
             self.sync_all()
         return problems
+
+    def count_flows(self, cookie: int, mask: int) -> int:
+        """Flows with this cookie (under mask) on every connected integration bridge."""
+        total = 0
+        for dpid, dp in list(self.datapaths.items()):
+            if self.ctl.locate(dpid)[1] != pipeline.INTEGRATION:
+                continue
+            req = parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL, cookie=cookie, cookie_mask=mask)
+            total += sum(len(reply.body) for reply in self.request(dp, req))
+        return total
+
+    def watch_remaps(self):
+        """A draining remap is complete when its old binding has no recorded connection left
+        anywhere (learned flows idle out, or go one second after FIN). Polled, so that a restarted
+        controller picks up where it was: the records stay in the switches."""
+        while True:
+            hub.sleep(REMAP_POLL)
+            if not self.ctl.all_integration_connected():
+                continue  # the records live in the switches: count only with all of them in view
+            for r in self.ctl.draining():
+                try:
+                    left = sum(self.count_flows(cookies.make("learned_follow", record_name(ip, r.old_instance)),
+                                                cookies.FEATURE_MASK | cookies.OBJECT_MASK) for ip in r.ips)
+                except RequestFailed as e:
+                    LOG.error("remap %s: counting followed connections failed: %s", r.id, e)
+                    continue
+                if self.ctl.remap_progress(r.id, left):
+                    LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.old_instance)
+                    self.sync_all()
 
     def drop_counters(self):
         """{switch: {reason: packets}} from the counted drop flows of every connected switch."""

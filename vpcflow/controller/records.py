@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import tempfile
-from typing import Dict, Optional
+import time
+from typing import Dict, List, Optional, Tuple
 
 from vpcflow.topology.model import Deployment, frozen_map
 
@@ -44,8 +45,31 @@ def check_body(body: dict, allowed) -> None:
         raise RecordError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; expected {sorted(allowed)}")
 
 
-def attach(dep: Deployment, iface_id: str, body: dict) -> Deployment:
-    """The deployment with the interface attached to body["instance"] (a move if attached)."""
+@dataclasses.dataclass
+class Remap:
+    """An address that moved from one instance to another, and whether its connections follow."""
+
+    id: str
+    interface: str
+    ips: List[str]
+    network: str
+    old_instance: str
+    old_switch: str
+    old_port: str
+    new_instance: str
+    follow: bool
+    state: str = "draining"  # "draining" while followed connections remain, then "complete"
+    connections: int = 0
+    created: float = dataclasses.field(default_factory=time.time)
+
+    def public(self) -> dict:
+        return {"id": self.id, "interface": self.interface, "ips": self.ips, "from": self.old_instance,
+                "to": self.new_instance, "follow_connections": self.follow, "state": self.state,
+                "connections": self.connections}
+
+
+def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str):
+    """(deployment with the interface attached to body["instance"], the Remap if it moved)."""
     check_body(body, {"instance", "requester", "follow_connections"})
     iface = _interface(dep, iface_id)
     instance = _string(body, "instance")
@@ -53,16 +77,22 @@ def attach(dep: Deployment, iface_id: str, body: dict) -> Deployment:
     follow = body.get("follow_connections", False)
     if not isinstance(follow, bool):
         raise RecordError(400, "field 'follow_connections' must be true or false")
-    if follow:
-        raise RecordError(501, "follow_connections: connection following is not implemented yet; "
-                               "send false to cut over at once")
     if instance not in dep.instances:
         raise RecordError(404, f"no instance {instance!r}")
     _check_attacher(dep, iface, requester)
     for other in dep.interfaces.values():
         if other.name != iface.name and other.attach_to == instance and other.network == iface.network:
             raise RecordError(409, f"instance {instance} already has {other.name} in network {iface.network}")
-    return _with_attachment(dep, iface.name, instance)
+    remap = None
+    old = iface.attach_to
+    if old is not None and old != instance:
+        old_inst = dep.instances[old]
+        if follow and old_inst.switch == dep.instances[instance].switch:
+            raise RecordError(409, f"following connections needs {instance} on another switch than {old} "
+                                   f"({old_inst.switch}); move without follow_connections")
+        remap = Remap(remap_id, iface.name, [str(ip) for ip in iface.ips], iface.network, old, old_inst.switch,
+                      old_inst.port, instance, follow, "draining" if follow else "complete")
+    return _with_attachment(dep, iface.name, instance), remap
 
 
 def detach(dep: Deployment, iface_id: str, body: dict) -> Deployment:
@@ -99,16 +129,29 @@ def attachments(dep: Deployment, base: Deployment) -> Dict[str, Optional[str]]:
             if name in base.interfaces and base.interfaces[name].attach_to != iface.attach_to}
 
 
-def save(path: Optional[str], changes: Dict[str, Optional[str]]) -> None:
+def save(path: Optional[str], changes: Dict[str, Optional[str]], remaps: Dict[str, Remap]) -> None:
     """Write the state file atomically (a crash leaves the old one or the new one)."""
     if not path:
         return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    state = {"version": STATE_VERSION, "attachments": changes,
+             "remaps": {k: dataclasses.asdict(r) for k, r in remaps.items()}}
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump({"version": STATE_VERSION, "attachments": changes}, f, indent=1, sort_keys=True)
+        json.dump(state, f, indent=1, sort_keys=True)
         tmp = f.name
     os.replace(tmp, path)
+
+
+def restore_remaps(path: Optional[str]) -> Dict[str, Remap]:
+    if not path or not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return {k: Remap(**v) for k, v in json.load(f).get("remaps", {}).items()}
+    except (OSError, ValueError, TypeError) as e:
+        LOG.error("state file %s: remaps unreadable (%s): none restored", path, e)
+        return {}
 
 
 def restore(path: Optional[str], dep: Deployment) -> Deployment:

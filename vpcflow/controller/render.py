@@ -9,7 +9,8 @@ from typing import Dict, Optional
 
 from vpcflow.controller.framework import nicira_ext, ofp, parser
 from vpcflow.flows import pipeline
-from vpcflow.flows.core import FIELDS, Conjunction, Ct, CtNat, Flow, Goto, Learn, Load, Move, Output, SetField
+from vpcflow.flows.core import (FIELDS, Conjunction, Ct, CtNat, Flow, Goto, Learn, Load, Move, Output, Resubmit,
+                                SetField)
 
 _SPECIAL = {"IN_PORT": ofp.OFPP_IN_PORT, "LOCAL": ofp.OFPP_LOCAL, "NORMAL": ofp.OFPP_NORMAL,
             "CONTROLLER": ofp.OFPP_CONTROLLER}
@@ -63,18 +64,29 @@ def _learn(a: Learn, ports):
         flags=ofp.OFPFF_SEND_FLOW_REM if a.send_flow_rem else 0)
 
 
+class _NXActionNAT(parser.NXActionNAT):
+    """os-ken's NXActionNAT rounds the action's length up to 8 bytes without writing the padding,
+    so a nat whose optional fields do not fill 8 bytes (nat(src=IP), nat(dst=IP:PORT)) is refused
+    (OFPBAC_BAD_LEN). This one writes the zero padding, as Open vSwitch does."""
+
+    def serialize_body(self):
+        data = super().serialize_body()
+        header = ofp.OFP_ACTION_EXPERIMENTER_HEADER_SIZE + 2  # experimenter header, subtype
+        return data + bytes(-(header + len(data)) % 8)
+
+
 def _nat(n: CtNat):
     """NXActionNAT encoded as Open vSwitch re-encodes it (a maximum only where it differs from
     the minimum), so that the instructions it reports back are byte for byte the ones sent."""
     if n.kind is None:
-        return parser.NXActionNAT(flags=0)
+        return _NXActionNAT(flags=0)
     kwargs = {"range_ipv4_min": n.ip}
     if n.port_lo is not None:
         kwargs["range_proto_min"] = n.port_lo
         if n.port_hi not in (None, n.port_lo):
             kwargs["range_proto_max"] = n.port_hi
     flags = NX_NAT_F_SRC if n.kind == "src" else NX_NAT_F_DST
-    return parser.NXActionNAT(flags=flags, **kwargs)
+    return _NXActionNAT(flags=flags, **kwargs)
 
 
 def _ct(a: Ct):
@@ -105,6 +117,9 @@ def _action(a, ports):
         return _learn(a, ports)
     if isinstance(a, Ct):
         return _ct(a)
+    if isinstance(a, Resubmit):
+        # NX resubmit takes a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT, "the packet's own"
+        return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=pipeline.table_id(a.table))
     if isinstance(a, Conjunction):
         # on the wire the clause is 0-based (ovs-ofctl's k/n is 1-based)
         return parser.NXActionConjunction(clause=a.clause - 1, n_clauses=a.n_clauses, id_=a.id)
@@ -173,6 +188,23 @@ def desired_content(f: Flow, ports: Dict[str, int]) -> tuple:
     return (_instructions_bytes(instructions(f, ports)), f.idle_timeout, f.hard_timeout)
 
 
+def _padded_nat(actions):
+    """Parsed actions with every NXActionNAT (also inside ct) as _NXActionNAT, so that they
+    serialize back to the bytes the switch sent."""
+    out = []
+    for a in actions:
+        if isinstance(a, parser.NXActionNAT) and not isinstance(a, _NXActionNAT):
+            a = _NXActionNAT(a.flags, a.range_ipv4_min, a.range_ipv4_max, a.range_ipv6_min, a.range_ipv6_max,
+                             a.range_proto_min, a.range_proto_max)
+        elif isinstance(a, parser.NXActionCT):
+            a.actions = _padded_nat(a.actions)
+        out.append(a)
+    return out
+
+
 def installed_content(stats) -> tuple:
     """The same, for a flow the switch reports (OFPFlowStats)."""
+    for inst in stats.instructions:
+        if isinstance(inst, parser.OFPInstructionActions):
+            inst.actions = _padded_nat(inst.actions)
     return (_instructions_bytes(stats.instructions), stats.idle_timeout, stats.hard_timeout)

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 from vpcflow.controller import records
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_switch
+from vpcflow.flows.follow import Follow
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import DeploymentError, load_file
 from vpcflow.topology.model import Deployment
@@ -55,6 +56,7 @@ class Controller:
         self.lock = threading.RLock()
         self.bridges: Dict[int, BridgeState] = {}
         self.base = deployment  # as the deployment file says, before runtime changes
+        self.remaps: Dict[str, records.Remap] = records.restore_remaps(state_file)
         self._install(records.restore(state_file, deployment))
 
     @classmethod
@@ -62,17 +64,49 @@ class Controller:
         return cls(load_file(conf.topology_file), conf.topology_file, conf.state_file)
 
     def change(self, make):
-        """Apply a runtime change: make(deployment) -> new deployment, or raises RecordError and
-        nothing changes. The change is in the state file before it is in force."""
+        """Apply a runtime change: make(deployment) -> new deployment (and a Remap, or None), or
+        raises RecordError and nothing changes. The change is in the state file before it is in
+        force."""
         with self.lock:
-            new = make(self.deployment)
-            records.save(self.state_file, records.attachments(new, self.base))
+            result = make(self.deployment)
+            new, remap = result if isinstance(result, tuple) else (result, None)
+            remaps = dict(self.remaps)
+            if remap is not None:
+                remaps[remap.id] = remap
+            records.save(self.state_file, records.attachments(new, self.base), remaps)
+            self.remaps = remaps
             self._install(new)
-            return self.generation
+            return self.generation, remap
+
+    def next_remap_id(self) -> str:
+        return f"r{len(self.remaps) + 1}-{int(time.time() * 1000) % 100000}"
+
+    def draining(self):
+        return [r for r in self.remaps.values() if r.state == "draining"]
+
+    def remap_progress(self, remap_id: str, connections: int):
+        """The followed connections a draining remap still has; at none, it is complete and
+        every flow it added goes with the next compile."""
+        with self.lock:
+            r = self.remaps.get(remap_id)
+            if r is None or r.state != "draining":
+                return False
+            r.connections = connections
+            if connections:
+                return False
+            r.state = "complete"
+            records.save(self.state_file, records.attachments(self.deployment, self.base), self.remaps)
+            self._install(self.deployment)
+            return True
+
+    def follows(self):
+        """The draining remaps, as the compiler takes them."""
+        return tuple(Follow(r.id, r.network, ip, r.old_instance, r.old_switch, r.old_port, r.interface)
+                     for r in self.draining() for ip in r.ips)
 
     def _install(self, dep: Deployment):
         self.deployment = dep
-        self.index = Index(dep)
+        self.index = Index(dep, self.follows())
         self.generation = getattr(self, "generation", -1) + 1
         self._compiled = {}
         self._names = None
@@ -151,6 +185,10 @@ class Controller:
             if b is not None:
                 b.packet_ins += 1
                 b.last_packet_in = what
+
+    def all_integration_connected(self) -> bool:
+        with self.lock:
+            return all(b.connected for b in self.bridges.values() if b.bridge == pipeline.INTEGRATION)
 
     def port_number(self, dpid, name):
         b = self.bridges.get(dpid)

@@ -128,7 +128,7 @@ def _flows(ix: Index, sw: Switch):
             for rid, name in sorted(rules.items()):
                 yield flow(table, ESTABLISHED, {"ct_state": ct_flags(state), "ct_mark": rid},
                            (Goto(next_table),), feature="authz", obj=name)
-    yield flow("network_acl", 1, {}, (Goto("route"),), feature="authz", obj="same-network")
+    yield flow("network_acl", 1, {}, (Goto("follow"),), feature="authz", obj="same-network")
     yield flow("network_acl_in", 1, {REG_SRC_NETWORK: 0}, (Goto("deliver"),), feature="authz", obj="same-network")
 
 

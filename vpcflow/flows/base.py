@@ -6,9 +6,12 @@ from vpcflow.flows.core import Goto, flow
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, TUNNEL_PORT, Switch
 
-HOST_TABLES = ("classify", "port_security", "arp_responder", "egress_acl", "egress_rules", "network_acl", "route",
-               "nat_out", "substrate_in", "dest_lookup", "ingress_acl", "ingress_rules", "network_acl_in", "deliver")
-EDGE_TABLES = ("classify", "substrate_in", "uplink_in", "edge_out")
+# ("followed" holds learned records only: a lookup there that finds none is no drop)
+HOST_TABLES = ("classify", "port_security", "arp_responder", "egress_acl", "egress_rules", "network_acl",
+               "follow", "follow_new", "route",
+               "nat_out", "nat_snat", "to_edge", "substrate_in", "nat_in", "nat_accept", "dest_lookup",
+               "ingress_acl", "ingress_rules", "network_acl_in", "deliver")
+EDGE_TABLES = ("classify", "substrate_in", "uplink_in", "nat_icmp", "edge_out")
 
 TABLE_MISS = 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, FrozenSet, Tuple
 
-from vpcflow.flows import arp, authz, base, edge, networks, overlay, pipeline, port_security, underlay
+from vpcflow.flows import arp, authz, base, edge, follow, nat, networks, overlay, pipeline, port_security, underlay
 from vpcflow.flows.core import Conjunction, Flow
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
@@ -59,12 +59,15 @@ def integration_flows(ix: Index, sw: Switch, options: Options):
     if sw.role == EDGE:
         yield from edge.integration_flows(sw)
         yield from overlay.edge_flows(ix, sw)
+        yield from nat.edge_flows(ix, sw)
         return
     yield from port_security.integration_flows(ix, sw)
     yield from arp.integration_flows(ix, sw)
     yield from authz.integration_flows(ix, sw)
     yield from overlay.host_flows(ix, sw, sw.name in options.embed_outer_source)
     yield from networks.host_flows(ix, sw, sw.name in options.embed_outer_source)
+    yield from nat.host_flows(ix, sw, sw.name in options.embed_outer_source)
+    yield from follow.host_flows(ix, sw)
 
 
 def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:
@@ -72,6 +75,7 @@ def compile_switch(ix: Index, name: str, options: Options = Options()) -> Switch
     return SwitchFlows(_finish(integration_flows(ix, sw, options)), _finish(underlay.underlay_flows(sw)))
 
 
-def compile_deployment(dep: Deployment, options: Options = Options()) -> Dict[str, SwitchFlows]:
-    ix = Index(dep)
+def compile_deployment(dep: Deployment, options: Options = Options(), follows=()) -> Dict[str, SwitchFlows]:
+    """follows: the draining remaps (flows.follow.Follow) whose old bindings still take traffic."""
+    ix = Index(dep, follows)
     return {name: compile_switch(ix, name, options) for name in dep.switches}

@@ -33,6 +33,7 @@ FEATURES = {
     "learned_gateway": 0x81,
     "learned_authz": 0x82,
     "learned_follow": 0x83,
+    "learned_nat": 0x84,  # the edge's return path for ICMP to a public address
 }
 FEATURE_NAMES = {v: k for k, v in FEATURES.items()}
 LEARNED_FIRST = 0x80

@@ -179,24 +179,51 @@ class Learn:
 
 
 @dataclasses.dataclass(frozen=True)
+class CtNat:
+    """The nat(...) argument of a ct action (NXAST_NAT).
+
+    kind None: apply the translation the connection already has (and reverse it for replies and
+    related ICMP errors); "src" / "dst": translate a new connection's source / destination to
+    `ip`, and its port into port_lo..port_hi when given (the port is kept when not).
+    """
+
+    kind: Optional[str] = None
+    ip: Optional[str] = None
+    port_lo: Optional[int] = None
+    port_hi: Optional[int] = None
+
+    def __post_init__(self):
+        if self.kind not in (None, "src", "dst"):
+            raise ValueError(f"nat kind {self.kind!r}")
+        if (self.kind is None) != (self.ip is None):
+            raise ValueError("nat(src=...) and nat(dst=...) need an address; a plain nat has none")
+        if self.port_hi is not None and (self.port_lo is None or not 0 < self.port_lo <= self.port_hi <= 0xFFFF):
+            raise ValueError(f"nat port range {self.port_lo}-{self.port_hi}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Ct:
     """Send the packet through conntrack (NXAST_CT).
 
     zone: a constant zone, or a register name whose low 16 bits hold it.
     table: continue the pipeline in this table with ct_state filled in (recirculation).
     commit: record the connection; `mark` is then written into its ct_mark.
+    nat: translate addresses (CtNat); a translation with an address needs commit.
     """
 
     zone: Union[int, str]
     table: Optional[str] = None
     commit: bool = False
     mark: Optional[int] = None
+    nat: Optional[CtNat] = None
 
     def __post_init__(self):
         if isinstance(self.zone, str):
             _check_field(self.zone)
         if self.mark is not None and not self.commit:
             raise ValueError("ct mark needs commit")
+        if self.nat is not None and self.nat.kind is not None and not self.commit:
+            raise ValueError("a nat with an address needs commit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,3 +295,11 @@ def flow(table, priority, match, actions=(), *, feature, obj, idle_timeout=0, ha
     """Build a Flow from a dict match (insertion order kept for readable output)."""
     items = tuple(match.items()) if isinstance(match, dict) else tuple(match)
     return Flow(table, priority, items, tuple(actions), feature, obj, idle_timeout, hard_timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resubmit:
+    """Look the packet up in another table and come back (NXAST_RESUBMIT_TABLE): a way to use
+    flows that `learn` wrote, which can carry no goto of their own."""
+
+    table: str

@@ -27,10 +27,15 @@ class Endpoint:
     ip: IPAddress
     switch: Switch
     port: str  # the instance's port on its switch
+    # set on the old binding of an address whose remap still drains (flows/follow.py): the id
+    # that followed connections carry in reg4
+    binding: Optional[int] = None
 
 
 class Index:
-    def __init__(self, dep: Deployment):
+    def __init__(self, dep: Deployment, follows=()):
+        """follows: draining remaps (flows.follow.Follow): their old bindings stay endpoints,
+        reached by the connections recorded under them."""
         self.dep = dep
         self.endpoints: List[Endpoint] = []
         self.by_switch: Dict[str, List[Endpoint]] = collections.defaultdict(list)
@@ -38,13 +43,19 @@ class Index:
         for iface, inst, sw in dep.attached_interfaces():
             net = dep.networks[iface.network]
             for ip in iface.ips:
-                ep = Endpoint(iface, net, ip, sw, inst.port)
-                self.endpoints.append(ep)
-                self.by_switch[sw.name].append(ep)
-                self.by_network[net.name].append(ep)
+                self._add(Endpoint(iface, net, ip, sw, inst.port))
+        for f in follows:
+            iface = dataclasses.replace(dep.interfaces[f.old_interface], attach_to=f.old_instance)
+            self._add(Endpoint(iface, dep.networks[f.network], IPAddress(f.ip), dep.switches[f.old_switch],
+                               f.old_port, binding=f.binding))
         self.edges = sorted((s for s in dep.switches.values() if s.role == EDGE), key=lambda s: s.name)
         self.hosts = sorted((s for s in dep.switches.values() if s.role == HOST), key=lambda s: s.name)
         self._zones: Dict[str, Dict[str, int]] = {}
+
+    def _add(self, ep: Endpoint):
+        self.endpoints.append(ep)
+        self.by_switch[ep.switch.name].append(ep)
+        self.by_network[ep.network.name].append(ep)
 
     def local_networks(self, switch: str) -> List[Network]:
         """Networks with at least one interface attached on this switch, in id order."""

@@ -19,7 +19,7 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
-from vpcflow.flows.overlay import PRIORITY, accept_sources, encapsulate
+from vpcflow.flows.overlay import PRIORITY, accept_sources, encapsulate, followed_route
 from vpcflow.flows.pipeline import REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
 from vpcflow.topology.model import Authorization, Network, Switch
 
@@ -65,9 +65,9 @@ def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bo
         match = {REG_NETWORK: a.id, **ipv4(ipv4_dst=str(ep.ip))}
         actions = ((Goto("dest_lookup"),) if ep.switch.name == sw.name
                    else encapsulate(sw, a, ep.switch.prefix, ep.ip, embed_source, dst_net=b))
-        yield flow("route", PRIORITY, match, actions, feature="authz", obj=obj)
+        yield followed_route(ep, match, actions, "authz")
     peer = {"ipv4_dst": cidr(b.cidr)}
-    yield from _check("network_acl", "route", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
+    yield from _check("network_acl", "follow", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
 
 
 def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz):

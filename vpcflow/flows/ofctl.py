@@ -5,7 +5,7 @@ from typing import Iterable
 
 from vpcflow.flows import pipeline
 from vpcflow.flows.core import (CT_FLAGS, FIELDS, Conjunction, Ct, Flow, Goto, Learn, LearnSpec, Load, Move,
-                                Output, SetField)
+                                Output, Resubmit, SetField)
 
 _SPECIAL = {"IN_PORT": "in_port", "LOCAL": "LOCAL", "NORMAL": "NORMAL", "CONTROLLER": "CONTROLLER:65535"}
 
@@ -34,6 +34,16 @@ def _learn_spec(s: LearnSpec) -> str:
     return f"{dst}={src}" if s.kind == "match" else f"load:{src}->{dst}"
 
 
+def nat_text(n) -> str:
+    """nat, nat(src=IP), nat(src=IP:LO-HI), as ovs-ofctl writes them."""
+    if n.kind is None:
+        return "nat"
+    ports = ""
+    if n.port_lo is not None:
+        ports = f":{n.port_lo}" if n.port_hi in (None, n.port_lo) else f":{n.port_lo}-{n.port_hi}"
+    return f"nat({n.kind}={n.ip}{ports})"
+
+
 def action_text(a) -> str:
     if isinstance(a, Output):
         return _SPECIAL.get(a.port) or f"output:{a.port}"
@@ -50,9 +60,13 @@ def action_text(a) -> str:
         args.append(f"zone={_subfield(a.zone, 0, 16)}" if isinstance(a.zone, str) else f"zone={a.zone}")
         if a.table:
             args.append(f"table={pipeline.table_id(a.table)}")
+        if a.nat is not None:
+            args.append(nat_text(a.nat))
         if a.mark is not None:
             args.append(f"exec(load:{hex(a.mark)}->NXM_NX_CT_MARK[])")
         return f"ct({','.join(args)})"
+    if isinstance(a, Resubmit):
+        return f"resubmit(,{pipeline.table_id(a.table)})"
     if isinstance(a, Conjunction):
         return f"conjunction({a.id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Learn):

@@ -17,7 +17,7 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4
-from vpcflow.flows.pipeline import REG_DST_ZONE, REG_NETWORK
+from vpcflow.flows.pipeline import REG_BINDING, REG_DST_ZONE, REG_NETWORK
 from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embed
 
 PRIORITY = 100
@@ -59,7 +59,7 @@ def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
             actions = (Goto("dest_lookup"),)
         else:
             actions = encapsulate(sw, net, ep.switch.prefix, ep.ip, embed_source)
-        yield flow("route", PRIORITY, match, actions, feature="overlay", obj=ep.interface.name)
+        yield followed_route(ep, match, actions, "overlay")
     # An unused address of the network is not external: it goes nowhere.
     yield drop_flow("route", PRIORITY - 50, {REG_NETWORK: net.id, **ipv4(ipv4_dst=cidr(net.cidr))},
                     "no_destination")
@@ -81,6 +81,14 @@ def accept_sources(net: Network, endpoints, sw: Switch):
         match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=str(ep.ip))}
         yield flow("substrate_in", PRIORITY, match, (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
                    feature="overlay", obj=ep.interface.name)
+
+
+def followed_route(ep, match, actions, feature):
+    """The route flow of an endpoint; an old binding takes only the connections recorded under it."""
+    if ep.binding is None:
+        return flow("route", PRIORITY, match, actions, feature=feature, obj=ep.interface.name)
+    return flow("route", PRIORITY + 10, {**match, REG_BINDING: ep.binding}, actions, feature="follow",
+                obj=f"{ep.interface.name}@{ep.interface.attach_to}")
 
 
 def _accept(ix: Index, sw: Switch, net: Network):

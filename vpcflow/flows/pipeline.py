@@ -11,6 +11,9 @@ Registers (zero at the start of every packet):
   reg6[0..15]  conntrack zone of the receiving interface (set by dest_lookup)
   reg3[0..23]  the sender's network, when an authorization let it reach another (set by dest_lookup,
                which then puts the receiver's network in reg0)
+
+Conntrack zones: 1..65535 are interfaces' zones (index.Index.zones); zone 0 is the NAT zone
+(flows/nat.py), whose connections carry their network id in ct_mark.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ REG_NETWORK = "reg0"
 REG_SRC_ZONE = "reg5"
 REG_DST_ZONE = "reg6"
 REG_SRC_NETWORK = "reg3"
+REG_BINDING = "reg4"  # which instance held the destination when the connection was recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +67,38 @@ TABLES = (
           "what the sender may send: its security groups' egress rules; established connections pass",
           frozenset({REG_NETWORK, REG_SRC_ZONE} | _L3 | _CT), ("network_acl",), miss="egress_denied"),
     Table(35, "network_acl", INTEGRATION, "traffic between two networks needs an authorization",
-          frozenset({REG_NETWORK} | _L3 | _CT), ("route",), miss="network_denied"),
+          frozenset({REG_NETWORK} | _L3 | _CT), ("follow", "route"), miss="network_denied"),
+    Table(37, "follow", INTEGRATION, "look the connection up among the recorded ones (followed)",
+          frozenset({REG_NETWORK}), ("follow_new",), miss="follow_miss"),
+    Table(38, "followed", INTEGRATION,
+          "recorded connections (learned): each loads the binding it was opened under into reg4",
+          frozenset({REG_NETWORK, "eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst",
+                     "udp_src", "udp_dst"}), (), miss=""),
+    Table(39, "follow_new", INTEGRATION, "record a connection that opens, under the current binding",
+          frozenset({REG_NETWORK, REG_BINDING} | _L3), ("route",), miss="follow_miss"),
     Table(40, "route", INTEGRATION,
-          "where the destination lives: this switch, another host (tunnel) or the edge",
-          frozenset({REG_NETWORK} | _L3), ("dest_lookup", "nat_out"), miss="no_destination"),
-    Table(45, "nat_out", INTEGRATION, "source translation toward the external network",
-          frozenset({REG_NETWORK} | _L3 | _CT), (), miss="nat_refused"),
+          "where the destination lives: this switch, another host (tunnel) or the edge; a "
+          "followed connection of a draining remap: where its binding lived",
+          frozenset({REG_NETWORK, REG_BINDING} | _L3), ("dest_lookup", "nat_out"), miss="no_destination"),
+    Table(45, "nat_out", INTEGRATION,
+          "toward the external network: through the NAT zone (an existing translation is applied)",
+          frozenset({REG_NETWORK} | _L3 | _CT), ("nat_snat",), miss="nat_refused"),
+    Table(46, "nat_snat", INTEGRATION,
+          "a new connection takes a port of the host's block; a known one must be of this network",
+          frozenset({REG_NETWORK} | _L3 | _CT), ("to_edge",), miss="nat_collision"),
+    Table(47, "to_edge", INTEGRATION,
+          "a translated packet goes to the edge (VNI 0); an untranslated one found its block full",
+          frozenset({REG_NETWORK} | _L3 | _CT), (), miss="nat_block_full"),
     Table(50, "substrate_in", INTEGRATION,
           "a tunnelled packet is accepted only from the switch where its inner source lives",
-          frozenset({"in_port"} | _TUN | _L3), ("dest_lookup", "edge_out"),
+          frozenset({"in_port"} | _TUN | _L3), ("dest_lookup", "edge_out", "nat_in"),
           miss="substrate_spoofed"),
+    Table(52, "nat_in", INTEGRATION,
+          "from the edge for a public address: a reply is translated back; a forward or elastic IP "
+          "starts a connection",
+          frozenset(_L3 | _CT), ("nat_accept",), miss="nat_no_connection"),
+    Table(53, "nat_accept", INTEGRATION, "translated back: the connection's network (ct_mark) into reg0",
+          frozenset(_L3 | _CT), ("dest_lookup",), miss="no_destination"),
     Table(55, "dest_lookup", INTEGRATION,
           "which local interface the packet is for: its zone (and its network, if another one)",
           frozenset({REG_NETWORK} | _L3), ("ingress_acl",), miss="no_destination"),
@@ -86,8 +112,12 @@ TABLES = (
     Table(70, "deliver", INTEGRATION,
           "hand the packet to the destination's port with the sender's dummy MAC",
           frozenset({REG_NETWORK} | _L3), (), miss="no_destination"),
-    Table(80, "uplink_in", INTEGRATION, "edge: what arrives from the external network",
-          frozenset({"in_port"} | _L3 | _ARP), ("edge_out",), miss="uplink_unknown"),
+    Table(80, "uplink_in", INTEGRATION,
+          "edge: what arrives from the external network; a public port goes to its block's host",
+          frozenset({"in_port"} | _L3 | _ARP), ("nat_icmp", "edge_out"), miss="uplink_unknown"),
+    Table(85, "nat_icmp", INTEGRATION,
+          "edge: ICMP for a public address goes to the host that last sent to its source (learned)",
+          frozenset(_L3), (), miss="nat_icmp_unknown"),
     Table(90, "edge_out", INTEGRATION,
           "edge: send toward the external gateway (its MAC is learned from ARP)",
           frozenset(_L3), (), miss="gateway_unresolved"),

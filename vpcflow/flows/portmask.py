@@ -2,7 +2,7 @@
 
 A pair (value, mask) matches a port when `port & mask == value`. The usual prefix split (1024-65535
 as 1024/0xfc00, 2048/0xf800, ...) gives disjoint pairs but not always the fewest: 1-14 on 4 bits is
-six prefixes, yet four overlapping pairs cover it (xx01, x01x, 01xx, 1xx0 read as ternary strings).
+six prefixes, yet four overlapping pairs cover it (01xx, 1xx0, x01x, xx01 read as ternary strings).
 Overlap is harmless here because every pair of a range carries the same actions.
 
 How the minimum is found:
@@ -12,26 +12,36 @@ How the minimum is found:
 * Widening a pair never hurts a cover, so a minimum cover can use widest ("prime") pairs only. A
   pair is widest when no bit can leave p and no bit can join q: p is a bitwise-minimal port >= lo,
   q a bitwise-maximal port <= hi. There are at most bits+1 of each, so at most (bits+1)^2 primes.
-* A port y is covered by the primes with p ⊆ y ⊆ q. Ports with the same set of covering primes are
-  interchangeable; a walk over the bits from the top finds every distinct set (a few hundred).
-* The answer is a minimum hitting set of those sets, found exactly by a small search.
+* A port y is covered by the primes with p ⊆ y ⊆ q: its "covering set". A minimum cover is a
+  minimum hitting set of the covering sets.
+* There can be thousands of distinct covering sets, so the hitting set is solved on a few of them
+  (sets that need distinct primes, hence a lower bound), the answer checked against all ports,
+  the sets it misses added, and so on: each answer is a minimum for the sets so far, so the first
+  one that covers every port is a minimum overall. A walk over the bits lists the distinct sets;
+  when there are too many, uncovered ports are found by a pruned descent instead.
 
-The search is exponential in theory; on 16-bit ranges it takes milliseconds (tests measure it).
+The search is exact but exponential in theory. It stops after MAX_SEARCH_NODES nodes and then
+returns the prefix split, which is exact too (every port, nothing else) but may use more pairs.
+Every range of up to 8 bits is checked against brute force in the tests; see there for how often
+16-bit ranges reach the limit.
 """
 from __future__ import annotations
 
 import functools
 import operator
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 PORT_BITS = 16
+CLASS_LIMIT = 30000  # covering sets listed up front; past that, uncovered ports are searched for
+BATCH = 32  # missed covering sets added per round
+MAX_SEARCH_NODES = 20000  # hitting-set search nodes before falling back to the prefix split
 
 
 def range_to_masks(lo: int, hi: int, bits: int = PORT_BITS) -> list[tuple[int, int]]:
     """The fewest (value, mask) pairs whose union is exactly lo..hi, in ascending value order.
 
-    The full range is [(0, 0)]; an aligned power-of-two block is one pair. On 16 bits no range needs
-    more than 28 pairs (2 * bits - 4).
+    The full range is [(0, 0)]; an aligned power-of-two block is one pair; no range needs more than
+    2 * bits - 4 pairs (bits >= 4). If the search hits its limit, the prefix split is returned.
     """
     if not isinstance(bits, int) or bits < 1:
         raise ValueError(f"bits must be a positive integer, not {bits!r}")
@@ -45,29 +55,54 @@ def covers(pairs: Iterable[tuple[int, int]], port: int) -> bool:
     return any(port & mask == value for value, mask in pairs)
 
 
+def prefix_split(lo: int, hi: int, bits: int = PORT_BITS) -> list[tuple[int, int]]:
+    """The disjoint aligned blocks of lo..hi, largest first from the left: the classic cover."""
+    full = (1 << bits) - 1
+    pairs = []
+    while lo <= hi:
+        size = lo & -lo or 1 << bits  # the largest block aligned at lo ...
+        while lo + size - 1 > hi:
+            size >>= 1  # ... that still ends inside the range
+        pairs.append((lo, full & ~(size - 1)))
+        lo += size
+    return pairs
+
+
 @functools.lru_cache(maxsize=4096)  # the same rule ranges recur across switches and recompiles
 def _range_to_masks(lo: int, hi: int, bits: int) -> tuple[tuple[int, int], ...]:
     full = (1 << bits) - 1
-    aligned = _aligned_mask(lo, hi, full)
-    if aligned is not None:
-        return ((lo, aligned),)
-    lows = _minimal_ports_from(lo, bits)
-    highs = _maximal_ports_upto(hi, bits)
-    primes = [(p, q) for p in lows for q in highs if p & ~q == 0]
-    chosen = _min_hitting_set(_covering_sets(lo, hi, bits, lows, highs, primes))
-    return tuple(sorted((p, full & ~(p ^ q)) for index, (p, q) in enumerate(primes)
-                        if chosen >> index & 1))
+    if lo == hi or _is_aligned_block(lo, hi):
+        return tuple(prefix_split(lo, hi, bits))
+    primes = _prime_pairs(lo, hi, bits)
+    try:
+        chosen = _minimum_cover(lo, hi, bits, primes)
+    except _SearchTooLong:
+        return tuple(prefix_split(lo, hi, bits))
+    return tuple(sorted(_value_mask(pair, full) for pair in _picked(primes, chosen)))
 
 
-def _aligned_mask(lo: int, hi: int, full: int):
-    """The mask when lo..hi is one aligned power-of-two block (the common case), else None."""
+def _is_aligned_block(lo: int, hi: int) -> bool:
     size = hi - lo + 1
-    if size & (size - 1) == 0 and lo & (size - 1) == 0:
-        return full & ~(size - 1)
-    return None
+    return size & (size - 1) == 0 and lo & (size - 1) == 0
 
 
-# --- Prime pairs -----------------------------------------------------------------------------------
+def _value_mask(pair: tuple[int, int], full: int) -> tuple[int, int]:
+    """The match for the cube whose smallest port is p and largest q: the bits where they agree."""
+    p, q = pair
+    return p, full & ~(p ^ q)
+
+
+def _picked(primes: list, chosen: int) -> list:
+    return [prime for index, prime in enumerate(primes) if chosen >> index & 1]
+
+
+# --- Prime pairs and the ports they cover ------------------------------------------------------------
+
+def _prime_pairs(lo: int, hi: int, bits: int) -> list[tuple[int, int]]:
+    """(p, q) for every widest cube inside lo..hi, as its smallest and largest port."""
+    return [(p, q) for p in _minimal_ports_from(lo, bits) for q in _maximal_ports_upto(hi, bits)
+            if p & ~q == 0]
+
 
 def _minimal_ports_from(lo: int, bits: int) -> list[int]:
     """The ports >= lo from which no bit can be removed without dropping below lo.
@@ -87,69 +122,174 @@ def _maximal_ports_upto(hi: int, bits: int) -> list[int]:
     return [full ^ p for p in _minimal_ports_from(full ^ hi, bits)]
 
 
-def _covering_sets(lo, hi, bits, lows, highs, primes) -> set[int]:
-    """For each class of ports in lo..hi, the set (a bitmask over primes) of primes covering it.
+def _covering_set(port: int, primes: list[tuple[int, int]]) -> int:
+    """The primes (a bitmask over their indexes) whose cube holds the port: p ⊆ port ⊆ q."""
+    return _index_mask(p & ~port == 0 and port & ~q == 0 for p, q in primes)
 
-    A port y is covered by prime (p, q) when p ⊆ y ⊆ q, so it is enough to know which of the lows
-    are subsets of y and which highs supersets. A walk from the top bit tracks those two bitmasks
-    and whether y still equals lo / hi on the bits so far; equal states merge.
+
+def _port_classes(lo: int, hi: int, bits: int, primes: list, limit: int = CLASS_LIMIT):
+    """The distinct covering sets of the ports in lo..hi, or None if there are more than `limit`.
+
+    A walk from the top bit keeps, for each prefix of a port, the primes still able to cover it
+    (a 0 bit rules out primes whose p has that bit, a 1 those whose q lacks it) and whether the
+    prefix still equals lo's or hi's; prefixes in the same state merge.
     """
-    states = {(True, True, (1 << len(lows)) - 1, (1 << len(highs)) - 1)}
+    states = {(True, True, (1 << len(primes)) - 1)}
     for bit in reversed(range(bits)):
-        lows_with_bit = _index_mask(p >> bit & 1 for p in lows)  # lost when y has a 0 here
-        highs_without_bit = _index_mask(not q >> bit & 1 for q in highs)  # lost when y has a 1
+        lost_on_0 = _index_mask(p >> bit & 1 for p, _ in primes)
+        lost_on_1 = _index_mask(not q >> bit & 1 for _, q in primes)
         lo_bit, hi_bit = lo >> bit & 1, hi >> bit & 1
         states = {(at_lo and y_bit == lo_bit, at_hi and y_bit == hi_bit,
-                   low_set & ~lows_with_bit if y_bit == 0 else low_set,
-                   high_set & ~highs_without_bit if y_bit == 1 else high_set)
-                  for at_lo, at_hi, low_set, high_set in states
+                   live & ~(lost_on_1 if y_bit else lost_on_0))
+                  for at_lo, at_hi, live in states
                   for y_bit in (0, 1)
                   if not (at_lo and y_bit < lo_bit) and not (at_hi and y_bit > hi_bit)}
-    by_low = [_index_mask(p == low for p, _ in primes) for low in lows]
-    by_high = [_index_mask(q == high for _, q in primes) for high in highs]
-    return {_union(by_low, low_set) & _union(by_high, high_set) for _, _, low_set, high_set in states}
+        if len(states) > limit:
+            return None
+    return {live for _, _, live in states}
+
+
+def _uncovered_ports(lo: int, hi: int, bits: int, cubes: list, limit: int) -> list[int]:
+    """Up to `limit` ports in lo..hi that no (value, mask) cube matches, by a pruned descent."""
+    found: list[int] = []
+
+    def descend(prefix: int, free_bits: int, at_lo: bool, at_hi: bool, live: list) -> None:
+        below = (1 << free_bits) - 1
+        if len(found) >= limit or any(mask & below == 0 for _, mask in live):
+            return  # enough found, or one cube holds this whole subtree
+        if not live:
+            found.append(prefix | (lo & below if at_lo else 0))  # its lowest port in range
+            return
+        bit = free_bits - 1
+        lo_bit, hi_bit = lo >> bit & 1, hi >> bit & 1
+        for y_bit in (0, 1):
+            if (at_lo and y_bit < lo_bit) or (at_hi and y_bit > hi_bit):
+                continue
+            descend(prefix | y_bit << bit, bit, at_lo and y_bit == lo_bit, at_hi and y_bit == hi_bit,
+                    [(v, m) for v, m in live if not m >> bit & 1 or (v >> bit & 1) == y_bit])
+
+    descend(0, bits, True, True, cubes)
+    return found
 
 
 def _index_mask(flags: Iterable) -> int:
     return sum(1 << index for index, flag in enumerate(flags) if flag)
 
 
-def _union(masks: list[int], selector: int) -> int:
-    result = 0
-    for index, mask in enumerate(masks):
-        if selector >> index & 1:
-            result |= mask
-    return result
+# --- The minimum cover: hitting sets grown round by round -------------------------------------------
+
+def _minimum_cover(lo: int, hi: int, bits: int, primes: list) -> int:
+    """The primes (a bitmask) of a minimum cover of lo..hi."""
+    search = _HittingSets(MAX_SEARCH_NODES)
+    classes = _port_classes(lo, hi, bits, primes)
+    if classes is None:  # too many to list: the primes' own ends to start, uncovered ports after
+        full = (1 << bits) - 1
+        start = {_covering_set(port, primes) for pair in primes for port in pair}
+
+        def missed(chosen: int) -> list[int]:
+            cubes = [_value_mask(pair, full) for pair in _picked(primes, chosen)]
+            return [_covering_set(port, primes) for port in _uncovered_ports(lo, hi, bits, cubes, BATCH)]
+
+        return _grow(search, start, missed)
+    forced, family = _reduce(list(classes))
+
+    def missed_sets(chosen: int) -> list[int]:
+        return [s for s in family if not s & chosen][:BATCH]  # family is sorted: smallest first
+
+    return forced | _grow(search, _disjoint_sets(family), missed_sets)
 
 
-# --- Minimum hitting set ------------------------------------------------------------------------------
-# Sets and answers are bitmasks over elements (here: primes). Every set must contain a chosen element.
+def _grow(search: "_HittingSets", sets: set[int], missed: Callable[[int], list[int]]) -> int:
+    """Hit `sets` minimally, add the sets the answer misses, repeat until it misses none."""
+    chosen = 0
+    while True:
+        chosen = search.minimum(sets, at_least=_popcount(chosen))  # more sets: never fewer primes
+        more = missed(chosen)
+        if not more:
+            return chosen
+        sets.update(more)
 
-def _min_hitting_set(sets: Iterable[int]) -> int:
-    sets = list(sets)
-    return _hitting_set_under(sets, _or_all(sets).bit_length() + 1)  # any bound above all elements
+
+def _disjoint_sets(sets: list[int]) -> set[int]:
+    """Pairwise disjoint sets, smallest first: each needs its own prime, a lower bound to start."""
+    chosen, used = set(), 0
+    for s in sets:
+        if not s & used:
+            chosen.add(s)
+            used |= s
+    return chosen
 
 
-def _popcount(mask: int) -> int:
-    return bin(mask).count("1")
+class _SearchTooLong(Exception):
+    pass
 
 
-def _keep_minimal(sets: list[int]) -> list[int]:
-    """Drop every set that contains another: hitting the smaller one hits it too."""
-    kept: list[int] = []
-    for s in sorted(set(sets), key=lambda s: (_popcount(s), s)):
-        if not any(k & s == k for k in kept):
-            kept.append(s)
-    return kept
+class _HittingSets:
+    """Exact minimum hitting sets. Sets and answers are bitmasks over elements (here: primes)."""
+
+    def __init__(self, max_nodes: int):
+        self.nodes_left = max_nodes
+        self.memo: dict[tuple[int, ...], int] = {}  # a group can recur in several branches
+
+    def minimum(self, sets: Iterable[int], at_least: int = 0) -> int:
+        """A minimum hitting set; `at_least` is a size known not to be beatable."""
+        forced, sets = _reduce(list(sets))
+        groups = _components(sets)
+        if at_least <= _popcount(forced) or len(groups) <= 1:
+            return forced | _or_all(self._min_connected(tuple(group)) for group in groups)
+        return forced | self._deepen(sets, max(_disjoint_count(sets), at_least - _popcount(forced)))
+
+    def _min_connected(self, sets: tuple[int, ...]) -> int:
+        if sets not in self.memo:
+            self.memo[sets] = self._deepen(list(sets), _disjoint_count(sets))
+        return self.memo[sets]
+
+    def _deepen(self, sets: list[int], budget: int) -> int:
+        """Iterative deepening from a lower bound, so the first hitting set found is a minimum."""
+        while True:
+            found = self._within(sets, budget)
+            if found is not None:
+                return found
+            budget += 1
+
+    def _within(self, sets: list[int], budget: int) -> Optional[int]:
+        """A hitting set of at most `budget` elements, or None."""
+        self.nodes_left -= 1
+        if self.nodes_left < 0:
+            raise _SearchTooLong
+        forced, sets = _reduce(sets)
+        budget -= _popcount(forced)
+        if budget < 0 or _disjoint_count(sets) > budget:
+            return None
+        groups = _components(sets)
+        if len(groups) > 1:  # independent groups: the sum of their minima must fit
+            chosen = _or_all(self._min_connected(tuple(group)) for group in groups)
+            return chosen | forced if _popcount(chosen) <= budget else None
+        if not sets:
+            return forced
+        # Branch on the elements of a smallest set, most useful first. Each branch excludes the
+        # elements tried before it: a solution with one of those was already looked for.
+        smallest = sets[0]  # _reduce sorts them
+        tried = 0
+        for element in sorted(_bits(smallest), key=lambda e: (-sum(1 for s in sets if s & e), e)):
+            rest = [s & ~tried for s in sets if not s & element]
+            tried |= element
+            if all(rest):  # else some set could only be hit by an excluded element
+                found = self._within(rest, budget - 1)
+                if found is not None:
+                    return found | element | forced
+        return None
 
 
 def _reduce(sets: list[int]) -> tuple[int, list[int]]:
-    """Elements that must be chosen, and the sets still to hit, after the textbook reductions."""
+    """Elements that must be chosen, and the sets still to hit (smallest first), after the
+    textbook reductions: drop supersets, take the element of one-element sets, and drop elements
+    another element can always replace."""
     forced = 0
     while True:
         sets = _keep_minimal(sets)
         singles = _or_all(s for s in sets if s & (s - 1) == 0)
-        if singles:  # a one-element set forces its element
+        if singles:
             forced |= singles
             sets = [s for s in sets if not s & singles]
             continue
@@ -159,37 +299,37 @@ def _reduce(sets: list[int]) -> tuple[int, list[int]]:
         sets = [s & ~dominated for s in sets]
 
 
+def _keep_minimal(sets: list[int]) -> list[int]:
+    """The sets that contain no other set (hitting the smaller one hits it too), smallest first."""
+    kept_by_lowest: dict[int, list[int]] = {}  # a subset of s has its lowest element in s
+    kept = []
+    for s in sorted(set(sets), key=_size_then_value):
+        if not any(k & ~s == 0 for e in _bits(s) for k in kept_by_lowest.get(e, ())):
+            kept.append(s)
+            kept_by_lowest.setdefault(s & -s, []).append(s)
+    return kept
+
+
 def _dominated_elements(sets: list[int]) -> int:
-    """Elements that some other element can replace: it lies in every set they lie in."""
-    elements = _bits(_or_all(sets))
-    where = {e: _index_mask(s & e for s in sets) for e in elements}
+    """Elements another element can replace: it lies in every set they lie in."""
+    where: dict[int, int] = {}  # element -> bitmask of the sets holding it
+    for index, s in enumerate(sets):
+        for element in _bits(s):
+            where[element] = where.get(element, 0) | 1 << index
     dropped = 0
-    for e in elements:
-        for other in elements:
+    for e in where:
+        for other in where:
             if other == e or dropped & other:
                 continue
-            # `other` is in every set `e` is in; of two equivalent elements keep the lower one
+            # of two elements in exactly the same sets, keep the lower one
             if where[e] & ~where[other] == 0 and (where[e] != where[other] or other < e):
                 dropped |= e
                 break
     return dropped
 
 
-def _or_all(masks: Iterable[int]) -> int:
-    return functools.reduce(operator.or_, masks, 0)
-
-
-def _bits(mask: int) -> list[int]:
-    result = []
-    while mask:
-        low = mask & -mask
-        result.append(low)
-        mask ^= low
-    return result
-
-
 def _components(sets: list[int]) -> list[list[int]]:
-    """Groups of sets that share no element with other groups: each is solved on its own."""
+    """Groups of sets that share no element with other groups, each smallest first."""
     groups: list[tuple[int, list[int]]] = []
     for s in sets:
         joined = [g for g in groups if g[0] & s]
@@ -198,61 +338,36 @@ def _components(sets: list[int]) -> list[list[int]]:
             elements |= group_elements
             members += group_members
         groups = [g for g in groups if not g[0] & s] + [(elements, members)]
-    return [members for _, members in groups]
+    return [sorted(members, key=_size_then_value) for _, members in groups]
 
 
-def _hitting_set_under(sets: list[int], limit: int):
-    """A minimum hitting set with fewer than `limit` elements, or None: branch and bound.
-
-    Each node first applies the reductions, then solves independent groups separately, then
-    branches on the elements of a smallest set; the disjoint-set bound prunes.
-    """
-    forced, sets = _reduce(sets)
-    limit -= _popcount(forced)
-    if limit <= 0:
-        return None
-    if not sets:
-        return forced
-    groups = _components(sets)
-    if len(groups) > 1:
-        rest = _groups_under(groups, limit)
-        return None if rest is None else rest | forced
-    best = None
-    smallest = min(sets, key=lambda s: (_popcount(s), s))
-    tried = 0  # elements of `smallest` already branched on: later branches exclude them
-    for element in sorted(_bits(smallest), key=lambda e: (-sum(1 for s in sets if s & e), e)):
-        if _disjoint_count(sets) >= limit:
-            break
-        rest_sets = [s & ~tried for s in sets if not s & element]
-        tried |= element
-        if not all(rest_sets):
-            continue  # a set only an excluded element could hit
-        rest = _hitting_set_under(rest_sets, limit - 1)
-        if rest is not None:
-            best = rest | element
-            limit = _popcount(best)  # from now on only a smaller one is worth finding
-    return None if best is None else best | forced
-
-
-def _groups_under(groups: list[list[int]], limit: int):
-    """Independent groups: each gets the budget the others' lower bounds leave it."""
-    bounds = [_disjoint_count(group) for group in groups]
-    spent = sum(bounds)  # lower bounds of unsolved groups plus sizes of solved ones
-    chosen = 0
-    for group, bound in zip(groups, bounds):
-        found = _hitting_set_under(group, limit - (spent - bound))
-        if found is None:
-            return None
-        spent += _popcount(found) - bound
-        chosen |= found
-    return chosen
-
-
-def _disjoint_count(sets: list[int]) -> int:
+def _disjoint_count(sets) -> int:
     """A lower bound: how many pairwise disjoint sets a greedy pass finds."""
     used, count = 0, 0
-    for s in sorted(sets, key=lambda s: (_popcount(s), s)):
+    for s in sorted(sets, key=_size_then_value):
         if not s & used:
             used |= s
             count += 1
     return count
+
+
+def _size_then_value(mask: int) -> tuple[int, int]:
+    return _popcount(mask), mask
+
+
+def _popcount(mask: int) -> int:
+    return bin(mask).count("1")
+
+
+def _or_all(masks: Iterable[int]) -> int:
+    return functools.reduce(operator.or_, masks, 0)
+
+
+def _bits(mask: int) -> list[int]:
+    """The one-bit masks of `mask`, lowest first."""
+    result = []
+    while mask:
+        low = mask & -mask
+        result.append(low)
+        mask ^= low
+    return result

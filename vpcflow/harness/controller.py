@@ -147,7 +147,7 @@ arp_probe_interval = 2
         try:
             wait_for(synced, timeout, "bridges in sync")
         except ControllerError:
-            raise ControllerError(f"not in sync: {json.dumps(self.switches(), indent=1, default=str)}\n"
+            raise ControllerError(f"not in sync: {json.dumps(list(self.switches().values()), indent=1, default=str)}\n"
                                   f"{self.output()}") from None
 
 

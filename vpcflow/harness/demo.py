@@ -79,6 +79,41 @@ def outside(src: str, ip: str):
     return run
 
 
+EXTERNAL_PORT = 7000
+
+
+def _external_server(lab: Lab, proto: str) -> str:
+    """A server on the external host that logs whom it saw (started once); its log file."""
+    servers = lab.__dict__.setdefault("demo_external_servers", {})
+    if proto not in servers:
+        servers[proto] = lab.server(lab.external(), EXTERNAL_PORT, proto, name="external", log=True)
+    return servers[proto]
+
+
+def seen_from_outside(src: str, proto: str):
+    """The instance reaches a server on the external host: whom does that server see?"""
+    def run(lab: Lab) -> str:
+        log = _external_server(lab, proto)
+        before = len(open(log).read().split())
+        ext_ip = lab.dep.switches[lab.edge_names()[0]].uplink.gateway_ip
+        out = lab.client(lab.host(src), str(ext_ip), EXTERNAL_PORT, proto, timeout=1.5)
+        new = open(log).read().split()[before:]
+        if not out.startswith("ok") or not new:
+            return "blocked"
+        ip, port = new[-1].rsplit(":", 1)
+        owner = next((b.owner for b in lab.dep.nat.blocks if str(b.ip) == ip and int(port) in b.ports), None)
+        return f"seen from {ip}, {owner}'s block" if owner else f"seen from {ip}"
+    return run
+
+
+def from_outside(ip: str, port: int, proto: str = "tcp"):
+    """A client on the external host (a forward, an elastic IP)."""
+    def run(lab: Lab) -> str:
+        out = lab.client(lab.external(), ip, port, proto, timeout=1.5)
+        return f"answered by {out.split()[1]}" if out.startswith("ok") else "blocked"
+    return run
+
+
 def checks_for(lab: Lab) -> List[Check]:
     """The checks that fit etc/topology.yaml."""
     return [
@@ -96,8 +131,17 @@ def checks_for(lab: Lab) -> List[Check]:
         Check("security group", "web1 -> web2 tcp/5432 (no rule)", "blocked", tcp("web1", "10.0.0.12", 5432)),
         Check("authorization", "web1 (blue) -> pg1 (green) tcp/5432", "answered by pg1", tcp("web1", "10.3.0.10", 5432)),
         Check("authorization", "pg1 (green) -> web1 (blue) tcp/80: no green->blue", "blocked", tcp("pg1", "10.0.0.11", 80)),
-        Check("edge", "web1 -> 203.0.113.1 (external) icmp", "left the edge from 10.0.0.11",
+        Check("edge", "web1 -> 203.0.113.1 (external) icmp", "left the edge from 198.51.100.10",
               outside("web1", "203.0.113.1")),
+        Check("distributed NAT", "web1 (host1) -> external server tcp/7000: whom it sees",
+              "seen from 198.51.100.10, host1's block", seen_from_outside("web1", "tcp")),
+        Check("distributed NAT", "db1 (red, host2) -> external server udp/7000: whom it sees",
+              "seen from 198.51.100.10, host2's block", seen_from_outside("db1", "udp")),
+        Check("distributed NAT", "web3 -> 203.0.113.1 icmp echo through the NAT", "replies", ping("web3", "203.0.113.1")),
+        Check("NAT forward", "external -> 198.51.100.10:8080 tcp (forward to web1:80)", "answered by web1",
+              from_outside("198.51.100.10", 8080)),
+        Check("elastic IP", "external -> 198.51.100.20 tcp/80 (elastic IP of web2)", "answered by web2",
+              from_outside("198.51.100.20", 80)),
     ]
 
 

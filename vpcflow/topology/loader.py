@@ -9,6 +9,7 @@ Deployment is built only when there are none, so no None ever leaves this module
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 import yaml
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
+from vpcflow.topology import nat_alloc
 from vpcflow.topology.model import (
     EDGE,
     HOST,
@@ -457,7 +459,9 @@ class _Loader:
         authorizations = self.build_list(top.get("authorizations"), "authorizations", self.authorization)
         nat, blocks, forwards = self.nat(top.get("nat"))
         elastic_ips = self.build_list(top.get("elastic_ips"), "elastic_ips", self.elastic_ip)
-        _Checks(self, blocks, forwards, elastic_ips).run(nat)
+        checks = _Checks(self, blocks, forwards, elastic_ips)
+        checks.run(nat)
+        nat = checks.nat_pool(nat)
         if self.problems:
             return None
         return Deployment(
@@ -801,6 +805,21 @@ class _Checks:
         self.unique((((f.public_ip, f.public_port, f.proto), f"{path}.public", path)
                      for path, f in self.forwards),
                     lambda key, other: f"{key[0]}:{key[1]}/{key[2]} is already forwarded by {other}")
+
+    def nat_pool(self, nat: Nat) -> Nat:
+        """Every host switch without a fixed block gets an allocated one (nat_alloc); a pool too
+        small for them all is a problem at `nat`. Returns the Nat with every block."""
+        if nat.block_bits is None:
+            return nat  # already reported as invalid
+        valid = dataclasses.replace(
+            nat, blocks=tuple(b for _, b in self.blocks if None not in (b.owner, b.ip, b.ports)),
+            forwards=tuple(f for _, f in self.forwards if None not in (f.public_ip, f.public_port)))
+        hosts = [s.name for s in self.loader.switches.values() if s.role == HOST]
+        try:
+            return dataclasses.replace(nat, blocks=nat_alloc.allocate_blocks(valid, hosts))
+        except nat_alloc.PoolExhausted as error:
+            self.problem("nat", str(error))
+            return nat
 
     def elastic_ip_uses(self, nat: Nat) -> None:
         for path, eip in self.elastic_ips:

@@ -1,0 +1,83 @@
+"""Connection following (issue 6) with real TCP: an interface record moves from web2 (host2) to
+spare1 (host1) with its address; web1's open connection keeps reaching web2, byte for byte,
+while new connections reach spare1; the remap completes when that connection ends."""
+import os
+
+import pytest
+
+from tests.conftest import data_file, require_system
+from vpcflow.harness.controller import wait_for
+
+pytestmark = pytest.mark.follow
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_system()
+    from vpcflow.harness.lab import Lab
+
+    with Lab(data_file("two-hosts.yaml"), tag="vff") as lab:
+        for name in ("web2", "spare1"):
+            lab.server(lab.host(name), 7100, name=name)
+        yield lab
+
+
+def stream(lab, name, timeout="3"):
+    progress = os.path.join(lab.workdir, f"progress-{name}")
+    proc = lab.peer(lab.host("web1"), "stream", "--host", "10.0.0.12", "--port", "7100", "--progress", progress,
+                    "--timeout", timeout, "--interval", "0.02")
+    count = lambda: int(open(progress).read() or 0) if os.path.exists(progress) else 0  # noqa: E731
+    wait_for(lambda: count() > 10, 10, f"stream {name} running")
+    return proc, count, open(progress + ".server").read()
+
+
+def move(lab, instance, follow):
+    status, body = lab.api("POST", "/v1/interfaces/eni-web2/attach",
+                           {"instance": instance, "requester": "acme", "follow_connections": follow})
+    assert status == 200, body
+    lab.wait_synced()
+    lab.configure_guest(instance, lab.dep.interfaces["eni-web2"])  # the guest brings the address up
+    return body["remap"]["id"]
+
+
+def remap(lab, remap_id):
+    return lab.api("GET", f"/v1/remaps/{remap_id}")[1]
+
+
+def test_a_followed_connection_survives_the_move_and_completes_the_remap(lab):
+    proc, count, server = stream(lab, "followed", timeout="10")
+    assert server == "web2"
+    rid = move(lab, "spare1", follow=True)
+    assert remap(lab, rid)["state"] == "draining"
+    wait_for(lambda: remap(lab, rid)["connections"] >= 1, 5, "the followed connection counted")
+    # new connections: the new instance
+    assert lab.client(lab.host("web1"), "10.0.0.12", 7100) == "ok spare1"
+    # the old one keeps going, every byte checked, across a controller restart too
+    moved = count()
+    wait_for(lambda: count() > moved + 20, 10, "the followed connection going on")
+    lab.stop_controller()
+    lab.start_controller()
+    lab.wait_synced()
+    assert remap(lab, rid)["state"] == "draining"
+    moved = count()
+    wait_for(lambda: count() > moved + 20, 10, "the followed connection going on after a restart")
+    proc.terminate()
+    summary, _ = proc.communicate(timeout=15)
+    assert summary.strip().endswith("error="), summary
+    # its end completes the remap, and every flow it added goes
+    wait_for(lambda: remap(lab, rid)["state"] == "complete", 15, "the remap to complete")
+    lab.wait_synced()
+    for switch in ("host1", "host2", "edge1"):
+        flows = lab.switches[switch].flows()
+        assert not any("reg4=" in line and "table=40" in line for line in flows), switch
+    assert not any("nw_dst=10.0.0.12" in line and "reg0=0x64" in line and "table=70" in line
+                   for line in lab.switches["host2"].flows())
+
+
+def test_without_following_the_old_connection_breaks(lab):
+    proc, count, server = stream(lab, "cut", timeout="3")
+    assert server == "spare1"
+    move(lab, "web2", follow=False)
+    out, _ = proc.communicate(timeout=30)
+    assert "error=" in out and not out.strip().endswith("error="), out
+    assert lab.client(lab.host("web1"), "10.0.0.12", 7100) == "ok web2"

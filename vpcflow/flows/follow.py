@@ -1,0 +1,97 @@
+"""Connection following (seed 003): an address moves from VM1 to VM2, VM1's connections stay.
+
+Recording: every TCP or UDP connection toward an attached address is recorded where it enters
+the overlay, by a learn action at the sender's switch (the switch that decides where the traffic
+goes, before and after a remap): table `followed` gets a flow for the connection's 5-tuple that
+loads the id of the binding (the instance that held the address) into reg4. TCP records end one
+second after FIN (fin_idle_timeout) and otherwise idle out; UDP records idle out.
+
+Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on to `follow_new`:
+an unrecorded connection-opening packet (TCP SYN without ACK; for UDP, any unrecorded packet)
+is recorded there under the current binding. Then `route` sends a packet whose reg4 names the
+old binding of a draining remap to VM1's switch (the channel is the overlay itself), and
+everything else to where the address lives now.
+
+The old switch keeps delivering to VM1 and letting VM1 answer from the address while the remap
+drains; receivers accept VM1's answers from the old switch's prefix. The controller counts the
+recorded connections of the old binding (learned flows, by cookie) and, when none is left,
+marks the remap complete and compiles without it: every flow the remap added goes.
+
+Limits: VM1 and VM2 must be on different switches (on one switch the receiver could not tell a
+followed packet from a new one); ICMP is not followed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from vpcflow.flows.core import IPPROTO, Goto, Learn, LearnSpec, Load, Resubmit, flow
+from vpcflow.flows.index import Index
+from vpcflow.flows.matches import ipv4
+from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK
+from vpcflow.topology.model import Switch
+
+TCP_IDLE = 300
+TCP_FIN_IDLE = 1
+UDP_IDLE = 30
+TCP_SYN, TCP_ACK = 0x002, 0x010
+
+
+@dataclasses.dataclass(frozen=True)
+class Follow:
+    """One draining remap, as the compiler needs it: the old binding of an address."""
+
+    remap_id: str
+    network: str
+    ip: str
+    old_instance: str
+    old_switch: str
+    old_port: str
+    old_interface: str  # the record as it was: MAC, security groups
+
+    @property
+    def binding(self) -> int:
+        return binding_id(self.old_instance)
+
+
+def binding_id(instance: str) -> int:
+    """The value a record loads into reg4: which instance held the address. Never 0."""
+    return zlib.crc32(instance.encode()) or 1
+
+
+def record_name(ip: str, instance: str) -> str:
+    """The object of a learned record's cookie: the controller counts a binding's records by it."""
+    return f"{ip}@{instance}"
+
+
+def _learn(ep, proto: str, idle: int, fin_idle: int) -> Learn:
+    l4 = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}[proto]
+    specs = (
+        LearnSpec("match", 0x0800, "eth_type", 16),
+        LearnSpec("match", IPPROTO[proto], "ip_proto", 8),
+        LearnSpec("match", REG_NETWORK, REG_NETWORK, 24),
+        LearnSpec("match", "ipv4_src", "ipv4_src"),
+        LearnSpec("match", "ipv4_dst", "ipv4_dst"),
+        LearnSpec("match", l4[0], l4[0]),
+        LearnSpec("match", l4[1], l4[1]),
+        LearnSpec("load", binding_id(ep.interface.attach_to), REG_BINDING, 32),
+    )
+    return Learn("followed", 100, "learned_follow", record_name(str(ep.ip), ep.interface.attach_to), specs,
+                 idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
+
+
+def host_flows(ix: Index, sw: Switch):
+    for net in ix.local_networks(sw.name):
+        yield flow("follow", 1, {REG_NETWORK: net.id}, (Resubmit("followed"), Goto("follow_new")),
+                   feature="follow", obj=f"{net.name}:lookup")
+        for ep in ix.by_network[net.name]:
+            if ep.binding is not None:
+                continue  # an old binding: its connections were recorded when it was current
+            match = {REG_NETWORK: net.id, REG_BINDING: 0, **ipv4(ipv4_dst=str(ep.ip))}
+            mark = Load(binding_id(ep.interface.attach_to), REG_BINDING, 0, 32)
+            yield flow("follow_new", 100, {**match, "ip_proto": IPPROTO["tcp"], "tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)},
+                       (_learn(ep, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto("route")),
+                       feature="follow", obj=ep.interface.name)
+            yield flow("follow_new", 100, {**match, "ip_proto": IPPROTO["udp"]},
+                       (_learn(ep, "udp", UDP_IDLE, 0), mark, Goto("route")),
+                       feature="follow", obj=ep.interface.name)
+    yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")

@@ -1,0 +1,347 @@
+"""Distributed NAT (seeds 000, 001): hosts translate, the edge only demultiplexes.
+
+Every host owns a block of ports on a public IP (topology/nat_alloc.py); an interface may own one
+of its own, and an elastic IP belongs to one interface. The host translates with conntrack; the
+edge never translates: it sends a packet for (public IP, port) to the host that owns the port's
+block, matching the block's value/mask pairs (one pair for an aligned block).
+
+Host, outbound (route -> nat_out 45 -> nat_snat 46 -> to_edge 47)
+  nat_out:  a packet from a NAT'd address goes through the NAT zone: ct(zone=0, nat) applies the
+            translation its connection already has, and recirculates.
+  nat_snat: a new connection (+new, ct_mark 0): ct(commit, zone=0, nat(src=PUBLIC:LO-HI of the
+            block), ct_mark=network id) (an elastic IP: nat(src=EIP), ports kept); a known one
+            (ct_mark set) passes only if its ct_mark is the packet's own network; +inv: dropped
+            (nat_invalid).
+  to_edge:  a packet whose source is now one of the host's public addresses is encapsulated to
+            the edge with VNI 0 (the external network; network ids start at 1). A packet that is
+            still untranslated reached here because conntrack found no free port in the block
+            (Open vSwitch 3.1's userspace conntrack then leaves it +new, untranslated, uncommitted:
+            measured): it is the table's miss, a counted drop, nat_block_full. Existing
+            connections keep their ports and carry on; no port outside the block is ever used
+            (3.x searches exactly LO-HI, without the older ephemeral-range fallback).
+Host, inbound (substrate_in 50 -> nat_in 52 -> nat_accept 53 -> dest_lookup and on)
+  substrate_in: VNI 0 from the edge's prefix, to a public address this host serves:
+            ct(zone=0, nat) reverses the translation (also the inner header of ICMP errors: +rel).
+  nat_in:   a known connection (ct_mark set: replies, related errors, later packets of a
+            forward's connection) goes on; a new one (ct_mark 0) for a forward's port or an
+            elastic IP is committed with nat(dst=private address[:port]) and ct_mark = network
+            id; anything else is dropped (nat_no_connection).
+  nat_accept: ct_mark (the network id) into reg0; the packet then goes on like any arriving
+            packet: dest_lookup, the receiver's zone (a reply meets the verdict its egress
+            committed), deliver.
+Edge
+  uplink_in: ARP for every public and elastic address is answered with the uplink's MAC.
+            (public IP, tcp/udp dst value/mask of a block) -> tunnel to the block's host, VNI 0,
+            outer destination embed(host prefix, 0, public IP), unchanged; a forward's port ->
+            the host of its interface; an elastic IP (any protocol) -> the host of its
+            interface; ICMP to a public IP -> nat_icmp; anything else to a public address is
+            dropped (nat_no_block): nothing outside a block reaches a host.
+  substrate_in: VNI 0 from a host is accepted only from the prefix of the host that serves its
+            source: (public IP, tcp/udp src in that host's block or a forward's port), ICMP from a
+            public IP the host serves, anything from an elastic IP of one of its interfaces; the
+            rest is dropped (nat_outside_block). Accepted packets leave by the uplink.
+  nat_icmp: ICMP to a public IP. The edge sees neither an echo's id nor the ports inside an
+            error's inner header, so
+            - an echo request from a host leaves a learned record (external address -> public
+              address, echo reply) -> that host, idle timeout RETURN_IDLE_TIMEOUT; echo replies
+              follow it, and are dropped without one (nat_icmp_unknown);
+            - an error (unreachable, time exceeded, parameter problem) is copied to every host
+              that serves the public IP; only the host whose conntrack relates it to one of its
+              connections delivers it, translated back, the others drop it
+              (nat_icmp_error_elsewhere). This is exact whoever sent the error (the peer or a
+              router on the way) and however many hosts talk to that peer at once.
+
+Design decisions, and where this differs from the design brief
+- The NAT zone is 0, one per host (interface zones are 1..65535). One zone is required: the
+  public side of every connection of a host must be unique, and inbound packets carry only the
+  public address, so the zone must be known before the network is. The brief committed every
+  outbound packet with ct(commit, nat(src=...), exec(ct_mark=network)). Changed: networks may
+  share a CIDR, so two tenants' instances on one host can send the very same 5-tuple; in one
+  zone they would be one connection, and a commit on every packet would rewrite its ct_mark to
+  the last sender's network, handing one tenant's replies to the other. Here the packet is
+  first looked up (ct(zone=0, nat)); only a packet of no known connection (+new and ct_mark 0:
+  a retransmitted SYN of a known one is +new too, with its mark) commits, and a known connection
+  passes only when its ct_mark is the packet's own network: an exact clash between tenants fails
+  the later connection (dropped, nat_collision) instead of leaking. It needs both instances to
+  use the same address, source port and destination at the same time. The lookup and the commit
+  are two steps, so to_edge is table 47 (not 46 as the brief suggested).
+- ICMP errors are copied to every host of the public IP instead of following the learned record
+  the brief suggested: a learned flow is rewritten by whichever host's flow the switch last
+  refreshed (when it pushes that flow's statistics, not at once), so with several hosts talking
+  to one external address the record flips between them (measured: echo replies went to the
+  wrong host). Echo replies still follow the record, learned from echo requests only.
+- An elastic IP translates its interface's primary address 1:1 both ways (ports kept); the
+  interface's other addresses use its block or its host's. A host (or interface) with several
+  fixed blocks translates into the first; the others still reach it.
+- Where no public IP is configured for an endpoint (no `nat.public_ips`, no elastic IP), its
+  traffic to the outside keeps the overlay's untranslated path (overlay._route, VNI = network).
+
+Limits
+- ICMP echo: Open vSwitch 3.1's userspace conntrack keeps the echo id (it maps only TCP/UDP
+  ports into the range; measured), so two instances behind one public IP that ping one
+  destination with the same id cannot both be translated: the second is dropped like a full
+  block. Echo replies follow the learned record of the host whose request went to that external
+  address last; the switch refreshes a learned flow when it pushes the statistics of the flow
+  that made it (not at once), so while two hosts ping one external address through one public
+  IP, replies may reach the other host, whose conntrack drops them (nat_invalid).
+- ICMP errors cost one copy per host serving the public IP (at most the blocks on it: 252 with
+  8-bit blocks above port 1023): an outside sender of errors is amplified that much inside the
+  substrate (an OpenFlow meter on those flows would bound it; not done).
+- Only the first edge (by name) carries NAT.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+from netaddr import IPAddress
+
+from vpcflow.flows.base import drop_flow
+from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, CtNat, Goto, Learn, LearnSpec, Output, SetField,
+                                ct_flags, flow)
+from vpcflow.flows.edge import learn_gateway
+from vpcflow.flows.index import Endpoint, Index
+from vpcflow.flows.matches import arp, arp_reply, cidr, embedded_address_actions, ipv4, load_network
+from vpcflow.flows.pipeline import REG_NETWORK
+from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Switch, embed
+from vpcflow.topology.nat_alloc import value_masks
+
+NAT_ZONE = 0
+EXTERNAL_VNI = 0
+PRIORITY = 100
+ESTABLISHED = 200
+INVALID = 300
+RETURN_IDLE_TIMEOUT = 60  # seconds a learned echo return path outlives the last request that made it
+ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+ICMP_ERRORS = (3, 11, 12)  # destination unreachable, time exceeded, parameter problem
+PORTED = ("tcp", "udp")
+
+
+def block_name(b: NatBlock) -> str:
+    return f"block:{b.ip}:{b.ports}"
+
+
+def forward_name(f: Forward) -> str:
+    return f"forward:{f.public_ip}:{f.public_port}/{f.proto}"
+
+
+def eip_name(e: ElasticIp) -> str:
+    return f"eip:{e.ip}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """How an address's new connections to the outside are translated."""
+
+    ip: IPAddress
+    lo: Optional[int]  # None: the port is kept (elastic IP)
+    hi: Optional[int]
+    obj: str  # the cookie object: the block or the elastic IP
+
+
+class Plan:
+    """Which switch serves which block, forward and elastic IP, for one deployment."""
+
+    def __init__(self, ix: Index):
+        dep = ix.dep
+        self.ix = ix
+        self.nat = dep.nat
+        # an interface's primary address, where it is attached now
+        self.primary: Dict[str, Endpoint] = {ep.interface.name: ep for ep in ix.endpoints
+                                             if ep.ip == ep.interface.primary_ip}
+        self.blocks: List[Tuple[NatBlock, Switch]] = []
+        for b in self.nat.blocks:
+            if b.owner in dep.switches:
+                self.blocks.append((b, dep.switches[b.owner]))
+            elif b.owner in self.primary:
+                self.blocks.append((b, self.primary[b.owner].switch))
+        self.forwards = [(f, self.primary[f.interface]) for f in self.nat.forwards if f.interface in self.primary]
+        self.eips = [(e, self.primary[e.interface]) for e in dep.elastic_ips if e.interface in self.primary]
+        self._eip_of = {ep.interface.name: e for e, ep in self.eips}
+
+    def source(self, ep: Endpoint) -> Optional[Source]:
+        """The elastic IP of the primary address, else the interface's block, else its host's."""
+        eip = self._eip_of.get(ep.interface.name)
+        if eip is not None and ep.ip == ep.interface.primary_ip:
+            return Source(eip.ip, None, None, eip_name(eip))
+        for owner in (ep.interface.name, ep.switch.name):
+            for b in self.nat.blocks:
+                if b.owner == owner:
+                    return Source(b.ip, b.ports.lo, b.ports.hi, block_name(b))
+        return None
+
+    def served(self, sw: Switch) -> List[IPAddress]:
+        """Public addresses whose traffic this switch sends and receives."""
+        ips = {b.ip for b, host in self.blocks if host.name == sw.name}
+        ips |= {f.public_ip for f, ep in self.forwards if ep.switch.name == sw.name}
+        ips |= {e.ip for e, ep in self.eips if ep.switch.name == sw.name}
+        return sorted(ips)
+
+    def icmp_senders(self) -> List[Tuple[Switch, IPAddress]]:
+        """(host, public IP) pairs: the host may send ICMP from that pool address."""
+        pairs = {(host.name, b.ip): host for b, host in self.blocks}
+        pairs.update({(ep.switch.name, f.public_ip): ep.switch for f, ep in self.forwards})
+        return [(pairs[k], k[1]) for k in sorted(pairs)]
+
+    def addresses(self) -> List[IPAddress]:
+        """Every public address the edge answers for: the pool and the elastic IPs."""
+        return sorted(set(self.nat.public_ips) | {e.ip for e in self.ix.dep.elastic_ips})
+
+
+def _port_match(proto: str, direction: str, value: int, mask: int):
+    return {"ip_proto": IPPROTO[proto], f"{proto}_{direction}": value if mask == 0xFFFF else (value, mask)}
+
+
+# --- hosts --------------------------------------------------------------------------------------
+
+def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
+    edge = ix.edge
+    if edge is None:
+        return
+    plan = Plan(ix)
+    networks = {}
+    for ep in ix.by_switch.get(sw.name, ()):
+        src = plan.source(ep)
+        if src is None:
+            continue
+        net = ep.network
+        networks[net.id] = net
+        match = {REG_NETWORK: net.id, **ipv4(ipv4_src=str(ep.ip))}
+        yield flow("nat_out", PRIORITY, match, (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),), feature="nat", obj=src.obj)
+        translate = CtNat("src", str(src.ip), src.lo, src.hi)
+        # ct_mark 0: no connection has this tuple yet (every commit here sets a network id)
+        yield flow("nat_snat", PRIORITY, {**match, "ct_state": ct_flags("+trk+new"), "ct_mark": 0},
+                   (Ct(NAT_ZONE, "to_edge", commit=True, mark=net.id, nat=translate),), feature="nat", obj=src.obj)
+    if not networks:
+        return
+    yield drop_flow("nat_snat", INVALID, {"ct_state": ct_flags("+trk+inv")}, "nat_invalid")
+    for net in sorted(networks.values(), key=lambda n: n.id):
+        obj = f"network:{net.name}"
+        # A known connection (already translated by nat_out's lookup) is this network's own, or
+        # another tenant's (the table's miss). Not only +est: until the first reply, later
+        # packets of a connection are still +new (measured).
+        yield flow("nat_snat", ESTABLISHED, {REG_NETWORK: net.id, "ct_state": ct_flags("+trk"), "ct_mark": net.id},
+                   (Goto("to_edge"),), feature="nat", obj=obj)
+        yield flow("nat_accept", PRIORITY, {"ct_mark": net.id}, (load_network(net.id), Goto("dest_lookup")),
+                   feature="nat", obj=obj)
+    to_edge = [SetField("tunnel_id", EXTERNAL_VNI)]
+    to_edge += embedded_address_actions("tun_ipv6_dst", edge.prefix, EXTERNAL_VNI, "ipv4_dst")
+    if embed_source:
+        to_edge += embedded_address_actions("tun_ipv6_src", sw.prefix, EXTERNAL_VNI, "ipv4_src")
+    to_edge.append(Output(TUNNEL_PORT))
+    for ip in plan.served(sw):
+        obj = f"public:{ip}"
+        yield flow("to_edge", PRIORITY, ipv4(ipv4_src=str(ip)), tuple(to_edge), feature="nat", obj=obj)
+        yield flow("substrate_in", PRIORITY,
+                   {"tunnel_id": EXTERNAL_VNI, "tun_ipv6_src": cidr(edge.prefix), **ipv4(ipv4_dst=str(ip))},
+                   (Ct(NAT_ZONE, "nat_in", nat=CtNat()),), feature="nat", obj=obj)
+    yield drop_flow("nat_in", INVALID, {"ct_state": ct_flags("+trk+inv")}, "nat_invalid")
+    for icmp_type in ICMP_ERRORS:
+        # the edge's copy of an error about another host's connection
+        yield drop_flow("nat_in", INVALID + 10, {"ct_state": ct_flags("+trk+inv"),
+                                                 **ipv4(ip_proto=IPPROTO["icmp"], icmpv4_type=icmp_type)},
+                        "nat_icmp_error_elsewhere")
+    for net in sorted(networks.values(), key=lambda n: n.id):
+        # A known connection, translated back by the ct of substrate_in: a reply, a related
+        # error, or a later packet of a forward's connection (still +new before the first reply).
+        yield flow("nat_in", ESTABLISHED, {"ct_state": ct_flags("+trk"), "ct_mark": net.id}, (Goto("nat_accept"),),
+                   feature="nat", obj=f"network:{net.name}")
+    new = {"ct_state": ct_flags("+trk+new"), "ct_mark": 0}
+    for f, ep in plan.forwards:
+        if ep.switch.name == sw.name:
+            dnat = CtNat("dst", str(ep.ip), f.port, f.port)
+            yield flow("nat_in", PRIORITY,
+                       {**new, **ipv4(ipv4_dst=str(f.public_ip), **_port_match(f.proto, "dst", f.public_port, 0xFFFF))},
+                       (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=dnat),),
+                       feature="nat", obj=forward_name(f))
+    for e, ep in plan.eips:
+        if ep.switch.name == sw.name:
+            yield flow("nat_in", PRIORITY, {**new, **ipv4(ipv4_dst=str(e.ip))},
+                       (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=CtNat("dst", str(ep.ip))),),
+                       feature="nat", obj=eip_name(e))
+
+
+# --- the edge -----------------------------------------------------------------------------------
+
+def learn_echo_return(sw: Switch) -> Learn:
+    """The record that sends echo replies from an external address back to the host whose echo
+    request went to it last."""
+    return Learn("nat_icmp", PRIORITY, "learned_nat", f"{sw.name}:echo-return",
+                 (LearnSpec("match", ETH_IPV4, "eth_type"),
+                  LearnSpec("match", IPPROTO["icmp"], "ip_proto"),
+                  LearnSpec("match", ICMP_ECHO_REPLY, "icmpv4_type"),
+                  LearnSpec("match", "ipv4_dst", "ipv4_src"),
+                  LearnSpec("match", "ipv4_src", "ipv4_dst"),
+                  LearnSpec("load", EXTERNAL_VNI, "tunnel_id"),
+                  LearnSpec("load", "tun_ipv6_src", "tun_ipv6_dst"),
+                  LearnSpec("output", "in_port", n_bits=16)),
+                 idle_timeout=RETURN_IDLE_TIMEOUT)
+
+
+def _to_host(host: Switch, public_ip: IPAddress):
+    return (SetField("tunnel_id", EXTERNAL_VNI), SetField("tun_ipv6_dst", str(embed(host.prefix, EXTERNAL_VNI, public_ip))),
+            Output(TUNNEL_PORT))
+
+
+def edge_flows(ix: Index, sw: Switch):
+    if ix.edge is None or ix.edge.name != sw.name:
+        return
+    plan = Plan(ix)
+    up = sw.uplink
+    uplink = {"in_port": up.port}
+    for ip in plan.addresses():
+        reply = arp_reply(ip, up.mac)
+        obj = f"arp:{ip}"
+        # the gateway's own request also teaches the edge its MAC (as for the uplink address)
+        yield flow("uplink_in", PRIORITY + 20, {**uplink, **arp(arp_op=1, arp_spa=str(up.gateway_ip), arp_tpa=str(ip))},
+                   (learn_gateway(sw),) + reply, feature="nat", obj=obj)
+        yield flow("uplink_in", PRIORITY, {**uplink, **arp(arp_op=1, arp_tpa=str(ip))}, reply, feature="nat", obj=obj)
+        yield drop_flow("uplink_in", PRIORITY - 20, {**uplink, **ipv4(ipv4_dst=str(ip))}, "nat_no_block")
+    for ip in plan.nat.public_ips:
+        yield flow("uplink_in", PRIORITY - 10, {**uplink, **ipv4(ipv4_dst=str(ip), ip_proto=IPPROTO["icmp"])},
+                   (Goto("nat_icmp"),), feature="nat", obj=f"public:{ip}")
+    leave = (SetField("eth_src", up.mac), Goto("edge_out"))
+    for b, host in plan.blocks:
+        for proto in PORTED:
+            for value, mask in value_masks(b):
+                yield flow("uplink_in", PRIORITY,
+                           {**uplink, **ipv4(ipv4_dst=str(b.ip), **_port_match(proto, "dst", value, mask))},
+                           _to_host(host, b.ip), feature="nat", obj=block_name(b))
+                yield flow("substrate_in", PRIORITY,
+                           {**_from_host(host), **ipv4(ipv4_src=str(b.ip), **_port_match(proto, "src", value, mask))},
+                           leave, feature="nat", obj=block_name(b))
+    for f, ep in plan.forwards:
+        yield flow("uplink_in", PRIORITY,
+                   {**uplink, **ipv4(ipv4_dst=str(f.public_ip), **_port_match(f.proto, "dst", f.public_port, 0xFFFF))},
+                   _to_host(ep.switch, f.public_ip), feature="nat", obj=forward_name(f))
+        yield flow("substrate_in", PRIORITY,
+                   {**_from_host(ep.switch),
+                    **ipv4(ipv4_src=str(f.public_ip), **_port_match(f.proto, "src", f.public_port, 0xFFFF))},
+                   leave, feature="nat", obj=forward_name(f))
+    for host, ip in plan.icmp_senders():
+        icmp = {**_from_host(host), **ipv4(ipv4_src=str(ip), ip_proto=IPPROTO["icmp"])}
+        yield flow("substrate_in", PRIORITY + 10, {**icmp, "icmpv4_type": ICMP_ECHO_REQUEST},
+                   (learn_echo_return(sw),) + leave, feature="nat", obj=f"public:{ip}")
+        yield flow("substrate_in", PRIORITY, icmp, leave, feature="nat", obj=f"public:{ip}")
+    for ip in plan.nat.public_ips:
+        # An error's inner header (the port) is out of the edge's reach: every host serving the
+        # address gets a copy, and only the one whose conntrack relates it delivers it.
+        hosts = sorted({h.name: h for h, served in plan.icmp_senders() if served == ip}.values(), key=lambda h: h.name)
+        if not hosts:
+            continue
+        copies = [SetField("tunnel_id", EXTERNAL_VNI)]
+        for host in hosts:
+            copies += [SetField("tun_ipv6_dst", str(embed(host.prefix, EXTERNAL_VNI, ip))), Output(TUNNEL_PORT)]
+        for icmp_type in ICMP_ERRORS:
+            yield flow("nat_icmp", PRIORITY + 10, ipv4(ipv4_dst=str(ip), ip_proto=IPPROTO["icmp"], icmpv4_type=icmp_type),
+                       tuple(copies), feature="nat", obj=f"public:{ip}")
+    for e, ep in plan.eips:
+        yield flow("uplink_in", PRIORITY, {**uplink, **ipv4(ipv4_dst=str(e.ip))}, _to_host(ep.switch, e.ip),
+                   feature="nat", obj=eip_name(e))
+        yield flow("substrate_in", PRIORITY, {**_from_host(ep.switch), **ipv4(ipv4_src=str(e.ip))},
+                   (SetField("eth_src", up.mac), Goto("edge_out")), feature="nat", obj=eip_name(e))
+    yield drop_flow("substrate_in", PRIORITY - 90, {"tunnel_id": EXTERNAL_VNI}, "nat_outside_block")
+
+
+def _from_host(host: Switch):
+    return {"tunnel_id": EXTERNAL_VNI, "tun_ipv6_src": cidr(host.prefix)}
