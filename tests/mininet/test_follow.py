@@ -50,6 +50,7 @@ def test_a_followed_connection_survives_the_move_and_completes_the_remap(lab):
     rid = move(lab, "spare1", follow=True)
     assert remap(lab, rid)["state"] == "draining"
     wait_for(lambda: remap(lab, rid)["connections"] >= 1, 5, "the followed connection counted")
+    assert f'vpcflow_remap_followed_connections{{remap="{rid}"}}' in lab.api("GET", "/metrics", token=None)[1]
     # new connections: the new instance
     assert lab.client(lab.host("web1"), "10.0.0.12", 7100) == "ok spare1"
     # the old one keeps going, every byte checked, across a controller restart too

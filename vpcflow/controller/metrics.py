@@ -28,6 +28,13 @@ def render(ctl, app) -> bytes:
     for switch, reasons in app.drop_counters().items():
         for reason, packets in reasons.items():
             drops.labels(switch, reason).set(packets)
+    remaps = Gauge("vpcflow_remaps", "remaps by state", ["state"], registry=reg)
+    followed = Gauge("vpcflow_remap_followed_connections", "connections a draining remap still follows",
+                     ["remap"], registry=reg)
+    for state in ("draining", "complete"):
+        remaps.labels(state).set(sum(1 for r in ctl.remaps.values() if r.state == state))
+    for r in ctl.draining():
+        followed.labels(r.id).set(r.connections)
     status = ctl.status()
     generation.set(status["generation"])
     for s in status["switches"]:
