@@ -40,6 +40,7 @@ def _conjunctive(f: Flow) -> bool:
 
 def _finish(flows) -> Tuple[Flow, ...]:
     unique = {}
+    conjunctions = {}  # key -> every conjunction action its match takes part in
     for f in flows:
         pipeline.verify(f)
         previous = unique.setdefault(f.key, f)
@@ -47,10 +48,11 @@ def _finish(flows) -> Tuple[Flow, ...]:
             continue
         if _conjunctive(previous) and _conjunctive(f):
             # One match may take part in several conjunctions: one flow carries all of them.
-            actions = tuple(sorted(set(previous.actions) | set(f.actions), key=lambda a: (a.id, a.clause)))
-            unique[f.key] = dataclasses.replace(previous, actions=actions)
+            conjunctions.setdefault(f.key, set(previous.actions)).update(f.actions)
         else:
             raise pipeline.PipelineError(f"two different flows with one match:\n  {previous}\n  {f}")
+    for key, actions in conjunctions.items():
+        unique[key] = dataclasses.replace(unique[key], actions=tuple(sorted(actions, key=lambda a: (a.id, a.clause))))
     return tuple(sorted(unique.values(), key=sort_key))
 
 

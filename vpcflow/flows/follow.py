@@ -7,8 +7,10 @@ loads the id of the binding (the instance that held the address) into reg4. TCP 
 second after FIN (fin_idle_timeout) and otherwise idle out; UDP records idle out.
 
 Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on to `follow_new`:
-an unrecorded connection-opening packet (TCP SYN without ACK; for UDP, any unrecorded packet)
-is recorded there under the current binding. Then `route` sends a packet whose reg4 names the
+an unrecorded connection is recorded there under the current binding: TCP at its first packet
+after the answer (the sender's conntrack calls it established: an unanswered attempt leaves no
+record that would hold a remap open for minutes), UDP at its first packet. A connection's
+opening packets before that go where the address lives now, as they would anyway. Then `route` sends a packet whose reg4 names the
 old binding of a draining remap to VM1's switch (the channel is the overlay itself), and
 everything else to where the address lives now.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from vpcflow.flows.core import IPPROTO, Goto, Learn, LearnSpec, Load, Resubmit, flow
+from vpcflow.flows.core import IPPROTO, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4
 from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK
@@ -33,7 +35,6 @@ from vpcflow.topology.model import Switch
 TCP_IDLE = 300
 TCP_FIN_IDLE = 1
 UDP_IDLE = 30
-TCP_SYN, TCP_ACK = 0x002, 0x010
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,9 @@ def host_flows(ix: Index, sw: Switch):
                 continue  # an old binding: its connections were recorded when it was current
             match = {REG_NETWORK: net.id, REG_BINDING: 0, **ipv4(ipv4_dst=str(ep.ip))}
             mark = Load(binding_id(ep.interface.attach_to), REG_BINDING, 0, 32)
-            yield flow("follow_new", 100, {**match, "ip_proto": IPPROTO["tcp"], "tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)},
+            # TCP: recorded once established (the sender's conntrack saw the answer), so an attempt
+            # that was never answered leaves no record behind to hold a remap open
+            yield flow("follow_new", 100, {**match, "ct_state": ct_flags("+trk+est"), "ip_proto": IPPROTO["tcp"]},
                        (_learn(ep, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto("route")),
                        feature="follow", obj=ep.interface.name)
             yield flow("follow_new", 100, {**match, "ip_proto": IPPROTO["udp"]},

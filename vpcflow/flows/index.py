@@ -51,6 +51,7 @@ class Index:
         self.edges = sorted((s for s in dep.switches.values() if s.role == EDGE), key=lambda s: s.name)
         self.hosts = sorted((s for s in dep.switches.values() if s.role == HOST), key=lambda s: s.name)
         self._zones: Dict[str, Dict[str, int]] = {}
+        self._members = None
 
     def _add(self, ep: Endpoint):
         self.endpoints.append(ep)
@@ -87,8 +88,14 @@ class Index:
         return self._zones[switch]
 
     def members(self, group: str) -> List[Endpoint]:
-        """Attached addresses of interfaces in a security group."""
-        return [ep for ep in self.endpoints if group in ep.interface.security_groups]
+        """Attached addresses of interfaces in a security group (indexed once: every group rule
+        of every interface asks)."""
+        if self._members is None:
+            self._members = collections.defaultdict(list)
+            for ep in self.endpoints:
+                for g in ep.interface.security_groups:
+                    self._members[g].append(ep)
+        return self._members.get(group, [])
 
     @property
     def edge(self) -> Optional[Switch]:

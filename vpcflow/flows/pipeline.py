@@ -75,7 +75,7 @@ TABLES = (
           frozenset({REG_NETWORK, "eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst",
                      "udp_src", "udp_dst"}), (), miss=""),
     Table(39, "follow_new", INTEGRATION, "record a connection that opens, under the current binding",
-          frozenset({REG_NETWORK, REG_BINDING} | _L3), ("route",), miss="follow_miss"),
+          frozenset({REG_NETWORK, REG_BINDING} | _L3 | _CT), ("route",), miss="follow_miss"),
     Table(40, "route", INTEGRATION,
           "where the destination lives: this switch, another host (tunnel) or the edge; a "
           "followed connection of a draining remap: where its binding lived",

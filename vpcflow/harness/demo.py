@@ -8,6 +8,7 @@ Everything the demo starts (namespaces, OVS instances, the controller) is remove
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 import time
@@ -114,6 +115,34 @@ def from_outside(ip: str, port: int, proto: str = "tcp"):
     return run
 
 
+def follow_move():
+    """A stream to eni-web2's address runs while the record moves to spare1 (another switch) with
+    follow_connections: the stream stays with web2, a new connection reaches spare1, and the
+    remap completes once the stream ends. Last: it moves the record for good."""
+    def run(lab: Lab) -> str:
+        progress = os.path.join(lab.workdir, "demo-follow")
+        proc = lab.peer(lab.host("web1"), "stream", "--host", "10.0.0.12", "--port", "8080",
+                        "--progress", progress, "--timeout", "10", "--interval", "0.02")
+        count = lambda: int(open(progress).read() or 0) if os.path.exists(progress) else 0  # noqa: E731
+        wait_for(lambda: count() > 10, 10, "the stream to web2")
+        status, body = lab.api("POST", "/v1/interfaces/eni-web2/attach",
+                               {"instance": "spare1", "requester": "acme", "follow_connections": True})
+        if status != 200:
+            return f"move refused: {body.get('error')}"
+        lab.wait_synced()
+        lab.configure_guest("spare1", lab.dep.interfaces["eni-web2"])
+        new = lab.client(lab.host("web1"), "10.0.0.12", 8080)
+        before = count()
+        wait_for(lambda: count() > before + 20, 10, "the stream going on after the move")
+        proc.terminate()
+        summary, _ = proc.communicate(timeout=15)
+        rid = body["remap"]["id"]
+        wait_for(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 15, "the remap to complete")
+        kept = "web2" if "server=web2" in summary and summary.strip().endswith("error=") else "broken"
+        return f"old stream kept on {kept}, new on {new.split()[-1]}, remap complete"
+    return run
+
+
 def checks_for(lab: Lab) -> List[Check]:
     """The checks that fit etc/topology.yaml."""
     return [
@@ -142,6 +171,8 @@ def checks_for(lab: Lab) -> List[Check]:
               from_outside("198.51.100.10", 8080)),
         Check("elastic IP", "external -> 198.51.100.20 tcp/80 (elastic IP of web2)", "answered by web2",
               from_outside("198.51.100.20", 80)),
+        Check("connection following", "eni-web2 moves web2 -> spare1 during a tcp/8080 stream",
+              "old stream kept on web2, new on spare1, remap complete", follow_move()),
     ]
 
 
