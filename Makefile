@@ -34,7 +34,7 @@ unit: deps
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: deps
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

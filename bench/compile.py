@@ -1,0 +1,194 @@
+"""Compiler benchmarks: compile scale, incremental change, flows per switch.
+
+Every measurement runs in a fresh worker process pinned to one core (`python -m bench.compile
+JOB ARGS`), so that peak memory is that of the job alone and nothing is cached across runs.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import tempfile
+
+import yaml
+
+from bench import generate
+from bench.util import now, peak_rss, profile, rss, worker_main
+from vpcflow.flows.compiler import compile_switch
+from vpcflow.flows.index import Index
+from vpcflow.flows.portmask import range_to_masks
+from vpcflow.topology.loader import load_file, parse
+from vpcflow.topology.model import EDGE, PortRange, frozen_map
+
+
+def _switch_order(dep):
+    """The edge first (one big switch), then hosts in file order: a partial run is a fair sample."""
+    return sorted(dep.switches, key=lambda n: dep.switches[n].role != EDGE)
+
+
+def _count(sf) -> int:
+    return len(sf.integration) + len(sf.underlay)
+
+
+# --- jobs (run in the worker) ---------------------------------------------------------------------
+
+def job_scale(size: str, budget: float, yaml_read: bool = False) -> dict:
+    """Validate, then compile every switch (as compile_deployment does) until done or out of budget."""
+    data = generate.sized(size)
+    out = {}
+    if yaml_read:  # what the controller does at start and on reload: read the YAML file
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.dump(data, f, Dumper=yaml.CSafeDumper, sort_keys=False)
+        try:
+            t = now()
+            load_file(f.name)
+            out["yaml_read"] = now() - t
+        finally:
+            os.unlink(f.name)
+    t = now()
+    dep = parse(data)
+    out["validate"] = now() - t
+    del data
+    out["rss_model"] = rss()
+    t = now()
+    ix = Index(dep)
+    out["index"] = now() - t
+    names, compiled, times = _switch_order(dep), [], []
+    for name in names:
+        started = now()
+        compiled.append(compile_switch(ix, name))
+        times.append(now() - started)
+        if now() - t > budget:
+            break
+    out.update(compile=now() - t, switches=len(compiled), hosts=len(names) - 1, flows=sum(map(_count, compiled)),
+               rss_end=rss(), peak_rss=peak_rss(), edge_flows=_count(compiled[0]), edge_time=times[0],
+               host_flows=[_count(sf) for sf in compiled[1:]], host_times=times[1:])
+    return out
+
+
+def _with_interface(dep, name, **changes):
+    iface = dataclasses.replace(dep.interfaces[name], **changes)
+    return dataclasses.replace(dep, interfaces=frozen_map({**dep.interfaces, name: iface}))
+
+
+def _with_rule(dep, group, direction, index, **changes):
+    sg = dep.security_groups[group]
+    rules = list(getattr(sg, direction))
+    rules[index] = dataclasses.replace(rules[index], **changes)
+    sg = dataclasses.replace(sg, **{direction: tuple(rules)})
+    return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
+
+
+def _changes(dep, data):
+    """(what, new deployment, changed file data, tenant concerned, hosts concerned)."""
+    racks = sum(1 for n in dep.instances if n.startswith("spare"))
+    spare = f"spare{racks - 1}"
+    moved = generate.iface_name(1)  # network n0, rack 0
+    old_host = dep.instances[dep.interfaces[moved].attach_to].switch
+    move_data = {**data, "interfaces": {**data["interfaces"], moved: {**data["interfaces"][moved], "attach_to": spare}}}
+    group = generate.group_names(0)[0]
+    rule_data = {**data, "security_groups": {**data["security_groups"], group: {
+        **data["security_groups"][group],
+        "ingress": [{**data["security_groups"][group]["ingress"][0], "ports": "80-81"}]
+        + data["security_groups"][group]["ingress"][1:]}}}
+    return [
+        (f"interface move ({moved}: {old_host} -> {dep.instances[spare].switch})",
+         _with_interface(dep, moved, attach_to=spare), move_data, "t0",
+         {old_host, dep.instances[spare].switch}),
+        (f"security-group rule edit ({group} ingress[0]: tcp 80 -> 80-81)",
+         _with_rule(dep, group, "ingress", 0, ports=PortRange(80, 81)), rule_data, "t0", set()),
+    ]
+
+
+def _candidates(dep, tenant, hosts):
+    """Switches a change of this tenant could touch: its hosts, the ones named, the edge."""
+    names = set(hosts) | {s.name for s in dep.switches.values() if s.role == EDGE}
+    for iface, inst, sw in dep.attached_interfaces():
+        if dep.networks[iface.network].entity == tenant:
+            names.add(sw.name)
+    return sorted(names)
+
+
+def job_incremental(size: str, runs: int, others: int, budget: float) -> dict:
+    """Each change: which switches' flows change, and the time to compile those from the new model.
+
+    The first run is timed switch by switch while finding what changed (a fresh Index, then
+    the changed switches); more runs, while within `budget` seconds, time the whole again.
+    """
+    started = now()
+    data = generate.sized(size)
+    dep = parse(data)
+    old_ix = Index(dep)
+    old = {}
+    results = []
+    for what, new_dep, new_data, tenant, named in _changes(dep, data):
+        t = now()
+        parse(new_data)
+        validate = now() - t
+        t = now()
+        new_ix = Index(new_dep)
+        index_time = now() - t
+        changed, seconds, added, removed = [], index_time, 0, 0
+        candidates = _candidates(dep, tenant, named)
+        far = [s for s in dep.switches if s not in candidates]
+        sample = far[len(far) // (others + 1)::len(far) // (others + 1) or 1][:others]
+        examined = candidates + sample
+        for name in examined:
+            if name not in old:
+                old[name] = compile_switch(old_ix, name)
+            t = now()
+            b = compile_switch(new_ix, name)
+            took = now() - t
+            before = set(old[name].integration) | set(old[name].underlay)
+            after = set(b.integration) | set(b.underlay)
+            if before != after:
+                changed.append(name)
+                seconds += took
+                added += len(after - before)
+                removed += len(before - after)
+
+        def recompile(names):
+            ix = Index(new_dep)
+            for name in names:
+                compile_switch(ix, name)
+        times = [seconds]
+        while len(times) < runs and now() - started < budget:
+            t = now()
+            recompile(changed)
+            times.append(now() - t)
+        results.append({"what": what, "validate": validate, "times": times, "index": index_time,
+                        "changed": changed, "examined": len(examined), "sampled_others": len(sample),
+                        "others_changed": [s for s in changed if s in sample],
+                        "flows_added": added, "flows_removed": removed,
+                        "switch_flows": sum(_count(old[n]) for n in changed)})
+    host = next(n for n in results[-1]["changed"] if n != "edge1")
+    results[-1].update(profiled=host, profile=profile(lambda: recompile([host])))
+    return {"switches_total": len(dep.switches), "changes": results}
+
+
+def job_host_growth(interfaces: int, hosts: int, net_size: int, rack: int) -> dict:
+    """host0's flows (its own interfaces fixed by the generator's racks) and the edge's."""
+    dep = parse(generate.generate(interfaces, hosts, net_size, rack))
+    t = now()
+    ix = Index(dep)
+    index_time = now() - t
+    t = now()
+    sf = compile_switch(ix, "host0")
+    host_time = now() - t
+    by_table = collections.Counter(f.table for f in sf.integration)
+    t = now()
+    edge = compile_switch(ix, "edge1")
+    edge_time = now() - t
+    edge_nat = sum(1 for f in edge.integration if f.feature == "nat")
+    cover = sum(len(range_to_masks(b.ports.lo, b.ports.hi)) for b in dep.nat.blocks)
+    return {"interfaces": interfaces, "hosts": hosts, "host0_interfaces": len(ix.local_interfaces("host0")),
+            "host0_networks": len(ix.local_networks("host0")), "host0_flows": _count(sf),
+            "by_table": dict(by_table), "index": index_time, "host0_compile": host_time,
+            "edge_flows": _count(edge), "edge_compile": edge_time, "edge_nat_flows": edge_nat,
+            "blocks": len(dep.nat.blocks), "block_cover": cover}
+
+
+JOBS = {"scale": job_scale, "incremental": job_incremental, "host_growth": job_host_growth}
+
+if __name__ == "__main__":
+    worker_main(JOBS)

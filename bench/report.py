@@ -1,0 +1,284 @@
+"""BENCHMARKS.md from the results of bench.run: every figure with its same-run baseline and ratio."""
+from __future__ import annotations
+
+from bench import datapath, generate, install, ovn
+from bench.util import median
+
+GIB = 1 << 30
+SECTIONS = ("Compile scale", "Incremental change", "Flows per switch", "Install rate", "Data path",
+            "Remap convergence", "The peer: OVN")
+
+
+def _s(x) -> str:
+    return "-" if x is None else (f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s")
+
+
+def _gib(b) -> str:
+    return f"{b / GIB:.2f} GiB"
+
+
+def _met(ok) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def _error(r):
+    """A failure's first line: enough to say why, short enough for a table."""
+    e = r.get("error") if isinstance(r, dict) else None
+    return e and e.strip().splitlines()[0][:300]
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def _doc(module, skip: int = 0):
+    """A module's docstring as markdown lines (its bullet lists stay lists)."""
+    return [ln.strip() if not ln.startswith("  ") else ln for ln in module.__doc__.split("\n\n", skip)[-1].splitlines()] + [""]
+
+
+def _block(text: str):
+    return ["```", text.strip(), "```", ""]
+
+
+class Report:
+    def __init__(self, machine, results, smoke):
+        self.m, self.r, self.smoke = machine, results, smoke
+        self.lines, self.summary = [], []
+
+    def add(self, *lines):
+        self.lines.extend(lines)
+
+    def failed(self, r) -> bool:
+        if _error(r):
+            self.add(f"Not measured: {_error(r)}", "")
+            return True
+        return False
+
+    def headline(self, figure, value, baseline, ratio, target, ok):
+        self.summary.append(f"| {figure} | {value} | {baseline} | {ratio} | {target} | {_met(ok)} |")
+
+    # --- sections ----------------------------------------------------------------------------------
+    def scale(self):
+        self.add("## 1. Compile scale", "",
+                 "Synthetic deployments from `bench/generate.py` (sizes: interfaces / hosts, networks of 100, "
+                 "racks of 10 hosts):", "", *_doc(generate, 1),
+                 "Each run is a fresh process pinned to one core: validate the generated data "
+                 "(`loader.parse`, the **baseline**), build the `Index`, then `compile_switch` for every "
+                 "switch, keeping all results as `compile_deployment` does. When a size does not fit its "
+                 "time budget, the run stops and the full compile is **estimated** from the switches done "
+                 "(the edge, then hosts in order; hosts are alike by construction). Memory: peak RSS of the "
+                 "process, estimated the same way when partial. YAML read = `load_file` of the same "
+                 "deployment written as YAML, what the controller does at start and on every reload.", "",
+                 "| size | interfaces / hosts | validate (baseline) | YAML read | Index | full compile | ratio to baseline "
+                 "| flows (host mean, edge) | peak memory | target <10 s, <2 GiB |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        scale = self.r.get("scale", {})
+        if self.failed(scale):
+            return
+        self.compile_seconds, self.yaml_read = {}, {}
+        for size, runs in scale.items():
+            ok_runs = [r for r in runs if not _error(r)]
+            if not ok_runs:
+                self.add(f"| {size} | {_error(runs[0])} |||||||||")
+                continue
+            n, h = {**generate.SIZES, **generate.SMOKE_SIZES}[size][:2]
+            full = [r for r in ok_runs if r["switches"] == r["hosts"] + 1]
+            if full:
+                seconds = median([r["index"] + r["compile"] for r in full])
+                memory = median([r["peak_rss"] for r in full])
+                flows = full[0]["flows"]
+                note = _n(len(full), "run")
+            else:  # partial: extrapolate from the hosts done
+                r = ok_runs[0]
+                done = len(r["host_times"])
+                seconds = r["index"] + r["edge_time"] + median(r["host_times"]) * r["hosts"]
+                flows = r["edge_flows"] + sum(r["host_flows"]) / max(done, 1) * r["hosts"]
+                memory = r["rss_model"] + (r["rss_end"] - r["rss_model"]) * flows / r["flows"]
+                note = f"**estimate** from {done + 1} of {r['hosts'] + 1} switches"
+            validate = median([r["validate"] for r in ok_runs])
+            yaml_read = next((r["yaml_read"] for r in ok_runs if "yaml_read" in r), None)
+            hosts_mean = median([sum(r["host_flows"]) / max(len(r["host_flows"]), 1) for r in ok_runs])
+            self.compile_seconds[size] = seconds
+            self.yaml_read[size] = yaml_read
+            ok = seconds < 10 and memory < 2 * GIB if size == "100k" else None
+            self.add(f"| {size} | {n:,} / {h:,} | {_s(validate)} | {_s(yaml_read)} | {_s(ok_runs[0]['index'])} "
+                     f"| {_s(seconds)} ({note}) | {seconds / validate:.0f}x | {flows:,.0f} ({hosts_mean:,.0f}, "
+                     f"{ok_runs[0]['edge_flows']:,}) | {_gib(memory)} | {_met(ok)} |")
+            if size in ("100k", "smoke"):
+                self.headline(f"compile {size} (all switches)", _s(seconds), f"validate {_s(validate)}",
+                              f"{seconds / validate:.0f}x", "< 10 s, < 2 GiB", ok)
+        self.add("")
+
+    def incremental(self):
+        self.add("## 2. Incremental change", "",
+                 "A change is applied to the model value (`dataclasses.replace`, as an API call would). "
+                 "Switches examined: every switch hosting an interface of the tenant concerned, the hosts "
+                 "named by the change, the edge, and a few others far away (a check that they do not "
+                 "change). The time is what it takes today to get the new desired flows of exactly the "
+                 "switches that change: a fresh `Index` of the new model and `compile_switch` for each "
+                 "(the controller has no per-object incremental path; on a reload it re-reads the file "
+                 "and recompiles every switch it syncs). **Baseline**: validating the changed file "
+                 "(`loader.parse`).", "",
+                 "| size | change | switches changed (examined) | flows added / removed (of the flows on those switches) "
+                 "| time to new desired flows | Index alone | validate (baseline) | ratio | target < 20 ms |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        inc = self.r.get("incremental", {})
+        if self.failed(inc):
+            return
+        self.change_seconds = {}
+        profiles = []
+        for size, r in inc.items():
+            if _error(r):
+                self.add(f"| {size} | {_error(r)} ||||||||")
+                continue
+            for c in r["changes"]:
+                t = median(c["times"])
+                self.change_seconds.setdefault(size, {})[c["what"].split(" (")[0]] = t
+                others = "none of the far ones" if not c["others_changed"] else "far ones too: " + ", ".join(c["others_changed"])
+                self.add(f"| {size} | {c['what']} | {len(c['changed'])} ({c['examined']}; {others}) "
+                         f"| {c['flows_added']:,} / {c['flows_removed']:,} ({c['switch_flows']:,}) "
+                         f"| {_s(t)} ({_n(len(c['times']), 'run')}) | {_s(c['index'])} | {_s(c['validate'])} "
+                         f"| {t / c['validate']:.2f} | {_met(t < 0.02)} |")
+                if size in ("100k", "smoke"):
+                    self.headline(f"{c['what'].split(' (')[0]}, {size}", _s(t), f"validate {_s(c['validate'])}",
+                                  f"{t / c['validate']:.2f}", "< 20 ms", t < 0.02)
+                profiles.append((size, c))
+        self.add("", "One remap: **not measured**, remapping is not implemented at this commit (issue 6).", "")
+        for size, seconds in getattr(self, "compile_seconds", {}).items():
+            if size in inc:
+                yaml_read = self.yaml_read.get(size)
+                self.add(f"What a change costs the controller today ({size}): a reload re-reads the file "
+                         f"(YAML read {_s(yaml_read) if yaml_read else 'not measured at this size'}) and "
+                         f"recompiles every switch it syncs (full compile {_s(seconds)}, section 1).", "")
+        for size, c in profiles[-1:]:
+            self.add(f"Where the time goes ({size}, {c['what']}: fresh Index + `compile_switch({c['profiled']})`, "
+                     "cProfile, by own time):", "")
+            self.add(*_block(c["profile"]))
+
+    def growth(self):
+        self.add("## 3. Flows per switch", "",
+                 "host0 keeps the same 50 interfaces (5 networks of its rack) while the deployment grows "
+                 "around it (racks of 10 hosts, 50 interfaces each). The edge's NAT demultiplexing flows "
+                 "are compared with the minimal value/mask cover of the NAT blocks (`portmask.range_to_masks`, "
+                 "the **baseline**).", "",
+                 "| deployment (interfaces / hosts) | host0 interfaces / networks | host0 flows | host0 compile | Index "
+                 "| edge flows | edge NAT demux flows / minimal cover of the blocks |",
+                 "| --- | --- | --- | --- | --- | --- | --- |")
+        growth = self.r.get("growth", [])
+        if self.failed(growth):
+            return
+        ok = [g for g in growth if not _error(g)]
+        for g in growth:
+            if _error(g):
+                self.add(f"| {_error(g)} ||||||")
+                continue
+            self.add(f"| {g['interfaces']:,} / {g['hosts']:,} | {g['host0_interfaces']} / {g['host0_networks']} "
+                     f"| {g['host0_flows']:,} | {_s(g['host0_compile'])} | {_s(g['index'])} | {g['edge_flows']:,} "
+                     f"| {g['edge_nat_flows']} / {g['block_cover']} ({g['blocks']} blocks) |")
+        if ok:
+            self.add("", "host0's flows by table (largest deployment): " + ", ".join(
+                f"{t} {n}" for t, n in ok[-1]["by_table"].items()), "")
+            if not any(g["edge_nat_flows"] for g in ok):
+                self.add("NAT demultiplexing at the edge is **not implemented** at this commit (issue 5): the edge "
+                         "has no NAT flows, so the 'at the minimum' target cannot be judged.", "")
+            self.add("The edge's overlay flows (one per interface address) grow with the deployment.", "")
+            first, last = ok[0]["host0_flows"], ok[-1]["host0_flows"]
+            self.headline("host0 flows, deployment x{:.0f}".format(ok[-1]["interfaces"] / ok[0]["interfaces"]),
+                          f"{last:,}", f"{first:,} (smallest)", f"{last / first:.2f}", "flat",
+                          last <= first * 1.05)
+
+    def install(self):
+        self.add("## 4. Install rate", "", *_doc(install))
+        r = self.r.get("install", {})
+        if self.failed(r):
+            return
+        ratio = r["controller_rate"] / r["ofctl_rate"]
+        self.add("| bridge | flows | `ovs-ofctl --bundle add-flows` (baseline) | controller sync | ratio | target >= 0.5 |",
+                 "| --- | --- | --- | --- | --- | --- |",
+                 f"| {r['switch']} br-int | {r['flows']:,} | {_s(median(r['ofctl']))}, {r['ofctl_rate']:,.0f}/s "
+                 f"({_n(len(r['ofctl']), 'run')}) | {_s(median(r['controller']))}, {r['controller_rate']:,.0f}/s "
+                 f"({_n(len(r['controller']), 'run')}) | {ratio:.2f} | {_met(ratio >= 0.5)} |", "",
+                 f"The first sync after the controller starts, which also compiles the switch: {_s(r['first_sync'])}.", "")
+        if r.get("api_stalls"):
+            self.add(f"While it synced, {r['api_stalls']} status requests to its REST API got no answer within 5 s: "
+                     "compile and sync run in the controller's one (green) thread, and the API waits for them.", "")
+        self.headline("install rate (flow-mods/s)", f"{r['controller_rate']:,.0f}/s", f"ovs-ofctl {r['ofctl_rate']:,.0f}/s",
+                      f"{ratio:.2f}", ">= 0.5", ratio >= 0.5)
+        rr = r.get("render", {})
+        if not _error(rr):
+            self.add(f"The controller's Python work alone (no switch: match key, OFPFlowMod, bundle add, serialize) "
+                     f"for the same {rr['flows']:,} flows: {_s(rr['seconds'])}, {rr['flows'] / rr['seconds']:,.0f}/s. "
+                     "Profile, by cumulative time:", "")
+            self.add(*_block(rr["profile"]))
+
+    def datapath(self):
+        self.add("## 5. Data path", "", *_doc(datapath),
+                 f"Guests' MTU {datapath.MTU} in every setup (Geneve over IPv6 adds 70 bytes to 1500-byte substrate links).", "",
+                 "| setup | iperf3 TCP a -> b | ping a -> b (median) | ping b -> a (median) |",
+                 "| --- | --- | --- | --- |")
+        r = self.r.get("datapath", {})
+        if self.failed(r):
+            return
+        for name, v in r.items():
+            self.add(f"| {name} | {median(v['gbps']):.2f} Gbit/s ({_n(len(v['gbps']), 'run')}) | {median(v['ping_ab']):.3f} ms "
+                     f"| {median(v['ping_ba']):.3f} ms |")
+        ours, plain = median(r["vpcflow"]["gbps"]), median(r["plain OVS"]["gbps"])
+        ratio = ours / plain if plain else float("nan")
+        self.add("", f"Ratio vpcflow / plain OVS: **{ratio:.2f}** (target >= 0.8: {_met(ratio >= 0.8)}).", "",
+                 "NAT path: **not measured**, NAT is not implemented at this commit (issue 5).", "")
+        self.headline("iperf3 TCP across hosts", f"{ours:.2f} Gbit/s", f"plain OVS {plain:.2f} Gbit/s", f"{ratio:.2f}",
+                      ">= 0.8", ratio >= 0.8)
+        self.headline("iperf3 through NAT", "not implemented (issue 5)", "-", "-", ">= 0.8", None)
+
+    def remap(self):
+        self.add("## 6. Remap convergence", "",
+                 "**Not measured**: remapping an interface or elastic IP and connection following are not "
+                 "implemented at this commit (issue 6). No number is given rather than an invented one.", "")
+        self.headline("remap convergence", "not implemented (issue 6)", "-", "-", "< 50 ms", None)
+
+    def ovn(self):
+        self.add("## 7. The peer: OVN", "", *_doc(ovn))
+        r = self.r.get("ovn", {})
+        if self.failed(r):
+            return
+        self.add(f"{r['version']}, deployment {r['size']}: {r['rows']:,} NB rows in one transaction; "
+                 f"northd wrote {r.get('lflows', 0):,} logical flows.", "",
+                 "| figure | OVN | vpcflow | vpcflow / OVN |", "| --- | --- | --- | --- |")
+        size = r["size"]
+        ours = getattr(self, "compile_seconds", {}).get(size)
+        self.add(f"| full load: NB transaction {_s(median(r['load']))} + `--wait=sb sync` {_s(median(r['sync']))} "
+                 f"| {_s(r['total_median'])} ({_n(len(r['total']), 'run')}) | full compile {_s(ours)} "
+                 f"| {ours / r['total_median']:.2f} |" if ours else
+                 f"| full load | {_s(r['total_median'])} | not measured | - |")
+        change = getattr(self, "change_seconds", {}).get(size, {}).get("security-group rule edit")
+        self.add(f"| security-group rule edit (ACL del + add, `--wait=sb`) | {_s(r['change_median'])} "
+                 f"({_n(len(r['change']), 'change')}) | {_s(change)} | " + (f"{change / r['change_median']:.2f} |" if change else "- |"), "")
+        if ours:
+            self.headline(f"full compile {size} vs OVN", _s(ours), f"OVN {_s(r['total_median'])}",
+                          f"{ours / r['total_median']:.2f}", "(lower is better)", None)
+        if change:
+            self.headline(f"rule edit {size} vs OVN", _s(change), f"OVN {_s(r['change_median'])}",
+                          f"{change / r['change_median']:.2f}", "(lower is better)", None)
+
+    def render(self) -> str:
+        for part in (self.scale, self.incremental, self.growth, self.install, self.datapath, self.remap, self.ovn):
+            part()
+        m = self.m
+        head = ["# Benchmarks", "",
+                f"Written by `python -m bench.run{' --smoke' if self.smoke else ''}` (what `make bench` runs) in "
+                f"{m['seconds'] / 60:.1f} minutes. "
+                + ("**Smoke run**: tiny sizes, one run each; the figures mean nothing." if self.smoke else
+                   "Each figure is the median of the runs stated, with a baseline measured in the same run."), "",
+                "| machine | |", "| --- | --- |",
+                f"| CPU | {m['cpu']}, {m['cores']} cores |", f"| memory | {m['memory_gib']} GiB |",
+                f"| Open vSwitch | {m['ovs']} |", f"| Debian | {m['debian']} (kernel {m['kernel']}), Python {m['python']} |",
+                f"| date | {m['date']} |", f"| commit | {m['commit']} |",
+                "| load average (1 min) | {:.2f} at the start, {:.2f} at the end (the machine is shared: "
+                "other work runs beside the benchmarks) |".format(m["load"][0], m["load_end"][0]), "",
+                "## Headlines", "", "| figure | vpcflow | baseline (same run) | ratio | target | |",
+                "| --- | --- | --- | --- | --- | --- |", *self.summary, ""]
+        return "\n".join(head + self.lines) + "\n"
+
+
+def render(machine, results, smoke) -> str:
+    return Report(machine, results, smoke).render()
