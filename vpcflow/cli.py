@@ -84,14 +84,20 @@ def cmd_nat(args):
     return 0
 
 
-def cmd_bridge(args):
-    from vpcflow import ovsdb
-
+def _switch(args):
+    """(deployment, switch) named by --switch in the file, or exit 1 naming what exists."""
     dep = _load(args.file)
     sw = dep.switches.get(args.switch)
     if sw is None:
-        print(f"no switch {args.switch!r} in {args.file}", file=sys.stderr)
-        return 1
+        print(f"no switch {args.switch!r} in {args.file} (switches: {', '.join(dep.switches)})", file=sys.stderr)
+        raise SystemExit(1)
+    return dep, sw
+
+
+def cmd_bridge(args):
+    from vpcflow import ovsdb
+
+    dep, sw = _switch(args)
     try:
         result = ovsdb.ensure_bridges(ovsdb.bridge_specs(dep, sw), args.controller, args.db, args.datapath_type)
     except ovsdb.OvsdbError as e:
@@ -105,11 +111,7 @@ def cmd_bridge(args):
 def cmd_trace(args):
     from vpcflow import trace
 
-    dep = _load(args.file)
-    sw = dep.switches.get(args.switch)
-    if sw is None:
-        print(f"no switch {args.switch!r} in {args.file}", file=sys.stderr)
-        return 1
+    dep, sw = _switch(args)
     try:
         raw = trace.run_trace(sw.bridge, args.flow, args.target, args.ovs_args)
     except trace.TraceError as e:
