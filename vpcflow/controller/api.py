@@ -117,7 +117,7 @@ class Api:
 
     def attach(self, body, iface):
         remap_id = self.ctl.next_remap_id()
-        return self._change(lambda dep: records.attach(dep, iface, body, remap_id))
+        return self._change(lambda dep: records.attach(dep, iface, body, remap_id, self.ctl.draining()))
 
     def remaps(self, body):
         return {"remaps": [r.public() for r in self.ctl.remaps.values()]}

@@ -68,8 +68,11 @@ class Remap:
                 "connections": self.connections}
 
 
-def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str):
-    """(deployment with the interface attached to body["instance"], the Remap if it moved)."""
+def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str, draining=()):
+    """(deployment with the interface attached to body["instance"], the Remap if it moved).
+
+    draining: remaps still draining; the record cannot land on a switch where one of its old
+    bindings still takes followed connections (two holders of one address on one switch)."""
     check_body(body, {"instance", "requester", "follow_connections"})
     iface = _interface(dep, iface_id)
     instance = _string(body, "instance")
@@ -83,6 +86,11 @@ def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str):
     for other in dep.interfaces.values():
         if other.name != iface.name and other.attach_to == instance and other.network == iface.network:
             raise RecordError(409, f"instance {instance} already has {other.name} in network {iface.network}")
+    new_switch = dep.instances[instance].switch
+    for r in draining:
+        if r.interface == iface.name and r.old_switch == new_switch:
+            raise RecordError(409, f"{iface.name} still drains remap {r.id} on {new_switch}; "
+                                   f"attach it elsewhere or wait until that remap completes")
     remap = None
     old = iface.attach_to
     if old is not None and old != instance:
