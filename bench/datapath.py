@@ -23,7 +23,8 @@ import yaml
 from bench.util import median, sh
 from vpcflow.harness.ovs import OvsInstance, kill, local_run
 
-TAG = "vfb"
+# The process id in the tag keeps names apart from another run on the same machine.
+TAG = f"vb{os.getpid() % 1000:03d}"
 PORT = 5201
 MTU = 1400
 DEPLOYMENT = {

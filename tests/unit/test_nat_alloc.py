@@ -199,3 +199,50 @@ def test_a_forward_port_is_never_inside_an_allocated_block():
                                 "port": 80, "proto": "tcp"}]
     moved = parse(data).nat.blocks[0]
     assert block.ports.lo + 3 not in moved.ports
+
+
+# --- the spec's example, block sizes, reserved ports, the CLI table ------------------------------
+
+def test_the_spec_example_gets_its_fixed_block_and_an_aligned_one_for_host2():
+    dep = load_file(data_file("spec-example.yaml"))
+    nat = nat_alloc.allocate(dep)
+    host1, host2 = nat.blocks
+    assert host1 == NatBlock("host1", IP1, PortRange(4096, 4351), fixed=True)
+    assert (host2.owner, host2.fixed, host2.ip) == ("host2", False, IP1)  # the first address first
+    assert host2.ports.lo % 256 == 0 and host2.ports.hi - host2.ports.lo == 255
+    assert host2.ports.lo >= 1024 and not host2.ports.overlaps(host1.ports)  # reserved 0-1023, 25
+    assert nat_alloc.value_masks(host2) == [(host2.ports.lo, 0xFF00)]
+    assert nat_alloc.allocate(dep) == nat  # the same file, the same blocks
+
+
+def test_block_bits_12_gives_aligned_4096_port_blocks():
+    nat = Nat(public_ips=(IP1, IP2), reserved_ports=(PortRange(0, 1023),), block_bits=12)
+    blocks = nat_alloc.allocate_blocks(nat, hosts(20))
+    assert [b.ip for b in blocks] == [IP1] * 15 + [IP2] * 5  # 15 blocks above port 1023 per IP
+    for b in blocks:
+        assert b.ports.lo % 4096 == 0 and b.ports.hi == b.ports.lo + 4095
+        assert nat_alloc.value_masks(b) == [(b.ports.lo, 0xF000)]
+
+
+def test_a_reserved_port_inside_a_block_keeps_that_whole_block_out_of_the_pool():
+    # 16 blocks of 4,096: port 0 rules out 0-4095, the reserved 40000 rules out 36864-40959
+    nat = Nat(public_ips=(IP1,), reserved_ports=(PortRange(40000, 40000),), block_bits=12)
+    blocks = nat_alloc.allocate_blocks(nat, hosts(14))
+    assert sorted(b.ports.lo >> 12 for b in blocks) == [n for n in range(16) if n not in (0, 9)]
+    with pytest.raises(nat_alloc.PoolExhausted) as caught:
+        nat_alloc.allocate_blocks(nat, hosts(15))
+    assert caught.value.unplaced == ["host14"] and "14 free" in str(caught.value)
+
+
+def test_pool_exhaustion_is_a_value_error():
+    assert issubclass(nat_alloc.PoolExhausted, ValueError)
+    assert nat_alloc.NatAllocationError is nat_alloc.PoolExhausted
+
+
+def test_the_nat_table_lists_blocks_forwards_and_elastic_ips():
+    rows = nat_alloc.nat_table(load_file(data_file("spec-example.yaml")))
+    assert rows[0] == ("198.51.100.10", "4096-4351", "host1", "fixed", "0x1000/0xff00")
+    assert rows[1].owner == "host2" and rows[1].kind == "allocated" and rows[1].matches.endswith("/0xff00")
+    assert rows[2] == ("198.51.100.10", "8080/tcp", "eni-web1 port 80", "forward", "0x1f90/0xffff")
+    assert rows[3] == ("198.51.100.20", "all", "eni-web1", "elastic ip", "-")
+    assert rows[0]._asdict()["matches"] == "0x1000/0xff00"
