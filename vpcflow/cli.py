@@ -42,10 +42,7 @@ def cmd_flows(args):
     from vpcflow.flows.compiler import Options, compile_deployment
     from vpcflow.flows.ofctl import render
 
-    dep = _load(args.file)
-    if args.switch not in dep.switches:
-        print(f"no switch {args.switch!r} in {args.file} (switches: {', '.join(dep.switches)})", file=sys.stderr)
-        return 1
+    dep, _ = _switch(args)
     options = Options(embed_outer_source=frozenset({args.switch}) if args.embed_outer_source else frozenset())
     flows = compile_deployment(dep, options)[args.switch]
     which = pipeline.UNDERLAY if args.bridge == "underlay" else pipeline.INTEGRATION
@@ -77,11 +74,15 @@ def cmd_nat(args):
     if not rows:
         print(f"{args.file}: no NAT (no nat.public_ips, forwards or elastic_ips)")
         return 0
-    header = ("public ip", "ports", "owner", "kind", "edge matches (value/mask)")
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    for r in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_table(("public ip", "ports", "owner", "kind", "edge matches (value/mask)"), rows)
     return 0
+
+
+def print_table(header, rows):
+    """Columns padded to their widest cell."""
+    widths = [max(len(str(r[i])) for r in [header] + list(rows)) for i in range(len(header))]
+    for r in [header] + list(rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def _switch(args):

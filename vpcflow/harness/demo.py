@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Callable, List
 
+from vpcflow.cli import print_table
 from vpcflow.harness.lab import Lab, LabError, wait_for
 
 SERVICE_PORTS = (80, 5432, 8080)
@@ -194,20 +195,15 @@ def main(argv=None) -> int:
             ok = result == check.expected
             failures += not ok
             rows.append((check.mechanism, check.what, check.expected, result, "ok" if ok else "DIFFERS"))
-        _table(("mechanism", "check", "expected", "result", ""), rows)
+        print_table(("mechanism", "check", "expected", "result", ""), rows)
         print()
-        _table(("switch", "bridge", "flows", "last sync"),
+        print_table(("switch", "bridge", "flows", "last sync"),
                [(s["switch"], s["bridge"], str(s["flows"]), f"{s['last_sync_seconds'] * 1000:.0f} ms")
                 for s in lab.api("GET", "/v1/switches")[1]["switches"]])
     print(f"\n{len(rows) - failures} of {len(rows)} checks as expected; everything torn down "
           f"({time.monotonic() - started:.1f}s in all)")
     return 1 if failures else 0
 
-
-def _table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    for r in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 if __name__ == "__main__":
