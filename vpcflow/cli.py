@@ -173,6 +173,30 @@ def cmd_attach(args):
     return _report(*_api(args, "POST", f"/v1/interfaces/{args.interface}/attach", body))
 
 
+def cmd_remap(args):
+    body = {"interface": args.interface, "follow_connections": args.follow}
+    if args.requester:
+        body["requester"] = args.requester
+    status, reply = _api(args, "POST", f"/v1/elastic-ips/{args.elastic_ip}/remap", body)
+    code = _report(status, reply)
+    if code == 0 and reply.get("remap"):
+        r = reply["remap"]
+        print(f"remap {r['id']}: {r['elastic_ip']} {r['from_interface']} -> {r['interface']}, {r['state']}")
+    return code
+
+
+def cmd_remaps(args):
+    path = f"/v1/remaps/{args.id}" if args.id else "/v1/remaps"
+    status, body = _api(args, "GET", path)
+    if status != 200:
+        print(f"error {status}: {body.get('error')}", file=sys.stderr)
+        return 1
+    rows = [[r["id"], r.get("elastic_ip") or r["interface"], r["from"], r["to"], r["state"], r["connections"]]
+            for r in (body["remaps"] if not args.id else [body])]
+    print_table(["remap", "address", "from", "to", "state", "followed"], rows)
+    return 0
+
+
 def cmd_detach(args):
     return _report(*_api(args, "POST", f"/v1/interfaces/{args.interface}/detach", {"requester": args.requester}))
 
@@ -236,6 +260,15 @@ def parser():
     c.add_argument("--requester", required=True, help="the entity asking (must be an attacher)")
     c.add_argument("--follow", action="store_true", help="keep existing connections on the old instance")
     c.set_defaults(func=cmd_attach)
+    c = sub.add_parser("remap", help="point an elastic IP at another interface")
+    c.add_argument("elastic_ip")
+    c.add_argument("--interface", required=True)
+    c.add_argument("--requester", help="the entity asking (must be an attacher of the interface)")
+    c.add_argument("--follow", action="store_true", help="keep existing connections on the old interface")
+    c.set_defaults(func=cmd_remap)
+    c = sub.add_parser("remaps", help="the remaps: draining (with the connections still followed) or complete")
+    c.add_argument("id", nargs="?")
+    c.set_defaults(func=cmd_remaps)
     c = sub.add_parser("detach", help="detach an interface record: delivery to its instance stops")
     c.add_argument("interface")
     c.add_argument("--requester", required=True)

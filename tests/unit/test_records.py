@@ -1,4 +1,6 @@
 """Interface-record changes, checked before they reach the model (issue 6)."""
+import dataclasses
+
 import pytest
 
 from tests.conftest import data_file
@@ -33,3 +35,67 @@ def test_without_following_the_remap_is_complete_at_once():
     dep = load_file(data_file("two-hosts.yaml"))
     _, remap = move(dep, "spare1", follow=False)
     assert remap.state == "complete"
+
+
+# --- elastic IPs ---------------------------------------------------------------------------------
+
+EIP = "198.51.100.30"
+
+
+def remap_eip(dep, interface, follow=True, draining=(), **extra):
+    return records.remap_elastic_ip(dep, EIP, {"interface": interface, "follow_connections": follow, **extra},
+                                    "r1", draining)
+
+
+def test_an_elastic_ip_remap_records_the_old_holder_and_changes_only_the_address():
+    dep = load_file(data_file("eip-follow.yaml"))
+    new, remap = remap_eip(dep, "eni-2")
+    assert [e.interface for e in new.elastic_ips] == ["eni-2"] and [e.interface for e in dep.elastic_ips] == ["eni-1"]
+    assert new.interfaces == dep.interfaces
+    assert (remap.elastic_ip, remap.old_interface, remap.holder, remap.interface, remap.old_switch, remap.state) == (
+        EIP, "eni-1", "eni-1", "eni-2", "host1", "draining")
+    assert remap.public()["from_interface"] == "eni-1"
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"interface": "eni-9"}, 404), ({"interface": "eni-1"}, 409), ({"interface": 3}, 400),
+    ({"interface": "eni-2", "follow_connections": "yes"}, 400), ({"interface": "eni-2", "requester": "globex"}, 403),
+    ({"interface": "eni-2", "colour": "red"}, 400)])
+def test_a_bad_elastic_ip_remap_is_refused_with_its_status(body, status):
+    dep = load_file(data_file("eip-follow.yaml"))
+    with pytest.raises(records.RecordError) as e:
+        records.remap_elastic_ip(dep, EIP, body, "r1")
+    assert e.value.status == status
+
+
+def test_an_unknown_elastic_ip_or_a_detached_target_is_refused():
+    dep = load_file(data_file("eip-follow.yaml"))
+    with pytest.raises(records.RecordError) as e:
+        records.remap_elastic_ip(dep, "198.51.100.99", {"interface": "eni-2"}, "r1")
+    assert e.value.status == 404
+    detached = records.detach(dep, "eni-2", {"requester": "acme"})
+    with pytest.raises(records.RecordError) as e:
+        remap_eip(detached, "eni-2")
+    assert e.value.status == 409 and "not attached" in e.value.message
+
+
+def test_an_elastic_ip_cannot_return_to_an_interface_it_still_drains_from():
+    dep = load_file(data_file("eip-follow.yaml"))
+    moved, r1 = remap_eip(dep, "eni-2")
+    with pytest.raises(records.RecordError) as e:
+        remap_eip(moved, "eni-1", draining=[r1])
+    assert e.value.status == 409 and "still drains" in e.value.message
+    back, _ = remap_eip(moved, "eni-1", draining=[])  # once complete, it may
+    assert [e.interface for e in back.elastic_ips] == ["eni-1"]
+
+
+def test_the_state_file_keeps_elastic_ip_remaps(tmp_path):
+    dep = load_file(data_file("eip-follow.yaml"))
+    moved, remap = remap_eip(dep, "eni-3")
+    path = str(tmp_path / "state.json")
+    records.save(path, moved, dep, {remap.id: remap})
+    assert [e.interface for e in records.restore(path, dep).elastic_ips] == ["eni-3"]
+    assert records.restore_remaps(path)[remap.id] == remap
+    # an entry that no longer fits the file is skipped, the rest is kept
+    gone = dataclasses.replace(dep, elastic_ips=())
+    assert records.restore(path, gone).elastic_ips == ()

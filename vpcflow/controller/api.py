@@ -59,6 +59,8 @@ class Api:
             ("GET", r"/v1/interfaces", self.interfaces),
             ("POST", r"/v1/interfaces/([^/]+)/attach", self.attach),
             ("POST", r"/v1/interfaces/([^/]+)/detach", self.detach),
+            ("GET", r"/v1/elastic-ips", self.elastic_ips),
+            ("POST", r"/v1/elastic-ips/([^/]+)/remap", self.remap_elastic_ip),
             ("GET", r"/v1/remaps", self.remaps),
             ("GET", r"/v1/remaps/([^/]+)", self.remap),
         ]
@@ -118,6 +120,19 @@ class Api:
     def attach(self, body, iface):
         remap_id = self.ctl.next_remap_id()
         return self._change(lambda dep: records.attach(dep, iface, body, remap_id, self.ctl.draining()))
+
+    def elastic_ips(self, body):
+        dep = self.ctl.deployment
+        out = {}
+        for e in dep.elastic_ips:
+            instance = dep.interfaces[e.interface].attach_to
+            out[str(e.ip)] = {"interface": e.interface, "instance": instance,
+                              "switch": dep.instances[instance].switch if instance else None}
+        return {"elastic_ips": out}
+
+    def remap_elastic_ip(self, body, ip):
+        remap_id = self.ctl.next_remap_id()
+        return self._change(lambda dep: records.remap_elastic_ip(dep, ip, body, remap_id, self.ctl.draining()))
 
     def remaps(self, body):
         return {"remaps": [r.public() for r in self.ctl.remaps.values()]}

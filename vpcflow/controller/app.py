@@ -260,13 +260,13 @@ class VpcflowApp(AppBase):
                 continue  # the records live in the switches: count only with all of them in view
             for r in self.ctl.draining():
                 try:
-                    left = sum(self.count_flows(cookies.make("learned_follow", record_name(ip, r.old_instance)),
+                    left = sum(self.count_flows(cookies.make("learned_follow", record_name(ip, r.holder)),
                                                 cookies.FEATURE_MASK | cookies.OBJECT_MASK) for ip in r.ips)
                 except RequestFailed as e:
                     LOG.error("remap %s: counting followed connections failed: %s", r.id, e)
                     continue
                 if self.ctl.remap_progress(r.id, left):
-                    LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.old_instance)
+                    LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.holder)
                     self.sync_all()
 
     def drop_counters(self):

@@ -1,6 +1,8 @@
-"""Interface records at runtime (seed 002): attach, detach and move, persisted in the state file.
+"""Interface records at runtime (seed 002): attach, detach and move, and elastic-IP remaps
+(seed 003), persisted in the state file.
 
-A runtime change is a new attachment for an interface record. It is checked against the model
+A runtime change is a new attachment for an interface record, or a new interface for an
+elastic IP. It is checked against the model
 in force (who may attach, whether the instance exists, whether its port already carries an
 address of that network), applied as a new immutable Deployment, and written to the state file
 so that a restarted controller comes back with it. A refused change leaves everything as it was.
@@ -61,11 +63,24 @@ class Remap:
     state: str = "draining"  # "draining" while followed connections remain, then "complete"
     connections: int = 0
     created: float = dataclasses.field(default_factory=time.time)
+    # an elastic-IP remap: the address, and the interface that held it (`interface` holds it now)
+    elastic_ip: Optional[str] = None
+    old_interface: Optional[str] = None
+
+    @property
+    def holder(self) -> str:
+        """Whom the followed connections were recorded under: the old instance of a moved
+        record (recorded at the senders' switches), the old interface of an elastic IP
+        (recorded at the edge)."""
+        return self.old_interface if self.elastic_ip else self.old_instance
 
     def public(self) -> dict:
-        return {"id": self.id, "interface": self.interface, "ips": self.ips, "from": self.old_instance,
-                "to": self.new_instance, "follow_connections": self.follow, "state": self.state,
-                "connections": self.connections}
+        out = {"id": self.id, "interface": self.interface, "ips": self.ips, "from": self.old_instance,
+               "to": self.new_instance, "follow_connections": self.follow, "state": self.state,
+               "connections": self.connections}
+        if self.elastic_ip:
+            out.update(elastic_ip=self.elastic_ip, from_interface=self.old_interface)
+        return out
 
 
 def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str, draining=()):
@@ -103,6 +118,46 @@ def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str, draining=(
     return _with_attachment(dep, iface.name, instance), remap
 
 
+def remap_elastic_ip(dep: Deployment, ip: str, body: dict, remap_id: str, draining=()):
+    """(deployment with the elastic IP on body["interface"], the Remap).
+
+    The edge records every connection to an elastic IP under the interface that holds it, so
+    the old and the new interface may live anywhere, on one switch too: there the host's
+    conntrack keeps each connection's translation to the old instance. An elastic IP can go
+    back to an interface it left while that remap still drains: its records name it and the
+    edge would take them for its own."""
+    check_body(body, {"interface", "requester", "follow_connections"})
+    eip = next((e for e in dep.elastic_ips if str(e.ip) == ip), None)
+    if eip is None:
+        raise RecordError(404, f"no elastic IP {ip!r}")
+    iface = _interface(dep, _string(body, "interface"))
+    requester = _string(body, "requester", required=False)
+    follow = body.get("follow_connections", False)
+    if not isinstance(follow, bool):
+        raise RecordError(400, "field 'follow_connections' must be true or false")
+    if requester is not None:
+        _check_attacher(dep, iface, requester)
+    if eip.interface == iface.name:
+        raise RecordError(409, f"elastic IP {ip} is already on {iface.name}")
+    for other in dep.elastic_ips:
+        if other.interface == iface.name:
+            raise RecordError(409, f"interface {iface.name} already has elastic IP {other.ip}")
+    if iface.attach_to is None:
+        raise RecordError(409, f"interface {iface.name} is not attached: an elastic IP needs an instance")
+    for r in draining:
+        if r.elastic_ip == ip and r.old_interface == iface.name:
+            raise RecordError(409, f"{iface.name} still drains remap {r.id} of {ip}; "
+                                   f"wait until that remap completes")
+    old = dep.interfaces[eip.interface]
+    remap = None
+    if old.attach_to is not None:
+        old_inst = dep.instances[old.attach_to]
+        remap = Remap(remap_id, iface.name, [ip], old.network, old.attach_to, old_inst.switch, old_inst.port,
+                      iface.attach_to, follow, "draining" if follow else "complete",
+                      elastic_ip=ip, old_interface=old.name)
+    return _with_elastic_ip(dep, eip.ip, iface.name), remap
+
+
 def detach(dep: Deployment, iface_id: str, body: dict) -> Deployment:
     check_body(body, {"requester"})
     iface = _interface(dep, iface_id)
@@ -130,6 +185,11 @@ def _with_attachment(dep: Deployment, iface_name: str, instance: Optional[str]) 
     return dataclasses.replace(dep, interfaces=frozen_map(interfaces))
 
 
+def _with_elastic_ip(dep: Deployment, ip, iface_name: str) -> Deployment:
+    eips = tuple(dataclasses.replace(e, interface=iface_name) if e.ip == ip else e for e in dep.elastic_ips)
+    return dataclasses.replace(dep, elastic_ips=eips)
+
+
 # --- the state file --------------------------------------------------------------------------
 def attachments(dep: Deployment, base: Deployment) -> Dict[str, Optional[str]]:
     """The attachments in which `dep` differs from the deployment file's `base`."""
@@ -137,13 +197,20 @@ def attachments(dep: Deployment, base: Deployment) -> Dict[str, Optional[str]]:
             if name in base.interfaces and base.interfaces[name].attach_to != iface.attach_to}
 
 
-def save(path: Optional[str], changes: Dict[str, Optional[str]], remaps: Dict[str, Remap]) -> None:
-    """Write the state file atomically (a crash leaves the old one or the new one)."""
+def elastic_ips(dep: Deployment, base: Deployment) -> Dict[str, str]:
+    """The elastic IPs that `dep` gives to another interface than the deployment file's `base`."""
+    before = {str(e.ip): e.interface for e in base.elastic_ips}
+    return {str(e.ip): e.interface for e in dep.elastic_ips if before.get(str(e.ip), e.interface) != e.interface}
+
+
+def save(path: Optional[str], dep: Deployment, base: Deployment, remaps: Dict[str, Remap]) -> None:
+    """Write the state file atomically (a crash leaves the old one or the new one): what `dep`
+    changed at runtime from the deployment file's `base`, and the remaps."""
     if not path:
         return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    state = {"version": STATE_VERSION, "attachments": changes,
+    state = {"version": STATE_VERSION, "attachments": attachments(dep, base), "elastic_ips": elastic_ips(dep, base),
              "remaps": {k: dataclasses.asdict(r) for k, r in remaps.items()}}
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
         json.dump(state, f, indent=1, sort_keys=True)
@@ -179,4 +246,12 @@ def restore(path: Optional[str], dep: Deployment) -> Deployment:
             LOG.warning("state file %s: %s -> %s no longer fits the deployment file: skipped", path, iface, instance)
             continue
         dep = _with_attachment(dep, iface, instance)
+    known = {str(e.ip): e.ip for e in dep.elastic_ips}
+    for ip, iface in sorted(state.get("elastic_ips", {}).items()):
+        taken = {e.interface for e in dep.elastic_ips if str(e.ip) != ip}
+        if ip not in known or iface not in dep.interfaces or iface in taken:
+            LOG.warning("state file %s: elastic IP %s -> %s no longer fits the deployment file: skipped",
+                        path, ip, iface)
+            continue
+        dep = _with_elastic_ip(dep, known[ip], iface)
     return dep

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 from vpcflow.controller import records
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_switch
-from vpcflow.flows.follow import Follow
+from vpcflow.flows.follow import ElasticFollow, Follow
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import DeploymentError, load_file
 from vpcflow.topology.model import Deployment
@@ -73,7 +73,7 @@ class Controller:
             remaps = dict(self.remaps)
             if remap is not None:
                 remaps[remap.id] = remap
-            records.save(self.state_file, records.attachments(new, self.base), remaps)
+            records.save(self.state_file, new, self.base, remaps)
             self.remaps = remaps
             self._install(new)
             return self.generation, remap
@@ -95,14 +95,20 @@ class Controller:
             if connections:
                 return False
             r.state = "complete"
-            records.save(self.state_file, records.attachments(self.deployment, self.base), self.remaps)
+            records.save(self.state_file, self.deployment, self.base, self.remaps)
             self._install(self.deployment)
             return True
 
     def follows(self):
         """The draining remaps, as the compiler takes them."""
-        return tuple(Follow(r.id, r.network, ip, r.old_instance, r.old_switch, r.old_port, r.interface)
-                     for r in self.draining() for ip in r.ips)
+        out = []
+        for r in self.draining():
+            if r.elastic_ip:
+                out.append(ElasticFollow(r.id, r.elastic_ip, r.old_interface))
+            else:
+                out.extend(Follow(r.id, r.network, ip, r.old_instance, r.old_switch, r.old_port, r.interface)
+                           for ip in r.ips)
+        return tuple(out)
 
     def _install(self, dep: Deployment):
         self.deployment = dep

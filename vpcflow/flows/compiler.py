@@ -62,6 +62,7 @@ def integration_flows(ix: Index, sw: Switch, options: Options):
         yield from edge.integration_flows(sw)
         yield from overlay.edge_flows(ix, sw)
         yield from nat.edge_flows(ix, sw)
+        yield from follow.edge_flows(ix, sw)
         return
     yield from port_security.integration_flows(ix, sw)
     yield from arp.integration_flows(ix, sw)

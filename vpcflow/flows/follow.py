@@ -19,18 +19,32 @@ drains; receivers accept VM1's answers from the old switch's prefix. The control
 recorded connections of the old binding (learned flows, by cookie) and, when none is left,
 marks the remap complete and compiles without it: every flow the remap added goes.
 
-Limits: VM1 and VM2 must be on different switches (on one switch the receiver could not tell a
-followed packet from a new one); ICMP is not followed.
+Elastic IPs (the edge): every connection from the outside to an elastic IP enters at the edge,
+so the edge is where it is recorded: `uplink_in` looks it up in `eip_followed` (resubmit) and
+goes on to `eip_new`, which records an unrecorded one under the interface that holds the address
+(TCP at its first packet with ACK set: the client saw the answer, so an unanswered SYN leaves no
+record; UDP at its first packet). `eip_route` sends a packet recorded under the old holder of a
+draining remap to the old holder's host, and everything else, and always a TCP SYN without ACK
+(a connection that opens), to the host of the interface that holds the address now. The old
+host keeps the address's translation for the connections its conntrack knows (flows/nat.py);
+a new connection never reaches it. Old and new holder may share a host: there the host's
+conntrack alone keeps each connection on its instance, and the edge's records still count them.
+
+Limits: for a moved interface record, VM1 and VM2 must be on different switches (on one switch
+the receiver could not tell a followed packet from a new one); ICMP is not followed.
 """
 from __future__ import annotations
 
 import dataclasses
 import zlib
-from vpcflow.flows.core import IPPROTO, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4
+from vpcflow.flows.nat import to_host
 from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK
 from vpcflow.topology.model import Switch
+
+TCP_ACK, TCP_SYN = 0x010, 0x002
 
 TCP_IDLE = 300
 TCP_FIN_IDLE = 1
@@ -49,9 +63,30 @@ class Follow:
     old_port: str
     old_interface: str  # the record as it was: MAC, security groups
 
+    kind = "interface"
+
     @property
     def binding(self) -> int:
         return binding_id(self.old_instance)
+
+
+@dataclasses.dataclass(frozen=True)
+class ElasticFollow:
+    """One draining elastic-IP remap: the interface that held the address."""
+
+    remap_id: str
+    ip: str
+    old_interface: str
+    kind = "elastic_ip"
+
+    @property
+    def binding(self) -> int:
+        return elastic_binding(self.ip, self.old_interface)
+
+
+def elastic_binding(ip, interface: str) -> int:
+    """reg4 of an edge record: which interface held the elastic IP (the edge sees no instance)."""
+    return binding_id(record_name(str(ip), interface))
 
 
 def binding_id(instance: str) -> int:
@@ -98,3 +133,58 @@ def host_flows(ix: Index, sw: Switch):
                        (_learn(ep, "udp", UDP_IDLE, 0), mark, Goto("route")),
                        feature="follow", obj=ep.interface.name)
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
+
+
+# --- elastic IPs, at the edge ---------------------------------------------------------------------
+
+def _learn_at_edge(ip, interface: str, proto: str, idle: int, fin_idle: int) -> Learn:
+    l4 = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}[proto]
+    specs = (
+        LearnSpec("match", ETH_IPV4, "eth_type", 16),
+        LearnSpec("match", IPPROTO[proto], "ip_proto", 8),
+        LearnSpec("match", "ipv4_src", "ipv4_src"),
+        LearnSpec("match", "ipv4_dst", "ipv4_dst"),
+        LearnSpec("match", l4[0], l4[0]),
+        LearnSpec("match", l4[1], l4[1]),
+        LearnSpec("load", elastic_binding(ip, interface), REG_BINDING, 32),
+    )
+    return Learn("eip_followed", 100, "learned_follow", record_name(str(ip), interface), specs,
+                 idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
+
+
+def edge_flows(ix: Index, sw: Switch):
+    """The edge's share of following, for every elastic IP whose interface is attached (on the
+    edge that carries NAT)."""
+    if ix.edge is None or ix.edge.name != sw.name or sw.uplink is None:
+        return
+    uplink_port = sw.uplink.port
+    holders = {ep.interface.name: ep for ep in ix.endpoints if ep.binding is None and ep.ip == ep.interface.primary_ip}
+    draining = {}
+    for f in ix.elastic_follows:
+        if f.old_interface in holders:
+            draining.setdefault(f.ip, []).append(f)
+    for eip in ix.dep.elastic_ips:
+        ep = holders.get(eip.interface)
+        if ep is None:
+            continue
+        ip, obj = str(eip.ip), f"eip:{eip.ip}"
+        dst = ipv4(ipv4_dst=ip)
+        yield flow("uplink_in", 100, {"in_port": uplink_port, **dst}, (Resubmit("eip_followed"), Goto("eip_new")),
+                   feature="follow", obj=obj)
+        unrecorded = {REG_BINDING: 0, **dst}
+        mark = Load(elastic_binding(ip, eip.interface), REG_BINDING, 0, 32)
+        yield flow("eip_new", 100, {**unrecorded, "ip_proto": IPPROTO["tcp"], "tcp_flags": (TCP_ACK, TCP_ACK)},
+                   (_learn_at_edge(ip, eip.interface, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto("eip_route")),
+                   feature="follow", obj=obj)
+        yield flow("eip_new", 100, {**unrecorded, "ip_proto": IPPROTO["udp"]},
+                   (_learn_at_edge(ip, eip.interface, "udp", UDP_IDLE, 0), mark, Goto("eip_route")),
+                   feature="follow", obj=obj)
+        here = to_host(ep.switch, eip.ip)
+        yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
+        # a connection that opens goes to the new holder, whatever an old record says
+        yield flow("eip_route", 300, {**dst, "ip_proto": IPPROTO["tcp"], "tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)},
+                   here, feature="follow", obj=obj)
+        for f in draining.get(ip, ()):
+            yield flow("eip_route", 200, {**dst, REG_BINDING: f.binding}, to_host(holders[f.old_interface].switch, eip.ip),
+                       feature="follow", obj=f"remap:{f.remap_id}")
+    yield flow("eip_new", 1, {}, (Goto("eip_route"),), feature="follow", obj="not-recorded")

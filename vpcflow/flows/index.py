@@ -44,7 +44,12 @@ class Index:
             net = dep.networks[iface.network]
             for ip in iface.ips:
                 self._add(Endpoint(iface, net, ip, sw, inst.port))
+        # an elastic IP's old holder is an endpoint anyway (its own interface): the edge and
+        # the NAT keep reaching it (flows/follow.py, flows/nat.py)
+        self.elastic_follows = [f for f in follows if f.kind == "elastic_ip"]
         for f in follows:
+            if f.kind != "interface":
+                continue
             iface = dataclasses.replace(dep.interfaces[f.old_interface], attach_to=f.old_instance)
             self._add(Endpoint(iface, dep.networks[f.network], IPAddress(f.ip), dep.switches[f.old_switch],
                                f.old_port, binding=f.binding))

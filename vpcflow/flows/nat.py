@@ -34,7 +34,9 @@ Edge
             (public IP, tcp/udp dst value/mask of a block) -> tunnel to the block's host, VNI 0,
             outer destination embed(host prefix, 0, public IP), unchanged; a forward's port ->
             the host of its interface; an elastic IP (any protocol) -> the host of its
-            interface; ICMP to a public IP -> nat_icmp; anything else to a public address is
+            interface (through the edge's connection records, flows/follow.py: a connection
+            recorded before a remap still reaches the old holder's host); ICMP to a public
+            IP -> nat_icmp; anything else to a public address is
             dropped (nat_no_block): nothing outside a block reaches a host.
   substrate_in: VNI 0 from a host is accepted only from the prefix of the host that serves its
             source: (public IP, tcp/udp src in that host's block or a forward's port), ICMP from a
@@ -158,6 +160,17 @@ class Plan:
         self.forwards = [(f, self.primary[f.interface]) for f in self.nat.forwards if f.interface in self.primary]
         self.eips = [(e, self.primary[e.interface]) for e in dep.elastic_ips if e.interface in self.primary]
         self._eip_of = {ep.interface.name: e for e, ep in self.eips}
+        # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
+        # the translation of the connections its conntrack knows
+        by_ip = {str(e.ip): e for e in dep.elastic_ips}
+        self.old_eips = [(by_ip[f.ip], self.primary[f.old_interface]) for f in ix.elastic_follows
+                         if f.ip in by_ip and f.old_interface in self.primary]
+
+    def eip_hosts(self, e: ElasticIp) -> List[Switch]:
+        """The hosts an elastic IP's traffic may come from: its holder's, and its old holders'
+        while their remaps drain."""
+        hosts = {ep.switch.name: ep.switch for x, ep in self.eips + self.old_eips if x.ip == e.ip}
+        return [hosts[k] for k in sorted(hosts)]
 
     def source(self, ep: Endpoint) -> Optional[Source]:
         """The elastic IP of the primary address, else the interface's block, else its host's."""
@@ -174,7 +187,7 @@ class Plan:
         """Public addresses whose traffic this switch sends and receives."""
         ips = {b.ip for b, host in self.blocks if host.name == sw.name}
         ips |= {f.public_ip for f, ep in self.forwards if ep.switch.name == sw.name}
-        ips |= {e.ip for e, ep in self.eips if ep.switch.name == sw.name}
+        ips |= {e.ip for e, ep in self.eips + self.old_eips if ep.switch.name == sw.name}
         return sorted(ips)
 
     def icmp_senders(self) -> List[Tuple[Switch, IPAddress]]:
@@ -212,6 +225,14 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
         # ct_mark 0: no connection has this tuple yet (every commit here sets a network id)
         yield flow("nat_snat", PRIORITY, {**match, "ct_state": ct_flags("+trk+new"), "ct_mark": 0},
                    (Ct(NAT_ZONE, "to_edge", commit=True, mark=net.id, nat=translate),), feature="nat", obj=src.obj)
+    for e, ep in plan.old_eips:
+        if ep.switch.name != sw.name:
+            continue
+        # the old holder's answers on its followed connections: conntrack still translates them
+        networks[ep.network.id] = ep.network
+        if plan.source(ep) is None:
+            yield flow("nat_out", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_src=str(ep.ip))},
+                       (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),), feature="nat", obj=f"{eip_name(e)}:draining")
     if not networks:
         return
     yield drop_flow("nat_snat", INVALID, {"ct_state": ct_flags("+trk+inv")}, "nat_invalid")
@@ -278,7 +299,7 @@ def learn_echo_return(sw: Switch) -> Learn:
                  idle_timeout=RETURN_IDLE_TIMEOUT)
 
 
-def _to_host(host: Switch, public_ip: IPAddress):
+def to_host(host: Switch, public_ip: IPAddress):
     return (SetField("tunnel_id", EXTERNAL_VNI), SetField("tun_ipv6_dst", str(embed(host.prefix, EXTERNAL_VNI, public_ip))),
             Output(TUNNEL_PORT))
 
@@ -306,14 +327,14 @@ def edge_flows(ix: Index, sw: Switch):
             for value, mask in value_masks(b):
                 yield flow("uplink_in", PRIORITY,
                            {**uplink, **ipv4(ipv4_dst=str(b.ip), **_port_match(proto, "dst", value, mask))},
-                           _to_host(host, b.ip), feature="nat", obj=block_name(b))
+                           to_host(host, b.ip), feature="nat", obj=block_name(b))
                 yield flow("substrate_in", PRIORITY,
                            {**_from_host(host), **ipv4(ipv4_src=str(b.ip), **_port_match(proto, "src", value, mask))},
                            leave, feature="nat", obj=block_name(b))
     for f, ep in plan.forwards:
         yield flow("uplink_in", PRIORITY,
                    {**uplink, **ipv4(ipv4_dst=str(f.public_ip), **_port_match(f.proto, "dst", f.public_port, 0xFFFF))},
-                   _to_host(ep.switch, f.public_ip), feature="nat", obj=forward_name(f))
+                   to_host(ep.switch, f.public_ip), feature="nat", obj=forward_name(f))
         yield flow("substrate_in", PRIORITY,
                    {**_from_host(ep.switch),
                     **ipv4(ipv4_src=str(f.public_ip), **_port_match(f.proto, "src", f.public_port, 0xFFFF))},
@@ -335,11 +356,11 @@ def edge_flows(ix: Index, sw: Switch):
         for icmp_type in ICMP_ERRORS:
             yield flow("nat_icmp", PRIORITY + 10, ipv4(ipv4_dst=str(ip), ip_proto=IPPROTO["icmp"], icmpv4_type=icmp_type),
                        tuple(copies), feature="nat", obj=f"public:{ip}")
-    for e, ep in plan.eips:
-        yield flow("uplink_in", PRIORITY, {**uplink, **ipv4(ipv4_dst=str(e.ip))}, _to_host(ep.switch, e.ip),
-                   feature="nat", obj=eip_name(e))
-        yield flow("substrate_in", PRIORITY, {**_from_host(ep.switch), **ipv4(ipv4_src=str(e.ip))},
-                   (SetField("eth_src", up.mac), Goto("edge_out")), feature="nat", obj=eip_name(e))
+    for e, _ in plan.eips:
+        # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge)
+        for host in plan.eip_hosts(e):
+            yield flow("substrate_in", PRIORITY, {**_from_host(host), **ipv4(ipv4_src=str(e.ip))},
+                       (SetField("eth_src", up.mac), Goto("edge_out")), feature="nat", obj=eip_name(e))
     yield drop_flow("substrate_in", PRIORITY - 90, {"tunnel_id": EXTERNAL_VNI}, "nat_outside_block")
 
 

@@ -1,0 +1,157 @@
+"""Elastic-IP remaps with connection following (issue 6), real TCP from the external host.
+
+tests/data/eip-follow.yaml: 198.51.100.30 starts on eni-1 (vm1, host1); eni-2 is on vm2 (host2),
+eni-3 on vm3 (host3), eni-4 on vm4 (host1, beside vm1). Every instance runs a server on 7100
+that says its name; the external client's streams check every byte they get back.
+"""
+import os
+
+import pytest
+
+from tests.conftest import data_file, require_system
+from vpcflow.harness.controller import wait_for
+
+pytestmark = pytest.mark.follow
+
+EIP = "198.51.100.30"
+PORT = 7100
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_system()
+    from vpcflow.harness.lab import Lab
+
+    with Lab(data_file("eip-follow.yaml"), tag="vfe") as lab:
+        for name in ("vm1", "vm2", "vm3", "vm4"):
+            lab.server(lab.host(name), PORT, name=name)
+        yield lab
+
+
+class Stream:
+    """A long-lived connection from the external host to the elastic IP, exchanging numbered lines."""
+
+    def __init__(self, lab, name, timeout="3"):
+        self.progress = os.path.join(lab.workdir, f"progress-{name}")
+        self.proc = lab.peer(lab.external(), "stream", "--host", EIP, "--port", str(PORT),
+                             "--progress", self.progress, "--timeout", timeout, "--interval", "0.02")
+        wait_for(lambda: self.count() > 10, 10, f"stream {name} running")
+        self.server = open(self.progress + ".server").read()
+
+    def count(self):
+        try:
+            return int(open(self.progress).read() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def goes_on(self, what):
+        now = self.count()
+        wait_for(lambda: self.count() > now + 20, 10, what)
+
+    def end(self):
+        """Close it (FIN); its summary: the stream never saw an error or a wrong byte."""
+        self.proc.terminate()
+        summary, _ = self.proc.communicate(timeout=15)
+        return summary.strip()
+
+
+def holder(lab):
+    return lab.api("GET", "/v1/elastic-ips")[1]["elastic_ips"][EIP]["interface"]
+
+
+def remap(lab, interface, follow):
+    status, body = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap", {"interface": interface, "follow_connections": follow})
+    assert status == 200, body
+    lab.wait_synced()
+    return body["remap"]["id"]
+
+
+def state(lab, rid):
+    return lab.api("GET", f"/v1/remaps/{rid}")[1]
+
+
+def answered_by(lab):
+    return lab.client(lab.external(), EIP, PORT)
+
+
+def edge_records(lab):
+    return [line for line in lab.switches["edge1"].flows() if " table=81," in line]
+
+
+def test_connections_stay_on_their_instances_through_chained_remaps_and_a_restart(lab):
+    assert holder(lab) == "eni-1" and answered_by(lab) == "ok vm1"
+    first = Stream(lab, "first", timeout="10")
+    assert first.server == "vm1"
+    r1 = remap(lab, "eni-2", follow=True)  # vm1 (host1) -> vm2 (host2)
+    assert state(lab, r1)["state"] == "draining"
+    wait_for(lambda: state(lab, r1)["connections"] >= 1, 5, "the first connection counted")
+    assert answered_by(lab) == "ok vm2"
+    first.goes_on("the first connection going on after the remap")
+    second = Stream(lab, "second", timeout="10")
+    assert second.server == "vm2"
+    r2 = remap(lab, "eni-3", follow=True)  # vm2 (host2) -> vm3 (host3), while r1 still drains
+    assert answered_by(lab) == "ok vm3"
+    first.goes_on("the first connection going on after the second remap")
+    second.goes_on("the second connection going on after the second remap")
+    # the state file keeps the binding and the drains; the records stay in the edge
+    lab.stop_controller()
+    lab.start_controller()
+    lab.wait_synced()
+    assert holder(lab) == "eni-3"
+    assert state(lab, r1)["state"] == "draining" and state(lab, r2)["state"] == "draining"
+    first.goes_on("the first connection going on after a controller restart")
+    second.goes_on("the second connection going on after a controller restart")
+    assert answered_by(lab) == "ok vm3"
+    # each drain ends with its own last connection, and takes every flow it added with it
+    assert first.end().endswith("error=")
+    wait_for(lambda: state(lab, r1)["state"] == "complete", 15, "the first remap to complete")
+    assert state(lab, r2)["state"] == "draining"
+    second.goes_on("the second connection going on after the first remap completed")
+    assert second.end().endswith("error=")
+    wait_for(lambda: state(lab, r2)["state"] == "complete", 15, "the second remap to complete")
+    lab.wait_synced()
+    edge = lab.switches["edge1"].flows()
+    assert not any(" table=83," in line and "reg4=" in line for line in edge), edge
+    assert [line for line in edge if f"nw_src={EIP}" in line and "table=50" in line and "tun_ipv6_src" in line
+            and "fd00:5ee0:0:3::" not in line] == []
+    for old in ("host1", "host2"):
+        assert not any(EIP in line for line in lab.switches[old].flows()), old
+    wait_for(lambda: not edge_records(lab), 15, "the edge's records of the ended connections to go")
+
+
+def test_a_remap_between_two_instances_of_one_host_follows_too(lab):
+    if holder(lab) != "eni-1":
+        remap(lab, "eni-1", follow=False)
+    old = Stream(lab, "same-host", timeout="10")
+    assert old.server == "vm1"
+    rid = remap(lab, "eni-4", follow=True)  # both on host1: its conntrack keeps the old connection on vm1
+    assert answered_by(lab) == "ok vm4"
+    old.goes_on("the old connection going on beside the new holder")
+    assert state(lab, rid)["state"] == "draining"
+    assert old.end().endswith("error=")
+    wait_for(lambda: state(lab, rid)["state"] == "complete", 15, "the remap to complete")
+
+
+def test_without_following_the_old_connection_breaks(lab):
+    before = holder(lab)
+    old = Stream(lab, "cut", timeout="3")
+    target = "eni-2" if before != "eni-2" else "eni-3"
+    remap(lab, target, follow=False)
+    summary, _ = old.proc.communicate(timeout=30)
+    assert "error=" in summary and not summary.strip().endswith("error="), summary
+    assert answered_by(lab) == f"ok vm{target[-1]}"
+
+
+def installed(lab):
+    return {name: sw.ofctl("dump-flows", "--no-stats") for name, sw in lab.switches.items()}
+
+
+def test_a_refused_remap_changes_nothing(lab):
+    before = holder(lab), installed(lab)
+    for body, status in (({"interface": "eni-9"}, 404), ({"interface": before[0]}, 409),
+                         ({"interface": "eni-1", "follow_connections": "yes"}, 400),
+                         ({"interface": "eni-1", "requester": "globex"}, 403), ({"nic": "eni-1"}, 400)):
+        got, reply = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap", body)
+        assert got == status and reply["error"], (body, reply)
+    assert lab.api("POST", "/v1/elastic-ips/198.51.100.99/remap", {"interface": "eni-1"})[0] == 404
+    assert (holder(lab), installed(lab)) == before
