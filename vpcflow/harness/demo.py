@@ -144,6 +144,33 @@ def follow_move():
     return run
 
 
+def eip_remap():
+    """The external host streams to the elastic IP 198.51.100.20 (eni-web2 on web2, host2) while
+    it is remapped to eni-web1 (web1, host1) with follow_connections: the stream stays with
+    web2, a new connection reaches web1, and the remap completes once the stream ends."""
+    def run(lab: Lab) -> str:
+        progress = os.path.join(lab.workdir, "demo-eip")
+        proc = lab.peer(lab.external(), "stream", "--host", "198.51.100.20", "--port", "80",
+                        "--progress", progress, "--timeout", "10", "--interval", "0.02")
+        count = lambda: int(open(progress).read() or 0) if os.path.exists(progress) else 0  # noqa: E731
+        wait_for(lambda: count() > 10, 10, "the stream to the elastic IP")
+        status, body = lab.api("POST", "/v1/elastic-ips/198.51.100.20/remap",
+                               {"interface": "eni-web1", "follow_connections": True})
+        if status != 200:
+            return f"remap refused: {body.get('error')}"
+        lab.wait_synced()
+        new = lab.client(lab.external(), "198.51.100.20", 80)
+        before = count()
+        wait_for(lambda: count() > before + 20, 10, "the stream going on after the remap")
+        proc.terminate()
+        summary, _ = proc.communicate(timeout=15)
+        rid = body["remap"]["id"]
+        wait_for(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 15, "the remap to complete")
+        kept = "web2" if "server=web2" in summary and summary.strip().endswith("error=") else "broken"
+        return f"old stream kept on {kept}, new on {new.split()[-1]}, remap complete"
+    return run
+
+
 def checks_for(lab: Lab) -> List[Check]:
     """The checks that fit etc/topology.yaml."""
     return [
@@ -172,6 +199,8 @@ def checks_for(lab: Lab) -> List[Check]:
               from_outside("198.51.100.10", 8080)),
         Check("elastic IP", "external -> 198.51.100.20 tcp/80 (elastic IP of web2)", "answered by web2",
               from_outside("198.51.100.20", 80)),
+        Check("connection following", "198.51.100.20 remapped eni-web2 -> eni-web1 during an external tcp/80 stream",
+              "old stream kept on web2, new on web1, remap complete", eip_remap()),
         Check("connection following", "eni-web2 moves web2 -> spare1 during a tcp/8080 stream",
               "old stream kept on web2, new on spare1, remap complete", follow_move()),
     ]
