@@ -114,11 +114,14 @@ def cmd_trace(args):
 
     dep, sw = _switch(args)
     try:
-        raw = trace.run_trace(sw.bridge, args.flow, args.target, args.ovs_args)
+        if args.no_conntrack or "--ct-next" in args.ovs_args:  # the caller says how conntrack answers
+            raw, notes = trace.run_trace(sw.bridge, args.flow, args.target, args.ovs_args), []
+        else:
+            raw, notes = trace.live_trace(sw.bridge, args.flow, args.target, args.ovs_args)
     except trace.TraceError as e:
         print(f"vpcflow trace: {e}", file=sys.stderr)
         return 2
-    print("\n".join(trace.explain(raw, dep, args.switch)))
+    print("\n".join(trace.explain(raw, dep, args.switch, notes)))
     return 0
 
 
@@ -156,6 +159,19 @@ def cmd_status(args):
         for switch, reasons in sorted(body["drops"].items()):
             counted = ", ".join(f"{r}={n}" for r, n in sorted(reasons.items()) if n)
             print(f"{switch:12} {counted or 'none'}")
+    status, body = _api(args, "GET", "/v1/nat")
+    if status == 200 and body["blocks"]:
+        print("\nNAT blocks")
+        print_table(["ip", "ports", "switch", "in use"],
+                    [[b["ip"], b["ports"], b["switch"],
+                      "?" if b["in_use"] is None else f"{b['in_use']}/{b['size']}"] for b in body["blocks"]])
+    status, body = _api(args, "GET", "/v1/remaps")
+    remaps = body.get("remaps", []) if status == 200 else []
+    if remaps:
+        print("\nremaps")
+        print_table(["remap", "address", "from", "to", "state", "followed"],
+                    [[r["id"], r.get("elastic_ip") or r["interface"], r["from"], r["to"], r["state"], r["connections"]]
+                     for r in remaps])
     return 0
 
 
@@ -209,6 +225,39 @@ def _report(status, body) -> int:
     return 0
 
 
+def cmd_store_import(args):
+    """Validate the file as `check` does (nothing written on a problem), then replace the store's
+    deployment with it in one transaction."""
+    from vpcflow import store
+
+    dep = _load(args.file)
+    try:
+        generation = store.write_deployment(args.db, dep, os.path.abspath(args.file))
+    except store.StoreError as e:
+        print(f"vpcflow store import: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: imported into {args.db} (generation {generation}: {len(dep.switches)} switches, "
+          f"{len(dep.networks)} networks, {len(dep.interfaces)} interfaces)")
+    return 0
+
+
+def cmd_store_export(args):
+    """The store's deployment as a deployment file, on stdout."""
+    from vpcflow import store
+    from vpcflow.topology.loader import DeploymentError
+
+    try:
+        sys.stdout.write(store.export_deployment(args.db))
+    except store.StoreError as e:
+        print(f"vpcflow store export: {e}", file=sys.stderr)
+        return 2
+    except DeploymentError as e:  # the store holds what no file could say: one line per problem
+        for p in e.problems:
+            print(f"{e.source}: {p}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser():
     p = argparse.ArgumentParser(prog="vpcflow", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -250,6 +299,8 @@ def parser():
     c.add_argument("--file", default=os.environ.get("VPCFLOW_TOPOLOGY", "etc/topology.yaml"),
                    help="the deployment file, to name each flow (env VPCFLOW_TOPOLOGY)")
     c.add_argument("--target", help="ovs-vswitchd control socket (default: the system's)")
+    c.add_argument("--no-conntrack", action="store_true",
+                   help="do not look conntrack steps up in the switch's conntrack (OVS then assumes +trk+new)")
     c.add_argument("flow", help="the packet, in ovs-ofctl flow syntax, e.g. in_port=web1,icmp,...")
     c.add_argument("ovs_args", nargs="*", help="passed to ofproto/trace, e.g. --ct-next trk,est")
     c.set_defaults(func=cmd_trace)
@@ -283,6 +334,19 @@ def parser():
                        help="the controller's REST API (env VPCFLOW_API)")
         c.add_argument("--token", default=os.environ.get("VPCFLOW_TOKEN"),
                        help="the API token (env VPCFLOW_TOKEN)")
+
+    # The store (OVSDB, standalone or clustered) is no REST client: added after --api/--token.
+    c = sub.add_parser("store", help="the deployment in a (clustered) OVSDB store: import, export")
+    store_sub = c.add_subparsers(dest="store_command", required=True)
+    db_help = "the store: unix:PATH or tcp:H:P[,tcp:H:P,...] for a cluster (env VPCFLOW_STORE)"
+    for name, func, text in (("import", cmd_store_import, "validate a deployment file and replace the store's with it"),
+                             ("export", cmd_store_export, "print the store's deployment as a deployment file")):
+        s = store_sub.add_parser(name, help=text)
+        if name == "import":
+            s.add_argument("file")
+        s.add_argument("--db", default=os.environ.get("VPCFLOW_STORE"), required="VPCFLOW_STORE" not in os.environ,
+                       help=db_help)
+        s.set_defaults(func=func)
     return p
 
 

@@ -8,6 +8,8 @@ The external host (203.0.113.1) sits behind the edge's uplink.
 import contextlib
 import json
 import os
+import re
+import subprocess
 import textwrap
 
 import pytest
@@ -18,7 +20,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from tests.conftest import data_file, require_system
-from vpcflow.harness.controller import wait_for
+from vpcflow.harness.controller import bin_path, wait_for
+from vpcflow.flows import nat
 from vpcflow.harness.forge import geneve_frame
 from vpcflow.topology.model import embed
 
@@ -231,6 +234,14 @@ HOLD = """
 """
 
 
+def block_metric(lab, name, b, switch):
+    """A NAT block gauge from GET /metrics (None when it is not exported)."""
+    text = lab.api("GET", "/metrics", token=None)[1]
+    m = re.search(rf'^{name}{{block="{re.escape(nat.block_name(b))}",switch="{switch}"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else None
+
+
+@pytest.mark.ops  # issue 7: NAT block usage is a metric
 def test_a_full_block_fails_new_connections_cleanly_and_existing_ones_carry_on(lab):
     """host3 owns 16 ports (61441-61456): 16 connections to one server fill them."""
     ports = block(lab, "host3").ports
@@ -244,6 +255,17 @@ def test_a_full_block_fails_new_connections_cleanly_and_existing_ones_carry_on(l
     used = seen(log)
     assert len(used) == size and {ip for ip, _ in used} == {PUBLIC}
     assert sorted(p for _, p in used) == list(range(ports.lo, ports.hi + 1))  # every port, none outside
+    # GET /metrics shows the block full, read from host3's conntrack (closed connections keep
+    # their ports for a while), and the size of every block
+    assert block_metric(lab, "vpcflow_nat_block_ports", block(lab, "host3"), "host3") == size
+    assert block_metric(lab, "vpcflow_nat_block_ports_in_use", block(lab, "host3"), "host3") == size
+    host2 = block(lab, "host2")
+    assert block_metric(lab, "vpcflow_nat_block_ports", host2, "host2") == host2.ports.hi - host2.ports.lo + 1
+    assert block_metric(lab, "vpcflow_nat_block_ports_in_use", host2, "host2") < host2.ports.hi - host2.ports.lo + 1
+    status = subprocess.run([bin_path("vpcflow"), "status", "--api", f"http://127.0.0.1:{lab.ctl.api_port}",
+                             "--token", lab.ctl.token], capture_output=True, text=True, timeout=30)
+    assert status.returncode == 0, status.stderr
+    assert re.search(rf"^{PUBLIC}\s+{ports.lo}-{ports.hi}\s+host3\s+{size}/{size}$", status.stdout, re.M), status.stdout
 
 
 # --- inbound services ----------------------------------------------------------------------------------

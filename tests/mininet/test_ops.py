@@ -1,6 +1,7 @@
 """Operations (issue 7): hitless restarts, OVS restarts, reloads and their reverts, trace, metrics,
 and a controller that survives whatever packet-ins it is sent."""
 import os
+import re
 import signal
 import subprocess
 import urllib.request
@@ -112,6 +113,34 @@ def test_trace_names_every_step_and_the_verdict(lab):
     assert out.strip().splitlines()[-1].startswith("verdict: forwarded")
     spoofed = trace("in_port=web1,dl_src=02:00:00:00:00:99,ip,nw_src=10.0.0.11,nw_dst=10.0.0.12")
     assert spoofed.strip().splitlines()[-1] == "verdict: dropped, spoofed_source"
+    assert "conntrack zone" in out and "no entry for this packet" in out  # nothing open on that tuple
+
+
+def test_trace_names_the_conntrack_entry_that_decides(lab):
+    """A packet of an open connection: trace finds its entry in the sender's zone and goes on as
+    +est, through the rule whose verdict the entry caches; a packet of no connection is +new."""
+    mac = lab.dep.interfaces["eni-web1"].mac
+    host1 = lab.switches["host1"]
+    target = f"{host1.ovs.dir}/ovs-vswitchd.ctl"
+    stream = lab.peer(lab.host("web1"), "stream", "--host", "10.0.0.12", "--port", "7000", "--timeout", "5")
+    try:
+        def source_port():
+            dump = host1.ovs.appctl("dpctl/dump-conntrack")
+            ports = re.findall(r"orig=\(src=10\.0\.0\.11,dst=10\.0\.0\.12,sport=(\d+),dport=7000\).*ESTABLISHED", dump)
+            return ports[0] if ports else None
+        sport = wait_for(source_port, 10, "web1's connection to web2 in host1's conntrack")
+        flow = (f"in_port=web1,dl_src={mac},dl_dst=0e:00:0a:00:00:0c,tcp,nw_src=10.0.0.11,nw_dst=10.0.0.12,"
+                f"tp_src={sport},tp_dst=7000,tcp_flags=ack")
+        r = subprocess.run([bin_path("vpcflow"), "trace", "--switch", "host1", "--file", lab.topology_file,
+                            "--target", target, flow], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        ct = [line for line in r.stdout.splitlines() if line.startswith("conntrack zone")]
+        assert ct and f"sport={sport},dport=7000" in ct[0] and "+trk+est" in ct[0], r.stdout
+        assert ct[0].endswith("its mark is the cached verdict of authz open/egress[0]"), r.stdout
+        assert r.stdout.strip().splitlines()[-1].startswith("verdict: forwarded")
+    finally:
+        stream.terminate()
+        stream.communicate(timeout=15)
 
 
 def test_metrics_show_switches_flows_and_syncs(lab):

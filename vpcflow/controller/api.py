@@ -14,7 +14,7 @@ import re
 import eventlet
 import eventlet.wsgi
 
-from vpcflow.controller import metrics, records
+from vpcflow.controller import metrics, nat_usage, records
 
 LOG = logging.getLogger("vpcflow.api")
 
@@ -56,6 +56,7 @@ class Api:
             ("GET", r"/v1/switches", self.switches),
             ("POST", r"/v1/reload", self.reload),
             ("GET", r"/v1/drops", self.drops),
+            ("GET", r"/v1/nat", self.nat),
             ("GET", r"/v1/interfaces", self.interfaces),
             ("POST", r"/v1/interfaces/([^/]+)/attach", self.attach),
             ("POST", r"/v1/interfaces/([^/]+)/detach", self.detach),
@@ -153,6 +154,9 @@ class Api:
             raise ApiError(e.status, e.message) from None
         self.app.sync_all()
         return {"generation": generation, **({"remap": remap.public()} if remap else {})}
+
+    def nat(self, body):
+        return {"blocks": nat_usage.block_usage(self.ctl, getattr(self.app, "appctl_targets", {}))}
 
     def drops(self, body):
         return {"drops": self.app.drop_counters()}

@@ -46,6 +46,7 @@ class VpcflowApp(AppBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.ctl = Controller.from_config(CONF.vpcflow)
+        self.appctl_targets = dict(CONF.vpcflow.appctl_targets or {})
         self.datapaths = {}  # dpid -> os-ken Datapath
         self.pending = {}  # xid -> Pending
         self.sync_running = set()

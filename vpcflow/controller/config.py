@@ -11,6 +11,10 @@ OPTS = [
     cfg.PortOpt("metrics_port", default=9181, help="port of GET /metrics (0: served by the API port only)"),
     cfg.IntOpt("arp_probe_interval", default=10, min=1,
                help="seconds between ARP requests an edge sends to learn its gateway's MAC"),
+    cfg.DictOpt("appctl_targets", default={},
+                help="switch:path of its ovs-vswitchd control socket, where the controller can reach it "
+                     "(e.g. host1:/var/run/openvswitch/ovs-vswitchd.1234.ctl): NAT block usage is read "
+                     "from its conntrack (OpenFlow cannot read conntrack)"),
     cfg.BoolOpt("debug", default=False, help="log at debug level"),
 ]
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
+from vpcflow.controller import nat_usage
+
 __all__ = ["render", "CONTENT_TYPE"]
 
 
@@ -35,6 +37,7 @@ def render(ctl, app) -> bytes:
         remaps.labels(state).set(sum(1 for r in ctl.remaps.values() if r.state == state))
     for r in ctl.draining():
         followed.labels(r.id).set(r.connections)
+    nat_block_metrics(ctl, getattr(app, "appctl_targets", {}), reg)
     status = ctl.status()
     generation.set(status["generation"])
     for s in status["switches"]:
@@ -46,3 +49,15 @@ def render(ctl, app) -> bytes:
         for feature, count in s["flows_by_feature"].items():
             by_feature.labels(*labels, feature).set(count)
     return generate_latest(reg)
+
+
+def nat_block_metrics(ctl, targets, reg) -> None:
+    """Each block's size, and the ports its host's conntrack holds where the switch's control
+    socket is known (appctl_targets)."""
+    size = Gauge("vpcflow_nat_block_ports", "ports in a NAT block", ["block", "switch"], registry=reg)
+    used = Gauge("vpcflow_nat_block_ports_in_use", "ports of a NAT block its host's conntrack holds "
+                 "(switches with an appctl target only)", ["block", "switch"], registry=reg)
+    for b in nat_usage.block_usage(ctl, targets):
+        size.labels(b["block"], b["switch"]).set(b["size"])
+        if b["in_use"] is not None:
+            used.labels(b["block"], b["switch"]).set(b["in_use"])

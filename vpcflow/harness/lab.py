@@ -153,7 +153,10 @@ class Lab:
             self._add_external(sw, Host)
         for host in self.switches.values():
             host.ovs.start()
-        self.ctl = ControllerProcess(self.workdir, self.topology_file, self.api_token)
+        # the switches' control sockets: the controller reads NAT block usage from their conntrack
+        targets = ",".join(f"{name}:{host.ovs.dir}/ovs-vswitchd.ctl" for name, host in self.switches.items())
+        self.ctl = ControllerProcess(self.workdir, self.topology_file, self.api_token,
+                                     extra=f"appctl_targets = {targets}")
         if controller:
             self.ctl.start(wait=False)  # it comes up while the bridges are prepared
         self._prepare_bridges()
