@@ -4,7 +4,10 @@ Recording: every TCP or UDP connection toward an attached address is recorded wh
 the overlay, by a learn action at the sender's switch (the switch that decides where the traffic
 goes, before and after a remap): table `followed` gets a flow for the connection's 5-tuple that
 loads the id of the binding (the instance that held the address) into reg4. TCP records end one
-second after FIN (fin_idle_timeout) and otherwise idle out; UDP records idle out.
+second after FIN (fin_idle_timeout) and otherwise idle out; UDP records idle out. A FIN or RST
+never makes a record: when a short connection's FIN comes before the switch has installed the
+record its ACK asked for, the FIN would make a second record that no FIN ever shortens, and it
+would hold a remap open for the whole idle timeout.
 
 Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on to `follow_new`:
 an unrecorded connection is recorded there under the current binding: TCP at its first packet
@@ -44,7 +47,7 @@ from vpcflow.flows.nat import to_host
 from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK
 from vpcflow.topology.model import Switch
 
-TCP_ACK, TCP_SYN = 0x010, 0x002
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x001, 0x002, 0x004, 0x010
 
 TCP_IDLE = 300
 TCP_FIN_IDLE = 1
@@ -126,7 +129,8 @@ def host_flows(ix: Index, sw: Switch):
             mark = Load(binding_id(ep.interface.attach_to), REG_BINDING, 0, 32)
             # TCP: recorded once established (the sender's conntrack saw the answer), so an attempt
             # that was never answered leaves no record behind to hold a remap open
-            yield flow("follow_new", 100, {**match, "ct_state": ct_flags("+trk+est"), "ip_proto": IPPROTO["tcp"]},
+            yield flow("follow_new", 100, {**match, "ct_state": ct_flags("+trk+est"), "ip_proto": IPPROTO["tcp"],
+                                           "tcp_flags": (0, TCP_FIN | TCP_RST)},
                        (_learn(ep, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto("route")),
                        feature="follow", obj=ep.interface.name)
             yield flow("follow_new", 100, {**match, "ip_proto": IPPROTO["udp"]},
@@ -173,7 +177,8 @@ def edge_flows(ix: Index, sw: Switch):
                    feature="follow", obj=obj)
         unrecorded = {REG_BINDING: 0, **dst}
         mark = Load(elastic_binding(ip, eip.interface), REG_BINDING, 0, 32)
-        yield flow("eip_new", 100, {**unrecorded, "ip_proto": IPPROTO["tcp"], "tcp_flags": (TCP_ACK, TCP_ACK)},
+        yield flow("eip_new", 100, {**unrecorded, "ip_proto": IPPROTO["tcp"],
+                                    "tcp_flags": (TCP_ACK, TCP_ACK | TCP_FIN | TCP_RST)},
                    (_learn_at_edge(ip, eip.interface, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto("eip_route")),
                    feature="follow", obj=obj)
         yield flow("eip_new", 100, {**unrecorded, "ip_proto": IPPROTO["udp"]},

@@ -1,0 +1,169 @@
+"""Remap convergence: from the remap API call to the first new connection answered by the new
+holder, and the round trip of a followed connection before and after the remap.
+
+A lab (each host its own namespace and ovs-vswitchd, the controller as users run it) with an
+elastic IP on vm1 (host1) and a second interface on vm2 (host2). In the external host, a prober
+opens a new TCP connection to the elastic IP every few milliseconds and logs (monotonic time,
+who answered); a pinger holds one connection and logs the round trip of each line it echoes.
+CLOCK_MONOTONIC is one clock for every namespace of the machine, so the bench compares the
+prober's times with its own.
+
+Baseline (same run): the time the same prober takes to get an answer when nothing changes (its
+connection set-up plus the interval: what a client would see anyway). Added RTT: the followed
+connection's median round trip after the remap against before it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+
+import yaml
+
+from bench.util import median
+
+TAG = f"vr{os.getpid() % 1000:03d}"
+EIP = "198.51.100.30"
+PORT = 7100
+DEPLOYMENT = {
+    "version": 1,
+    "switches": {"host1": {"role": "host", "dpid": 1, "prefix": "fd00:5ee0:0:1::/64"},
+                 "host2": {"role": "host", "dpid": 2, "prefix": "fd00:5ee0:0:2::/64"},
+                 "edge1": {"role": "edge", "dpid": 0xe1, "prefix": "fd00:5ee0:0:e1::/64",
+                           "uplink": {"port": "uplink", "gateway_ip": "203.0.113.1", "ip": "203.0.113.2"}}},
+    "networks": {"blue": {"id": 100, "entity": "acme", "cidr": "10.0.0.0/24"}},
+    "instances": {"vm1": {"switch": "host1", "port": "vm1"}, "vm2": {"switch": "host2", "port": "vm2"}},
+    "interfaces": {"eni-1": {"network": "blue", "ips": ["10.0.0.11"], "security_groups": ["web"], "attach_to": "vm1"},
+                   "eni-2": {"network": "blue", "ips": ["10.0.0.12"], "security_groups": ["web"], "attach_to": "vm2"}},
+    "security_groups": {"web": {"ingress": [{"proto": "tcp", "ports": str(PORT), "from": "0.0.0.0/0"}],
+                                "egress": [{"proto": "any", "to": "0.0.0.0/0"}]}},
+    "elastic_ips": [{"ip": EIP, "interface": "eni-1"}],
+}
+
+PROBER = """
+    import socket, sys, time
+    host, port, log, interval = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    with open(log, "w", buffering=1) as out:
+        while True:
+            start = time.monotonic()
+            try:
+                s = socket.create_connection((host, port), timeout=0.2)
+                s.settimeout(0.5)
+                s.sendall(b"stream\\n")
+                name = s.recv(100).split(b"\\n")[0].decode()
+                s.close()
+            except OSError:
+                name = "-"
+            out.write(f"{start:.6f} {time.monotonic():.6f} {name}\\n")
+            time.sleep(interval)
+"""
+
+PINGER = """
+    import socket, sys, time
+    host, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(b"stream\\n")
+    buf = b""
+    while b"\\n" not in buf:
+        buf += s.recv(100)
+    buf = buf.split(b"\\n", 1)[1]
+    with open(log, "w", buffering=1) as out:
+        n = 0
+        while True:
+            line = f"{n:08d}\\n".encode()
+            start = time.monotonic()
+            s.sendall(line)
+            while b"\\n" not in buf:
+                buf += s.recv(100)
+            got, buf = buf.split(b"\\n", 1)
+            assert got + b"\\n" == line
+            out.write(f"{start:.6f} {(time.monotonic() - start) * 1000:.3f}\\n")
+            n += 1
+            time.sleep(0.01)
+"""
+
+
+def _script(workdir, name, text):
+    path = os.path.join(workdir, name)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(text))
+    return path
+
+
+def _lines(path):
+    """The complete lines of a log another process is writing (none yet if it has not begun)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.split() for line in f.read().split("\n")[:-1] if line.strip()]
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def section(runs: int) -> dict:
+    """{"convergence_ms": [...], "baseline_ms": [...], "rtt_before_ms": [...], "rtt_after_ms": [...]}"""
+    from vpcflow.harness.lab import Lab
+
+    workdir = tempfile.mkdtemp(prefix=f"vpcflow-{TAG}-remap-")
+    path = os.path.join(workdir, "remap.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(DEPLOYMENT, f)
+    out = {"convergence_ms": [], "baseline_ms": [], "rtt_before_ms": [], "rtt_after_ms": []}
+    try:
+        with Lab(path, tag=TAG) as lab:
+            for name in ("vm1", "vm2"):
+                lab.server(lab.host(name), PORT, name=name)
+            ext = lab.external()
+            holder, target = "eni-1", "eni-2"
+            for run in range(runs):
+                probe_log = os.path.join(workdir, f"probe-{run}")
+                ping_log = os.path.join(workdir, f"ping-{run}")
+                pinger = ext.popen([sys.executable, _script(workdir, "pinger.py", PINGER), EIP, str(PORT), ping_log])
+                prober = ext.popen([sys.executable, _script(workdir, "prober.py", PROBER), EIP, str(PORT), probe_log,
+                                    "0.002"])
+                lab.procs += [pinger, prober]
+                try:
+                    _wait(lambda: len(_lines(probe_log)) > 50 and len(_lines(ping_log)) > 50,
+                          20, "the prober and the pinger")
+                    old_name = f"vm{holder[-1]}"
+                    new_name = f"vm{target[-1]}"
+                    steady = [float(e) - float(s) for s, e, name in _lines(probe_log) if name == old_name]
+                    out["baseline_ms"].append(median(steady[-40:]) * 1000)
+                    t0 = time.monotonic()
+                    status, body = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap",
+                                           {"interface": target, "follow_connections": True})
+                    if status != 200:
+                        raise RuntimeError(f"remap refused: {body}")
+                    _wait(lambda: any(name == new_name and float(e) > t0 for s, e, name in _lines(probe_log)),
+                          10, f"a new connection answered by {new_name}")
+                    first = min(float(e) for s, e, name in _lines(probe_log) if name == new_name and float(e) > t0)
+                    out["convergence_ms"].append((first - t0) * 1000)
+                    _wait(lambda: sum(1 for s, _ in _lines(ping_log) if float(s) > first) > 50, 10,
+                          "the followed connection's round trips")
+                    rtts = _lines(ping_log)
+                    out["rtt_before_ms"].append(median([float(r) for s, r in rtts if float(s) < t0][-50:]))
+                    out["rtt_after_ms"].append(median([float(r) for s, r in rtts if float(s) > first][:50]))
+                finally:
+                    for p in (prober, pinger):
+                        p.terminate()
+                        p.wait(timeout=10)
+                        lab.procs.remove(p)
+                rid = body["remap"]["id"]
+                _wait(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 30, "the drain")
+                holder, target = target, holder
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+if __name__ == "__main__":
+    print(section(int(sys.argv[1]) if len(sys.argv) > 1 else 3))
