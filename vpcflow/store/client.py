@@ -1,0 +1,287 @@
+"""Talking to the store: the `ovs` IDL and JSON-RPC, no subprocess.
+
+A remote is `unix:PATH`, `tcp:HOST:PORT`, or a comma-separated list of them: the members of a
+clustered (Raft) database. The IDL tries the members in turn; with `leader_only` it settles only
+on the leader, which is what writes use, so a write is acknowledged by the leader after the
+cluster committed it. Readers may settle on any member that is connected to the cluster and not
+behind what they already saw (the IDL checks the Raft index itself).
+
+Writes are raw OVSDB operations inside an IDL transaction that also bumps `Store.generation`
+(verified, so two writers serialise: one of them retries). The writer's IDL replicates the one
+`Store` row only, so an import never downloads what it is about to replace.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Iterable, List, Optional
+
+import ovs.db.data
+import ovs.db.idl
+import ovs.db.schema
+import ovs.db.types
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+import ovs.util
+
+from vpcflow.store.schema import (DB_NAME, FILE_FORMAT, INTENT_TABLES, META_TABLE, SCHEMA_VERSION,
+                                  compatible)
+
+TIMEOUT = 10.0
+POLL_MS = 100
+# A member that is gone or not the leader: try the next one soon, not after the default 8 s.
+MAX_BACKOFF_MS = 2000
+
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Txn(ovs.db.idl.Transaction):
+    """Keeps the server's per-operation results: the IDL files a failed "wait" under "try again"
+    (as for its own verify), and only the results tell that one of ours failed."""
+
+    results = None
+
+    def _process_reply(self, msg):
+        if msg.type != ovs.jsonrpc.Message.T_ERROR and isinstance(msg.result, (list, tuple)):
+            self.results = list(msg.result)
+        super()._process_reply(msg)
+
+    def failed_raw_op(self, count: int) -> Optional[dict]:
+        """The error of one of the last `count` operations (the raw ones), if one failed."""
+        if not self.results or count == 0:
+            return None
+        for result in self.results[-count:]:
+            if isinstance(result, dict) and "error" in result:
+                return result
+        return None
+
+
+def split_remotes(remote: str) -> List[str]:
+    """"tcp:a:1,tcp:b:2" -> ["tcp:a:1", "tcp:b:2"] (the IDL's own rule: a piece without ':'
+    belongs to the previous remote)."""
+    remotes: List[str] = []
+    for piece in remote.split(","):
+        if remotes and ":" not in piece:
+            remotes[-1] += "," + piece
+        elif piece:
+            remotes.append(piece)
+    return remotes
+
+
+def fetch_schema(remote: str, timeout: float = TIMEOUT) -> dict:
+    """The vpcflow schema (JSON) from the first member that answers."""
+    reasons = []
+    for one in split_remotes(remote):
+        err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(one), int(timeout * 1000))
+        if err:
+            reasons.append(f"{one}: {ovs.util.ovs_retval_to_string(err)}")
+            continue
+        rpc = ovs.jsonrpc.Connection(stream)
+        try:
+            err, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", [DB_NAME]))
+        finally:
+            rpc.close()
+        if err:
+            reasons.append(f"{one}: {ovs.util.ovs_retval_to_string(err)}")
+        elif reply.error:
+            reasons.append(f"{one}: no {DB_NAME} database ({reply.error})")
+        else:
+            version = reply.result.get("version", "")
+            if not compatible(version):
+                raise StoreError(f"{one}: schema version {version}, this vpcflow speaks {SCHEMA_VERSION}")
+            return reply.result
+    raise StoreError(f"cannot read the {DB_NAME} schema: " + "; ".join(reasons))
+
+
+def run_until(idl: ovs.db.idl.Idl, done: Callable[[], bool], timeout: float, what: str) -> None:
+    """Run the IDL until done() or the timeout (StoreError naming `what`). Blocks in ovs.poller,
+    which yields to other green threads under eventlet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        idl.run()
+        if done():
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StoreError(f"{idl.session_name()}: timed out after {timeout:.1f}s waiting for {what}")
+        poller = ovs.poller.Poller()
+        idl.wait(poller)
+        poller.timer_wait(int(min(left, POLL_MS / 1000) * 1000))
+        poller.block()
+
+
+def monitoring(idl: ovs.db.idl.Idl) -> bool:
+    return idl.state == idl.IDL_S_MONITORING
+
+
+def open_idl(remote: str, schema_json: dict, tables: Optional[Iterable[str]] = None, leader_only: bool = True,
+             timeout: float = TIMEOUT, idl_class=ovs.db.idl.Idl) -> ovs.db.idl.Idl:
+    """An IDL replicating `tables` (default: all), with its first contents in."""
+    helper = ovs.db.idl.SchemaHelper(None, schema_json)
+    if tables is None:
+        helper.register_all()
+    else:
+        for table in tables:
+            helper.register_table(table)
+    idl = idl_class(remote, helper, leader_only=leader_only)
+    reconnect = getattr(getattr(idl, "_session", None), "reconnect", None)
+    if reconnect is not None:
+        reconnect.set_backoff(1000, MAX_BACKOFF_MS)
+    try:
+        run_until(idl, lambda: monitoring(idl), timeout,
+                  "the cluster leader" if leader_only and "," in remote else "the database contents")
+    except StoreError:
+        idl.close()
+        raise
+    return idl
+
+
+# --- values: plain Python <-> OVSDB ------------------------------------------------------------
+
+def is_list_column(column_type: ovs.db.types.Type) -> bool:
+    """A map from position to value stands for an ordered list (see schema.py)."""
+    return column_type.is_map() and column_type.key.type == ovs.db.types.IntegerType
+
+
+def plain_value(column_type: ovs.db.types.Type, value):
+    """The IDL's Python value of a column -> the row value rows.py uses."""
+    if column_type.is_map():
+        items = dict(value)
+        return tuple(v for _, v in sorted(items.items())) if is_list_column(column_type) else items
+    if column_type.is_optional():
+        value = list(value) if isinstance(value, (list, tuple, set)) else [value]
+        return value[0] if value else None
+    if column_type.n_max != 1:
+        return tuple(sorted(value))
+    return value
+
+
+def json_value(column_type: ovs.db.types.Type, value):
+    """A row value -> OVSDB JSON for a raw operation (checked against the column's constraints)."""
+    if is_list_column(column_type):
+        value = dict(enumerate(value))
+    elif column_type.is_optional():
+        value = [] if value is None else [value]
+    return ovs.db.data.Datum.from_python(column_type, value, lambda x: x).to_json()
+
+
+def json_row(table: ovs.db.schema.TableSchema, row: Dict[str, object]) -> dict:
+    return {name: json_value(table.columns[name].type, value) for name, value in row.items()}
+
+
+# --- writes -------------------------------------------------------------------------------------
+
+class StoreWriter:
+    """A connection for writes: to the leader of a cluster. Each write is one transaction that
+    also bumps Store.generation; `transact` returns the new generation once the write is
+    committed (for a cluster: by a majority), and raises StoreError otherwise."""
+
+    def __init__(self, remote: str, timeout: float = TIMEOUT):
+        self.remote = remote
+        self.timeout = timeout
+        schema_json = fetch_schema(remote, timeout)
+        self.tables = ovs.db.schema.DbSchema.from_json(schema_json).tables
+        self.idl = open_idl(remote, schema_json, [META_TABLE], leader_only=True, timeout=timeout)
+
+    def close(self):
+        self.idl.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def transact(self, ops: Callable[[], List[dict]], source: Optional[str] = None, refused: str = "") -> int:
+        """Commit the raw operations ops() makes (called again on each retry); the new generation.
+
+        A write whose outcome is unknown (the leader went away before answering) is retried: the
+        callers' operations are idempotent (replace, set a column, delete-then-insert by key).
+        If one of them fails (a "wait" that does not hold), nothing is written and StoreError
+        says `refused`."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            run_until(self.idl, lambda: monitoring(self.idl), max(left, 0.0), "the cluster leader")
+            seqno = self.idl.change_seqno
+            txn = Txn(self.idl)
+            generation = self._bump_generation(txn, source)
+            raw = ops()
+            for op in raw:
+                txn.add_op(op)
+            status = self._commit(txn, deadline)
+            if status == Txn.SUCCESS:
+                return generation
+            if status != Txn.TRY_AGAIN:
+                raise StoreError(f"{self.remote}: write failed ({status}): {txn.get_error()}")
+            failed = txn.failed_raw_op(len(raw))
+            if failed is not None:  # our own "wait" did not hold: not worth retrying
+                raise StoreError(f"{refused or 'write refused'} ({failed.get('error')})")
+            # The leader changed or another writer came first: wait for fresh contents, retry.
+            run_until(self.idl, lambda: self.idl.change_seqno != seqno and monitoring(self.idl),
+                      max(deadline - time.monotonic(), 0.0), "the store to come back after a failed write")
+
+    def _bump_generation(self, txn: Txn, source: Optional[str]) -> int:
+        rows = list(self.idl.tables[META_TABLE].rows.values())
+        if rows:
+            meta = rows[0]
+            meta.verify("generation")  # two writers at once: one of them retries
+            generation = meta.generation + 1
+        else:
+            meta = txn.insert(self.idl.tables[META_TABLE])
+            meta.format = FILE_FORMAT
+            generation = 1
+        meta.generation = generation
+        if source is not None:
+            meta.source = source
+        return generation
+
+    def _commit(self, txn: Txn, deadline: float) -> str:
+        status = txn.commit()
+        while status == Txn.INCOMPLETE:
+            if time.monotonic() > deadline:
+                txn.abort()
+                raise StoreError(f"{self.remote}: no answer to a write within {self.timeout:.0f}s; "
+                                 "it may or may not have been committed")
+            self.idl.run()
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            txn.wait(poller)
+            poller.timer_wait(POLL_MS)
+            poller.block()
+            status = txn.commit()
+        return status
+
+    # The writes vpcflow makes.
+
+    def insert_op(self, table: str, row: Dict[str, object]) -> dict:
+        return {"op": "insert", "table": table, "row": json_row(self.tables[table], row)}
+
+    def replace_intent(self, table_rows: Dict[str, List[Dict[str, object]]], source: str = "") -> int:
+        """Every intent table emptied and filled with these rows, in one transaction."""
+        def ops():
+            deletes = [{"op": "delete", "table": table, "where": []} for table in INTENT_TABLES]
+            return deletes + [self.insert_op(table, row) for table, rows in table_rows.items() for row in rows]
+        return self.transact(ops, source=source)
+
+    def set_attachment(self, interface: str, instance: Optional[str]) -> int:
+        """One interface record moves (instance None: detached): one column of one row."""
+        where = [["name", "==", interface]]
+        column = self.tables["Interface"].columns["attach_to"].type
+        return self.transact(refused=f"no interface {interface!r} in the store", ops=lambda: [
+            # No such interface: the wait fails and nothing is written.
+            {"op": "wait", "table": "Interface", "where": where, "columns": ["name"], "until": "==",
+             "rows": [{"name": interface}], "timeout": 0},
+            {"op": "update", "table": "Interface", "where": where,
+             "row": {"attach_to": json_value(column, instance)}}])
+
+    def put_remap(self, remap: Dict[str, object]) -> int:
+        """Insert or replace the Remap row with remap["id"] (delete-then-insert: idempotent)."""
+        return self.transact(lambda: [{"op": "delete", "table": "Remap", "where": [["id", "==", remap["id"]]]},
+                                      self.insert_op("Remap", remap)])
+
+    def delete_remap(self, remap_id: str) -> int:
+        return self.transact(lambda: [{"op": "delete", "table": "Remap", "where": [["id", "==", remap_id]]}])
