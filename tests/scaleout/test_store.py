@@ -275,7 +275,8 @@ def test_moving_an_unknown_interface_writes_nothing(store_server):
 
 REMAP = {"id": "r1-1", "interface": "eni-web2", "ips": ("10.0.0.12",), "network": "blue",
          "old_instance": "web2", "old_switch": "host2", "old_port": "web2", "new_instance": "spare1",
-         "follow": True, "state": "draining", "connections": 3, "created": 1700000000.5}
+         "follow": True, "state": "draining", "connections": 3, "created": 1700000000.5,
+         "elastic_ip": None, "old_interface": None}
 
 
 def test_remaps_are_runtime_rows_an_import_keeps(store_server):

@@ -54,6 +54,8 @@ class VpcflowApp(AppBase):
         hub.spawn(api.serve, self.ctl, CONF.vpcflow, self)
         hub.spawn(arp_probe.run, self)
         hub.spawn(self.watch_remaps)
+        if self.ctl.store is not None:
+            hub.spawn(self.follow_store)
         signal.signal(signal.SIGHUP, lambda *_: hub.spawn(self.reload))
         LOG.info("vpcflow: %d switches in %s", len(self.ctl.deployment.switches), CONF.vpcflow.topology_file)
 
@@ -240,6 +242,18 @@ class VpcflowApp(AppBase):
             LOG.info("reloaded %s", CONF.vpcflow.topology_file)
             self.sync_all()
         return problems
+
+    def follow_store(self):
+        """Store mode: every change in the store (this instance's API writes included) is put in
+        force here, and every connected bridge synced to it."""
+        while True:
+            try:
+                for update in self.ctl.store.updates():
+                    if self.ctl.store_update(update):
+                        self.sync_all()
+            except Exception:  # the reader must outlive a bad update or a lost connection
+                LOG.exception("following the store %s failed; reading again", self.ctl.store.remote)
+                hub.sleep(1.0)
 
     def count_flows(self, cookie: int, mask: int) -> int:
         """Flows with this cookie (under mask) on every connected integration bridge."""

@@ -34,6 +34,23 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _check_store(remote: str) -> str:
+    """Why the store cannot give this controller its intent ("" if it can)."""
+    from vpcflow.controller.store_source import first_deployment
+    from vpcflow.store import StoreError
+    from vpcflow.topology.loader import DeploymentError
+
+    try:
+        dep = first_deployment(remote)
+    except StoreError as e:
+        return f"store {remote} does not answer: {e}"
+    except DeploymentError as e:
+        return f"store {remote} holds no valid deployment:\n" + "\n".join(f"  {p}" for p in e.problems)
+    if not dep.switches:
+        return f"store {remote} holds no deployment: load one with `vpcflow store import FILE --db {remote}`"
+    return ""
+
+
 def main(argv=None) -> int:
     # Green threads everywhere, as os-ken's own manager did, before anything opens a socket.
     from os_ken.lib import hub
@@ -54,14 +71,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if conf.vpcflow.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     v = conf.vpcflow
-    if not v.topology_file:
+    if v.store:
+        failed = _check_store(v.store)
+        if failed:
+            return _fail(failed)
+    elif not v.topology_file:
         return _fail("[vpcflow] topology_file is not set")
-    try:
-        load_file(v.topology_file)
-    except DeploymentError as e:
-        if [p.path for p in e.problems] == [str(v.topology_file)]:  # the file itself: unreadable, not YAML
-            return _fail(f"deployment file {e.problems[0]}")
-        return _fail(f"deployment file {v.topology_file} rejected:\n" + "\n".join(f"  {p}" for p in e.problems))
+    else:
+        try:
+            load_file(v.topology_file)
+        except DeploymentError as e:
+            if [p.path for p in e.problems] == [str(v.topology_file)]:  # the file itself: unreadable, not YAML
+                return _fail(f"deployment file {e.problems[0]}")
+            return _fail(f"deployment file {v.topology_file} rejected:\n" + "\n".join(f"  {p}" for p in e.problems))
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", DEFAULT_OFP_PORT)
     for what, host, port in (("OpenFlow", conf.ofp_listen_host or "0.0.0.0", conf.ofp_tcp_listen_port),

@@ -5,6 +5,7 @@ Plain Python, no os-ken: the app's handlers and the REST API both read and chang
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import threading
 import time
@@ -15,8 +16,11 @@ from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.follow import ElasticFollow, Follow
 from vpcflow.flows.index import Index
-from vpcflow.topology.loader import DeploymentError, load_file
+from vpcflow.topology.loader import DeploymentError, Problem, load_file
 from vpcflow.topology.model import Deployment
+
+LOG = logging.getLogger("vpcflow")
+STORE_APPLY_TIMEOUT = 10.0  # a change written to the store must reach this instance's reader in this time
 
 
 def honours_tun_ipv6_src(version: str) -> bool:
@@ -50,23 +54,42 @@ class BridgeState:
 
 class Controller:
     def __init__(self, deployment: Deployment, topology_file: Optional[str] = None,
-                 state_file: Optional[str] = None):
+                 state_file: Optional[str] = None, store=None):
         self.topology_file = topology_file
         self.state_file = state_file
+        self.store = store  # a store_source.StoreSource in store mode: the intent is the store's
         self.lock = threading.RLock()
         self.bridges: Dict[int, BridgeState] = {}
         self.base = deployment  # as the deployment file says, before runtime changes
-        self.remaps: Dict[str, records.Remap] = records.restore_remaps(state_file)
-        self._install(records.restore(state_file, deployment))
+        if store is None:
+            self.remaps: Dict[str, records.Remap] = records.restore_remaps(state_file)
+            self._install(records.restore(state_file, deployment))
+        else:
+            from vpcflow.controller.store_source import remaps_from_update
+
+            self.remaps = remaps_from_update(store.first)
+            self.store_generation = store.first.generation  # the store generation in force
+            self._applied = threading.Condition()
+            self._install(deployment)
 
     @classmethod
     def from_config(cls, conf) -> "Controller":
+        if getattr(conf, "store", None):
+            from vpcflow.controller.store_source import StoreSource
+
+            source = StoreSource(conf.store)
+            if conf.state_file:
+                LOG.info("store mode: state_file %s is not used, runtime changes go to the store", conf.state_file)
+            return cls(source.first.deployment, store=source)
         return cls(load_file(conf.topology_file), conf.topology_file, conf.state_file)
 
     def change(self, make):
         """Apply a runtime change: make(deployment) -> new deployment (and a Remap, or None), or
         raises RecordError and nothing changes. The change is in the state file before it is in
-        force."""
+        force; in store mode it is written to the store, and in force once this instance's reader
+        has seen it (store_update)."""
+        if self.store is not None:
+            return self._change_in_store(make)
         with self.lock:
             result = make(self.deployment)
             new, remap = result if isinstance(result, tuple) else (result, None)
@@ -77,6 +100,53 @@ class Controller:
             self.remaps = remaps
             self._install(new)
             return self.generation, remap
+
+    def _change_in_store(self, make):
+        from vpcflow.store import StoreConflict, StoreError
+
+        with self.lock:
+            seen = self.deployment
+            result = make(seen)
+        new, remap = result if isinstance(result, tuple) else (result, None)
+        try:
+            written = self.store.write(seen, new, remap)
+        except StoreConflict as e:
+            raise records.RecordError(409, f"store: {e}") from None
+        except StoreError as e:
+            raise records.RecordError(503, f"store unavailable, nothing changed: {e}") from None
+        with self._applied:
+            if not self._applied.wait_for(lambda: self.store_generation >= written, STORE_APPLY_TIMEOUT):
+                LOG.warning("store generation %d written but not seen by this instance within %.0fs",
+                            written, STORE_APPLY_TIMEOUT)
+        with self.lock:
+            return self.generation, (self.remaps.get(remap.id, remap) if remap is not None else None)
+
+    def store_update(self, update) -> bool:
+        """A store Update (store mode): install its deployment and remaps. Whether anything the
+        switches get changed (then every bridge is to be synced)."""
+        installed = False
+        with self.lock:
+            if update.deployment is None:
+                LOG.error("store content rejected, keeping the deployment in force:\n%s",
+                          "\n".join(f"  {p}" for p in update.problems))
+            elif update.changes:
+                from vpcflow.controller.store_source import remaps_from_update
+
+                remaps = remaps_from_update(update)
+                for rid, r in remaps.items():  # counts are this instance's own, not written each poll
+                    old = self.remaps.get(rid)
+                    if old is not None and old.state == r.state == "draining":
+                        r.connections = old.connections
+                self.remaps = remaps
+                self.base = update.deployment
+                self._install(update.deployment)
+                installed = True
+                LOG.info("store generation %d in force (%d changes%s)", update.generation, len(update.changes),
+                         ", moved " + ", ".join(update.moved_interfaces()) if update.moved_interfaces() else "")
+        with self._applied:
+            self.store_generation = max(self.store_generation, update.generation)
+            self._applied.notify_all()
+        return installed
 
     def next_remap_id(self) -> str:
         return f"r{len(self.remaps) + 1}-{int(time.time() * 1000) % 100000}"
@@ -94,10 +164,21 @@ class Controller:
             r.connections = connections
             if connections:
                 return False
-            r.state = "complete"
-            records.save(self.state_file, self.deployment, self.base, self.remaps)
-            self._install(self.deployment)
-            return True
+            if self.store is None:
+                r.state = "complete"
+                records.save(self.state_file, self.deployment, self.base, self.remaps)
+                self._install(self.deployment)
+                return True
+            done = dataclasses.replace(r, state="complete", connections=0)
+        # Store mode: in force when this instance's reader sees it, as on every other instance.
+        from vpcflow.store import StoreError
+
+        try:
+            self.store.put_remap(done)
+        except StoreError as e:
+            LOG.error("remap %s: writing its completion to the store failed: %s", remap_id, e)
+            return False
+        return True
 
     def follows(self):
         """The draining remaps, as the compiler takes them."""
@@ -150,6 +231,9 @@ class Controller:
 
     def reload(self):
         """Re-read the deployment file: the problems, or [] once the new model is in force."""
+        if self.store is not None:
+            return [Problem("", f"the intent is the store's ({self.store.remote}): change it with "
+                                "`vpcflow store import`, there is no deployment file to reload")]
         try:
             dep = load_file(self.topology_file)
         except DeploymentError as e:

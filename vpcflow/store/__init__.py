@@ -7,10 +7,10 @@ standalone or clustered (Raft), read and written through the `ovs` Python IDL.
 - reader.py: StoreReader, the current Deployment and the changes since the last read;
 - transfer.py: import and export of deployment files.
 """
-from vpcflow.store.client import StoreError, StoreWriter
+from vpcflow.store.client import StoreConflict, StoreError, StoreWriter
 from vpcflow.store.reader import Change, StoreReader, Update
 from vpcflow.store.transfer import (export_deployment, export_text, import_deployment, read_deployment,
                                     write_deployment)
 
-__all__ = ["Change", "StoreError", "StoreReader", "StoreWriter", "Update", "export_deployment", "export_text",
+__all__ = ["Change", "StoreConflict", "StoreError", "StoreReader", "StoreWriter", "Update", "export_deployment", "export_text",
            "import_deployment", "read_deployment", "write_deployment"]

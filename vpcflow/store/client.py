@@ -38,6 +38,11 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreConflict(StoreError):
+    """A write refused because the store no longer holds what it was checked against (one of its
+    "wait" operations did not hold): nothing was written."""
+
+
 class Txn(ovs.db.idl.Transaction):
     """Keeps the server's per-operation results: the IDL files a failed "wait" under "try again"
     (as for its own verify), and only the results tell that one of ours failed."""
@@ -219,7 +224,7 @@ class StoreWriter:
                 raise StoreError(f"{self.remote}: write failed ({status}): {txn.get_error()}")
             failed = txn.failed_raw_op(len(raw))
             if failed is not None:  # our own "wait" did not hold: not worth retrying
-                raise StoreError(f"{refused or 'write refused'} ({failed.get('error')})")
+                raise StoreConflict(f"{refused or 'write refused'} ({failed.get('error')})")
             # The leader changed or another writer came first: wait for fresh contents, retry.
             run_until(self.idl, lambda: self.idl.change_seqno != seqno and monitoring(self.idl),
                       max(deadline - time.monotonic(), 0.0), "the store to come back after a failed write")
@@ -285,3 +290,31 @@ class StoreWriter:
 
     def delete_remap(self, remap_id: str) -> int:
         return self.transact(lambda: [{"op": "delete", "table": "Remap", "where": [["id", "==", remap_id]]}])
+
+    def runtime_change(self, attachments: Dict[str, tuple] = None, elastic_ips: Dict[str, tuple] = None,
+                       remap: Optional[Dict[str, object]] = None) -> int:
+        """A controller's runtime change in one transaction: interfaces moved
+        ({interface: (instance seen, new instance)}, None: detached), elastic IPs given to another
+        interface ({ip: (interface seen, new interface)}) and the remap it made. Each row must still
+        hold what the controller saw (a "wait"): otherwise StoreConflict and nothing is written."""
+        attachments, elastic_ips = attachments or {}, elastic_ips or {}
+        attach_type = self.tables["Interface"].columns["attach_to"].type
+
+        def ops():
+            out = []
+            for name, (seen, instance) in sorted(attachments.items()):
+                where = [["name", "==", name]]
+                out.append({"op": "wait", "table": "Interface", "where": where, "columns": ["attach_to"],
+                            "until": "==", "rows": [{"attach_to": json_value(attach_type, seen)}], "timeout": 0})
+                out.append({"op": "update", "table": "Interface", "where": where,
+                            "row": {"attach_to": json_value(attach_type, instance)}})
+            for ip, (seen, interface) in sorted(elastic_ips.items()):
+                where = [["ip", "==", ip]]
+                out.append({"op": "wait", "table": "Elastic_IP", "where": where, "columns": ["interface"],
+                            "until": "==", "rows": [{"interface": seen}], "timeout": 0})
+                out.append({"op": "update", "table": "Elastic_IP", "where": where, "row": {"interface": interface}})
+            if remap is not None:
+                out.append({"op": "delete", "table": "Remap", "where": [["id", "==", remap["id"]]]})
+                out.append(self.insert_op("Remap", remap))
+            return out
+        return self.transact(ops, refused="the store changed meanwhile, nothing written; retry")

@@ -21,7 +21,7 @@ import os
 from typing import Dict, Tuple
 
 DB_NAME = "vpcflow"
-SCHEMA_VERSION = "1.0.0"  # major: readers and writers refuse a server whose major differs
+SCHEMA_VERSION = "1.1.0"  # major: readers and writers refuse a server whose major differs
 FILE_FORMAT = 1  # the deployment-file `version` the store holds
 
 # The deployment itself; import replaces all of these in one transaction.
