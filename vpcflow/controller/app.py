@@ -19,6 +19,7 @@ from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCH
 from vpcflow.controller.state import Controller
 from vpcflow.controller.sync import Installed, diff, split_by_resolvable
 from vpcflow.flows import cookies, pipeline
+from vpcflow.flows.core import Flow
 from vpcflow.flows.follow import record_name
 from vpcflow.topology.model import EDGE
 
@@ -51,6 +52,10 @@ class VpcflowApp(AppBase):
         self.pending = {}  # xid -> Pending
         self.sync_running = set()
         self.sync_again = set()
+        # dpid -> what the last complete sync left on the bridge (InstalledCache): a model change
+        # is then diffed against it, without dumping the bridge. Dropped on reconnect, on a port
+        # change and on any failure, so that the next sync reads the switch again.
+        self.installed = {}
         hub.spawn(api.serve, self.ctl, CONF.vpcflow, self)
         hub.spawn(arp_probe.run, self)
         hub.spawn(self.watch_remaps)
@@ -76,6 +81,7 @@ class VpcflowApp(AppBase):
         dp = ev.datapath
         if dp.id is None or self.ctl.locate(dp.id) is None:
             return
+        self.installed.pop(dp.id, None)
         if ev.state == MAIN_DISPATCHER:
             self.datapaths[dp.id] = dp
             self.ctl.connected(dp.id)
@@ -88,6 +94,7 @@ class VpcflowApp(AppBase):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def on_port_status(self, ev):
         # A port came or went: flows naming it become installable (or must go).
+        self.installed.pop(ev.msg.datapath.id, None)
         hub.spawn(self.sync, ev.msg.datapath.id)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -194,25 +201,23 @@ class VpcflowApp(AppBase):
             return
         name, bridge = self.ctl.locate(dpid)
         started = time.monotonic()
+        cache = self.installed.pop(dpid, None)
         try:
-            desc = self.request(dp, parser.OFPDescStatsRequest(dp, 0))[0].body
-            ports = {}
-            for reply in self.request(dp, parser.OFPPortDescStatsRequest(dp, 0)):
-                for port in reply.body:
-                    ports[port.name.decode() if isinstance(port.name, bytes) else port.name] = port.port_no
-            installed = []
-            for reply in self.request(dp, parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL)):
-                for st in reply.body:
-                    installed.append(Installed((st.table_id, st.priority, render.match_key(st.match)),
-                                               st.cookie, st.match, render.installed_content(st)))
-            version = _sw_version(desc)
+            if cache is not None:  # the bridge holds what the last sync left: no need to read it
+                version, ports = cache.version, cache.ports
+                installed = cache.as_installed()
+            else:
+                version, ports, installed = self._read_bridge(dp)
             generation, flows = self.ctl.desired(name, bridge, version)
             desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
             d = diff(desired, installed, lambda f: render.desired_content(f, ports))
-            msgs = [render.delete_strict(dp, i.key[0], i.key[1], i.match, i.cookie) for i in d.delete]
+            msgs = [render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie)
+                    for i in d.delete]
             msgs += [render.flow_mod(dp, f, ports) for f in d.add]
             if msgs:
                 self.apply(dp, msgs)
+            if not waiting:
+                self.installed[dpid] = InstalledCache(version, ports, desired)
             self.ctl.synced(dpid, generation, version=version, ports=ports, installed=len(desired), added=len(d.add), deleted=len(d.delete),
                             waiting=len(waiting), seconds=time.monotonic() - started,
                             features=collections.Counter(f.feature for f in desired.values()))
@@ -227,9 +232,32 @@ class VpcflowApp(AppBase):
             self.ctl.sync_failed(dpid, f"{type(e).__name__}: {e}")
             LOG.exception("switch %s bridge %s: sync failed", name, bridge)
 
+    def _read_bridge(self, dp):
+        """(OVS version, port numbers by name, installed flows) as the switch reports them."""
+        desc = self.request(dp, parser.OFPDescStatsRequest(dp, 0))[0].body
+        ports = {}
+        for reply in self.request(dp, parser.OFPPortDescStatsRequest(dp, 0)):
+            for port in reply.body:
+                ports[port.name.decode() if isinstance(port.name, bytes) else port.name] = port.port_no
+        installed = []
+        for reply in self.request(dp, parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL)):
+            for st in reply.body:
+                installed.append(Installed((st.table_id, st.priority, render.match_key(st.match)),
+                                           st.cookie, st.match, render.installed_content(st)))
+        return _sw_version(desc), ports, installed
+
     def sync_all(self):
-        for dpid in list(self.datapaths):
-            hub.spawn(self.sync, dpid)
+        hub.spawn(self._sync_receivers_first)
+
+    def _sync_receivers_first(self):
+        """Every bridge, hosts before edges: the edge is the one sender of everything that comes
+        from outside, so it switches to a new destination (an elastic IP's new holder) only once
+        that destination's host is ready for it. Hosts among themselves sync at once."""
+        dpids = list(self.datapaths)
+        is_edge = {dpid: self.ctl.deployment.switches[self.ctl.locate(dpid)[0]].role == EDGE
+                   for dpid in dpids if self.ctl.locate(dpid)}
+        hub.joinall([hub.spawn(self.sync, d) for d in dpids if not is_edge.get(d, False)])
+        hub.joinall([hub.spawn(self.sync, d) for d in dpids if is_edge.get(d, False)])
 
     # --- changes -------------------------------------------------------------------------------
     def reload(self):
@@ -313,6 +341,22 @@ class VpcflowApp(AppBase):
         dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER,
                                         [parser.OFPActionOutput(port)], data))
         return True
+
+
+class InstalledCache:
+    """The flows a complete sync left on a bridge, with the port numbers they were encoded with."""
+
+    def __init__(self, version, ports, desired):
+        self.version, self.ports, self.desired = version, dict(ports), dict(desired)
+
+    def as_installed(self):
+        # the match is the flow itself: _switch_match encodes it only for a delete
+        return [Installed(k, f.cookie, f, render.desired_content(f, self.ports)) for k, f in self.desired.items()]
+
+
+def _switch_match(match, ports):
+    """An installed flow's match for a strict delete: the switch's own, or a cached flow's, encoded."""
+    return render._match(match, ports) if isinstance(match, Flow) else match
 
 
 def describe_packet(data) -> str:

@@ -5,9 +5,10 @@ the overlay, by a learn action at the sender's switch (the switch that decides w
 goes, before and after a remap): table `followed` gets a flow for the connection's 5-tuple that
 loads the id of the binding (the instance that held the address) into reg4. TCP records end one
 second after FIN (fin_idle_timeout) and otherwise idle out; UDP records idle out. A FIN or RST
-never makes a record: when a short connection's FIN comes before the switch has installed the
-record its ACK asked for, the FIN would make a second record that no FIN ever shortens, and it
-would hold a remap open for the whole idle timeout.
+that finds no record writes it with a one-second idle timeout: the switch installs learned flows
+a moment after the packet that asked, so a short connection's FIN can pass before the record its
+ACK asked for exists; that record would then never see a FIN and hold a remap open for the whole
+idle timeout. The FIN's learn comes after the ACK's and leaves the record short-lived.
 
 Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on to `follow_new`:
 an unrecorded connection is recorded there under the current binding: TCP at its first packet
@@ -44,13 +45,15 @@ from vpcflow.flows.core import ETH_IPV4, IPPROTO, Goto, Learn, LearnSpec, Load, 
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4
 from vpcflow.flows.nat import to_host
-from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK
+from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK, REG_OPENING
 from vpcflow.topology.model import Switch
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x001, 0x002, 0x004, 0x010
 
 TCP_IDLE = 300
 TCP_FIN_IDLE = 1
+OPENING_IDLE = 10  # a SYN's record: the handshake completes long before, or it is retried
+OPENING = "#opening"  # the cookie object of a SYN's record: not counted by a drain
 UDP_IDLE = 30
 
 
@@ -102,59 +105,90 @@ def record_name(ip: str, instance: str) -> str:
     return f"{ip}@{instance}"
 
 
-def _learn(ep, proto: str, idle: int, fin_idle: int) -> Learn:
+def _learn(table: str, ip, holder: str, binding: int, proto: str, idle: int, fin_idle: int = 0,
+           network: bool = True, opening: bool = False) -> Learn:
+    """The learn action that records a connection to `ip` under `holder` (binding in reg4).
+    network: the record matches the network too (hosts; the edge has only public addresses).
+    opening: a TCP connection's first SYN; the record also sets reg7 so that the handshake's
+    ACK makes the real one, and its cookie is not counted by a drain."""
     l4 = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}[proto]
-    specs = (
-        LearnSpec("match", 0x0800, "eth_type", 16),
-        LearnSpec("match", IPPROTO[proto], "ip_proto", 8),
-        LearnSpec("match", REG_NETWORK, REG_NETWORK, 24),
-        LearnSpec("match", "ipv4_src", "ipv4_src"),
-        LearnSpec("match", "ipv4_dst", "ipv4_dst"),
-        LearnSpec("match", l4[0], l4[0]),
-        LearnSpec("match", l4[1], l4[1]),
-        LearnSpec("load", binding_id(ep.interface.attach_to), REG_BINDING, 32),
-    )
-    return Learn("followed", 100, "learned_follow", record_name(str(ep.ip), ep.interface.attach_to), specs,
+    specs = [LearnSpec("match", ETH_IPV4, "eth_type", 16), LearnSpec("match", IPPROTO[proto], "ip_proto", 8)]
+    if network:
+        specs.append(LearnSpec("match", REG_NETWORK, REG_NETWORK, 24))
+    specs += [LearnSpec("match", "ipv4_src", "ipv4_src"), LearnSpec("match", "ipv4_dst", "ipv4_dst"),
+              LearnSpec("match", l4[0], l4[0]), LearnSpec("match", l4[1], l4[1]),
+              LearnSpec("load", binding, REG_BINDING, 32)]
+    if opening:
+        specs.append(LearnSpec("load", 1, REG_OPENING, 32))
+    name = record_name(str(ip), holder) + (OPENING if opening else "")
+    return Learn(table, 100, "learned_follow", name, tuple(specs),
                  idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
+
+
+def _recording(table: str, record_table: str, next_table: str, base: dict, ip, current, bindings,
+               established: dict, opening: dict, network: bool, obj: str):
+    """The flows that record connections to `ip` in `table`.
+
+    base: the table's match for the address; current: (holder, binding) the address has now;
+    bindings: every (holder, binding) a record of it may carry (now and while remaps drain);
+    established, opening: what else a handshake's later packets and its SYN must match (the
+    sender's conntrack state on a host; nothing at the edge).
+    """
+    def learn(holder, binding, proto, idle, fin_idle=0, first=False):
+        return _learn(record_table, ip, holder, binding, proto, idle, fin_idle, network, first)
+
+    holder, binding = current
+    unrecorded = {**base, REG_BINDING: 0}
+    mark = Load(binding, REG_BINDING, 0, 32)
+    tcp = {"ip_proto": IPPROTO["tcp"]}
+    going_on = (TCP_ACK, TCP_ACK | TCP_FIN | TCP_RST)
+    # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
+    # where the SYN went, and makes the real record there. An unanswered SYN's record idles out
+    # and is not counted by a drain.
+    yield flow(table, 100, {**unrecorded, **tcp, **opening, "tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)},
+               (learn(holder, binding, "tcp", OPENING_IDLE, first=True), mark, Goto(next_table)),
+               feature="follow", obj=obj)
+    yield flow(table, 100, {**unrecorded, **tcp, **established, "tcp_flags": going_on},
+               (learn(holder, binding, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto(next_table)),
+               feature="follow", obj=obj)
+    for ending in (TCP_FIN, TCP_RST):
+        # a FIN that passes before the record its ACK asked for is installed: the record goes soon
+        yield flow(table, 100, {**unrecorded, **tcp, **established, "tcp_flags": (ending, ending)},
+                   (learn(holder, binding, "tcp", TCP_FIN_IDLE), mark, Goto(next_table)),
+                   feature="follow", obj=obj)
+    for old_holder, old_binding in bindings:
+        opened = {**base, REG_BINDING: old_binding, REG_OPENING: 1, **tcp, **established}
+        yield flow(table, 110, {**opened, "tcp_flags": going_on},
+                   (learn(old_holder, old_binding, "tcp", TCP_IDLE, TCP_FIN_IDLE), Goto(next_table)),
+                   feature="follow", obj=obj)
+        for ending in (TCP_FIN, TCP_RST):
+            yield flow(table, 110, {**opened, "tcp_flags": (ending, ending)},
+                       (learn(old_holder, old_binding, "tcp", TCP_FIN_IDLE), Goto(next_table)),
+                       feature="follow", obj=obj)
+    yield flow(table, 100, {**unrecorded, "ip_proto": IPPROTO["udp"]},
+               (learn(holder, binding, "udp", UDP_IDLE), mark, Goto(next_table)), feature="follow", obj=obj)
 
 
 def host_flows(ix: Index, sw: Switch):
     for net in ix.local_networks(sw.name):
         yield flow("follow", 1, {REG_NETWORK: net.id}, (Resubmit("followed"), Goto("follow_new")),
                    feature="follow", obj=f"{net.name}:lookup")
+        old = {}  # ip -> the (instance, binding) pairs its draining remaps left
+        for ep in ix.by_network[net.name]:
+            if ep.binding is not None:
+                old.setdefault(ep.ip, []).append((ep.interface.attach_to, ep.binding))
         for ep in ix.by_network[net.name]:
             if ep.binding is not None:
                 continue  # an old binding: its connections were recorded when it was current
-            match = {REG_NETWORK: net.id, REG_BINDING: 0, **ipv4(ipv4_dst=str(ep.ip))}
-            mark = Load(binding_id(ep.interface.attach_to), REG_BINDING, 0, 32)
-            # TCP: recorded once established (the sender's conntrack saw the answer), so an attempt
-            # that was never answered leaves no record behind to hold a remap open
-            yield flow("follow_new", 100, {**match, "ct_state": ct_flags("+trk+est"), "ip_proto": IPPROTO["tcp"],
-                                           "tcp_flags": (0, TCP_FIN | TCP_RST)},
-                       (_learn(ep, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto("route")),
-                       feature="follow", obj=ep.interface.name)
-            yield flow("follow_new", 100, {**match, "ip_proto": IPPROTO["udp"]},
-                       (_learn(ep, "udp", UDP_IDLE, 0), mark, Goto("route")),
-                       feature="follow", obj=ep.interface.name)
+            current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
+            # TCP is recorded once established (the sender's conntrack saw the answer)
+            yield from _recording("follow_new", "followed", "route", {REG_NETWORK: net.id, **ipv4(ipv4_dst=str(ep.ip))},
+                                  ep.ip, current, [current] + old.get(ep.ip, []), {"ct_state": ct_flags("+trk+est")},
+                                  {"ct_state": ct_flags("+trk+new")}, network=True, obj=ep.interface.name)
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
 
 
 # --- elastic IPs, at the edge ---------------------------------------------------------------------
-
-def _learn_at_edge(ip, interface: str, proto: str, idle: int, fin_idle: int) -> Learn:
-    l4 = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}[proto]
-    specs = (
-        LearnSpec("match", ETH_IPV4, "eth_type", 16),
-        LearnSpec("match", IPPROTO[proto], "ip_proto", 8),
-        LearnSpec("match", "ipv4_src", "ipv4_src"),
-        LearnSpec("match", "ipv4_dst", "ipv4_dst"),
-        LearnSpec("match", l4[0], l4[0]),
-        LearnSpec("match", l4[1], l4[1]),
-        LearnSpec("load", elastic_binding(ip, interface), REG_BINDING, 32),
-    )
-    return Learn("eip_followed", 100, "learned_follow", record_name(str(ip), interface), specs,
-                 idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
-
 
 def edge_flows(ix: Index, sw: Switch):
     """The edge's share of following, for every elastic IP whose interface is attached (on the
@@ -175,15 +209,10 @@ def edge_flows(ix: Index, sw: Switch):
         dst = ipv4(ipv4_dst=ip)
         yield flow("uplink_in", 100, {"in_port": uplink_port, **dst}, (Resubmit("eip_followed"), Goto("eip_new")),
                    feature="follow", obj=obj)
-        unrecorded = {REG_BINDING: 0, **dst}
-        mark = Load(elastic_binding(ip, eip.interface), REG_BINDING, 0, 32)
-        yield flow("eip_new", 100, {**unrecorded, "ip_proto": IPPROTO["tcp"],
-                                    "tcp_flags": (TCP_ACK, TCP_ACK | TCP_FIN | TCP_RST)},
-                   (_learn_at_edge(ip, eip.interface, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, Goto("eip_route")),
-                   feature="follow", obj=obj)
-        yield flow("eip_new", 100, {**unrecorded, "ip_proto": IPPROTO["udp"]},
-                   (_learn_at_edge(ip, eip.interface, "udp", UDP_IDLE, 0), mark, Goto("eip_route")),
-                   feature="follow", obj=obj)
+        current = (eip.interface, elastic_binding(ip, eip.interface))
+        old = [(f.old_interface, f.binding) for f in draining.get(ip, ())]
+        yield from _recording("eip_new", "eip_followed", "eip_route", dst, ip, current, [current] + old, {}, {},
+                              network=False, obj=obj)
         here = to_host(ep.switch, eip.ip)
         yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
         # a connection that opens goes to the new holder, whatever an old record says

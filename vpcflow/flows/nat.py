@@ -280,6 +280,23 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
             yield flow("nat_in", PRIORITY, {**new, **ipv4(ipv4_dst=str(e.ip))},
                        (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=CtNat("dst", str(ep.ip))),),
                        feature="nat", obj=eip_name(e))
+    yield from _handover(plan, sw, edge)
+
+
+def _handover(plan: Plan, sw: Switch, edge: Switch):
+    """While an elastic IP drains from this host to another, a new connection that still comes
+    here is taken by the old holder, as before the remap. The edge switches over in one bundle,
+    but for a moment after it Open vSwitch can still send a packet by a datapath flow made before
+    (its revalidation is asynchronous), and that flow also recorded the connection under the old
+    holder: so the old holder is where it belongs. Without this its first packet was lost."""
+    holder = {str(e.ip): ep for e, ep in plan.eips}
+    for e, old in plan.old_eips:
+        now = holder.get(str(e.ip))
+        if old.switch.name != sw.name or now is None or now.switch.name == sw.name:
+            continue  # on one host, the new holder takes new connections: conntrack keeps the old ones
+        yield flow("nat_in", PRIORITY, {"ct_state": ct_flags("+trk+new"), "ct_mark": 0, **ipv4(ipv4_dst=str(e.ip))},
+                   (Ct(NAT_ZONE, "nat_accept", commit=True, mark=old.network.id, nat=CtNat("dst", str(old.ip))),),
+                   feature="nat", obj=f"{eip_name(e)}:draining")
 
 
 # --- the edge -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ REG_SRC_ZONE = "reg5"
 REG_DST_ZONE = "reg6"
 REG_SRC_NETWORK = "reg3"
 REG_BINDING = "reg4"  # which instance held the destination when the connection was recorded
+REG_OPENING = "reg7"  # 1: the record is a SYN's, made before the handshake completed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +76,7 @@ TABLES = (
           frozenset({REG_NETWORK, "eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst",
                      "udp_src", "udp_dst"}), (), miss=""),
     Table(39, "follow_new", INTEGRATION, "record a connection that opens, under the current binding",
-          frozenset({REG_NETWORK, REG_BINDING} | _L3 | _CT), ("route",), miss="follow_miss"),
+          frozenset({REG_NETWORK, REG_BINDING, REG_OPENING} | _L3 | _CT), ("route",), miss="follow_miss"),
     Table(40, "route", INTEGRATION,
           "where the destination lives: this switch, another host (tunnel) or the edge; a "
           "followed connection of a draining remap: where its binding lived",
@@ -121,7 +122,7 @@ TABLES = (
           frozenset({"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}),
           (), miss=""),
     Table(82, "eip_new", INTEGRATION, "edge: record a connection to an elastic IP under its holder",
-          frozenset({REG_BINDING} | _L3), ("eip_route",), miss="follow_miss"),
+          frozenset({REG_BINDING, REG_OPENING} | _L3), ("eip_route",), miss="follow_miss"),
     Table(83, "eip_route", INTEGRATION,
           "edge: an elastic IP's packet goes to its holder's host, a recorded connection of a "
           "draining remap to its old holder's",
