@@ -44,9 +44,11 @@ def _tuple(flow: str):
     fields = dict(part.split("=", 1) if "=" in part else (part, "") for part in flow.split(","))
     proto = next((p for p in ("tcp", "udp", "icmp") if p in fields), None)
     proto = proto or {"6": "tcp", "17": "udp", "1": "icmp"}.get(fields.get("nw_proto", fields.get("ip_proto", "")))
+    # a field the description leaves out is 0 in the traced packet (ofproto/trace), ports too
+    ported = "0" if proto in ("tcp", "udp") else None
     return (proto, fields.get("nw_src", fields.get("ip_src")), fields.get("nw_dst", fields.get("ip_dst")),
-            fields.get("tp_src", fields.get("tcp_src", fields.get("udp_src"))),
-            fields.get("tp_dst", fields.get("tcp_dst", fields.get("udp_dst"))))
+            fields.get("tp_src", fields.get("tcp_src", fields.get("udp_src", ported))),
+            fields.get("tp_dst", fields.get("tcp_dst", fields.get("udp_dst", ported))))
 
 
 ENTRY = re.compile(r"^(\w+),orig=\(src=([^,]+),dst=([^,]+)(?:,sport=(\d+),dport=(\d+))?[^)]*\),"
