@@ -2,10 +2,18 @@
 
 Sync compares flows by (table id, priority, match, cookie): `match_key` gives the same
 canonical form for a match we build and for one the switch reports.
+
+A flow's wire form (its sync key, its instructions' bytes, its flow_mod body) is encoded once
+per set of port numbers and kept with the flow (`Flow.wire`): the controller keeps compiled
+flows for as long as the model holds, so a reconnecting or restarted switch costs no encoding.
+The encoding itself reuses os-ken's bytes for each distinct match field and action list
+(`_field`, `_instructions_of`) instead of building an OFPMatch and an OFPFlowMod per flow,
+which is where a naive controller spends most of its time.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+import struct
+from typing import Dict, NamedTuple, Optional
 
 from vpcflow.controller.framework import nicira_ext, ofp, parser
 from vpcflow.flows import pipeline
@@ -38,6 +46,7 @@ def _port(name: str, ports: Dict[str, int]) -> int:
 
 
 def _match(f: Flow, ports: Dict[str, int]):
+    """The flow's match as an os-ken OFPMatch (what the wire encoding below must equal)."""
     kwargs = {}
     for name, value in f.match:
         if name == "in_port":
@@ -138,7 +147,8 @@ def instructions(f: Flow, ports: Dict[str, int]):
     return out
 
 
-def flow_mod(dp, f: Flow, ports: Dict[str, int], command=None):
+def osken_flow_mod(dp, f: Flow, ports: Dict[str, int], command=None):
+    """The flow_mod built by os-ken's own classes: slow, the reference for the encoding below."""
     return parser.OFPFlowMod(
         dp, cookie=f.cookie, table_id=pipeline.table_id(f.table), priority=f.priority,
         command=ofp.OFPFC_ADD if command is None else command,
@@ -169,13 +179,6 @@ def match_key(match) -> frozenset:
     return frozenset(items)
 
 
-def desired_key(f: Flow, ports: Dict[str, int]) -> Optional[tuple]:
-    """(table id, priority, match key) of a flow, or None if it names a port not present."""
-    if any(p not in ports for p in f.ports()):
-        return None
-    return (pipeline.table_id(f.table), f.priority, match_key(_match(f, ports)))
-
-
 def _instructions_bytes(insts) -> bytes:
     buf = bytearray()
     for inst in insts:
@@ -183,9 +186,123 @@ def _instructions_bytes(insts) -> bytes:
     return bytes(buf)
 
 
+# --- the wire form, encoded once per flow ----------------------------------------------------------
+
+class Wire(NamedTuple):
+    key: tuple  # (table id, priority, match key): what sync compares
+    content: tuple  # (instructions' bytes, idle timeout, hard timeout)
+    body: bytes  # the OFPT_FLOW_MOD message after its header, command ADD
+
+
+_MATCH_HEADER = struct.Struct("!HH")
+_FLOW_MOD = struct.Struct(ofp.OFP_FLOW_MOD_PACK_STR0)
+# Distinct (field, value) and action lists are few next to the flows that share them; the caches
+# are emptied when they grow past this (a long-running controller sees many models).
+_CACHE_LIMIT = 1 << 20
+_fields: Dict[tuple, tuple] = {}
+_instruction_bytes: Dict[tuple, bytes] = {}
+
+
+def _field(name: str, value):
+    """(OXM type, the field as the switch reports it back, its TLV bytes), as OFPMatch makes them."""
+    entry = _fields.get((name, value))
+    if entry is None:
+        if len(_fields) > _CACHE_LIMIT:
+            _fields.clear()
+        k, v = ofp.oxm_normalize_user(name, value)
+        n, wire_value, mask = ofp.oxm_from_user(k, v)
+        buf = bytearray()
+        ofp.oxm_serialize(n, wire_value, mask, buf, 0)
+        user_name, user_value = ofp.oxm_to_user(n, wire_value, mask)
+        user_mask = None
+        if isinstance(user_value, tuple):
+            user_value, user_mask = user_value
+        entry = _fields[(name, value)] = (n[0] if isinstance(n, tuple) else n,
+                                          (user_name, _norm(user_value), _norm(user_mask)), bytes(buf))
+    return entry
+
+
+def _instructions_of(f: Flow, ports: Dict[str, int]) -> bytes:
+    outputs = tuple(_port(a.port, ports) for a in f.actions if isinstance(a, Output))
+    key = (f.actions, outputs)
+    data = _instruction_bytes.get(key)
+    if data is None:
+        if len(_instruction_bytes) > _CACHE_LIMIT:
+            _instruction_bytes.clear()
+        data = _instruction_bytes[key] = _instructions_bytes(instructions(f, ports))
+    return data
+
+
+def _encode(f: Flow, ports: Dict[str, int]) -> Wire:
+    fields = [_field(FIELDS[name].osken, _port(value, ports) if name == "in_port" else value)
+              for name, value in f.match]
+    fields.sort(key=_oxm_type)  # as OFPMatch orders them (eth_type before the fields needing it)
+    oxm = b"".join(tlv for _, _, tlv in fields)
+    length = _MATCH_HEADER.size + len(oxm)
+    match = _MATCH_HEADER.pack(ofp.OFPMT_OXM, length) + oxm + bytes(-length % 8)
+    table_id = pipeline.table_id(f.table)
+    insts = _instructions_of(f, ports)
+    head = _FLOW_MOD.pack(f.cookie, 0, table_id, ofp.OFPFC_ADD, f.idle_timeout, f.hard_timeout, f.priority,
+                          ofp.OFP_NO_BUFFER, 0, 0, 0)
+    return Wire((table_id, f.priority, frozenset(user for _, user, _ in fields)),
+                (insts, f.idle_timeout, f.hard_timeout), head + match + insts)
+
+
+def _oxm_type(field):
+    return field[0]
+
+
+def wire(f: Flow, ports: Dict[str, int]) -> Optional[Wire]:
+    """The flow's wire form for these port numbers, or None if it names a port not present."""
+    if f.wire is None:
+        f.wire = (tuple(f.ports()), {})
+    names, by_numbers = f.wire
+    numbers = tuple(ports.get(p) for p in names)
+    found = by_numbers.get(numbers)
+    if found is None:
+        if None in numbers:
+            return None
+        if len(by_numbers) > 4:  # port numbers changed (a port re-added): keep the latest only
+            by_numbers.clear()
+        found = by_numbers[numbers] = _encode(f, ports)
+    return found
+
+
+class EncodedFlowMod(parser.OFPFlowMod):
+    """An OFPT_FLOW_MOD (command ADD) whose body was encoded beforehand: serializing it only
+    writes the header. Goes wherever an os-ken message goes (send_msg, a bundle add)."""
+
+    def __init__(self, datapath, body: bytes, cookie: int, table_id: int, priority: int):
+        parser.MsgBase.__init__(self, datapath)
+        self.body = body
+        self.cookie, self.table_id, self.priority, self.command = cookie, table_id, priority, ofp.OFPFC_ADD
+
+    def _serialize_body(self):
+        self.buf += self.body
+
+
+def flow_mod(dp, f: Flow, ports: Dict[str, int], command=None):
+    """The flow_mod that adds f (or, with another command, os-ken's message for it)."""
+    if command not in (None, ofp.OFPFC_ADD):
+        return osken_flow_mod(dp, f, ports, command)
+    w = wire(f, ports)
+    if w is None:
+        raise UnresolvedPort(next(p for p in f.ports() if p not in ports and p not in _SPECIAL))
+    return EncodedFlowMod(dp, w.body, f.cookie, w.key[0], f.priority)
+
+
+def desired_key(f: Flow, ports: Dict[str, int]) -> Optional[tuple]:
+    """(table id, priority, match key) of a flow, or None if it names a port not present."""
+    w = wire(f, ports)
+    return None if w is None else w.key
+
+
 def desired_content(f: Flow, ports: Dict[str, int]) -> tuple:
     """What sync compares besides key and cookie: wire instructions and timeouts."""
-    return (_instructions_bytes(instructions(f, ports)), f.idle_timeout, f.hard_timeout)
+    w = wire(f, ports)
+    if w is None:
+        raise UnresolvedPort(next(p for p in f.ports() if p not in ports and p not in _SPECIAL))
+    return w.content
 
 
 def _padded_nat(actions):

@@ -20,13 +20,14 @@ a group-to-group rule costs interfaces + members flows, not interfaces x members
 """
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from netaddr import IPNetwork
 
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import IPPROTO, Conjunction, Ct, Goto, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
 from vpcflow.flows.pipeline import REG_DST_ZONE, REG_SRC_NETWORK, REG_SRC_ZONE
@@ -52,6 +53,7 @@ def rule_name(group: str, direction: str, index: int) -> str:
     return f"{group}/{direction}[{index}]"
 
 
+@functools.lru_cache(maxsize=1 << 14)  # asked for every interface the rule's group has on a switch
 def rule_id(group: str, direction: str, rule: Rule) -> int:
     """The ct_mark of connections a rule allowed: from what the rule says, not where it stands,
     so that editing other rules leaves its connections alone. Never 0 (0 = no verdict)."""
@@ -66,16 +68,18 @@ def rules_of(ix: Index, iface: Interface, direction: str) -> Iterable[Tuple[str,
             yield group, index, rule
 
 
-def l4_matches(rule: Rule) -> List[Dict]:
-    """The protocol and port part of a rule, as one match per port value/mask pair."""
+@functools.lru_cache(maxsize=1 << 14)  # a rule is asked for every interface of its groups: the search once
+def l4_matches(rule: Rule) -> Tuple[Dict, ...]:
+    """The protocol and port part of a rule, as one match per port value/mask pair (shared:
+    do not change them)."""
     if rule.proto == "any":
-        return [{}]
+        return ({},)
     base = {"ip_proto": IPPROTO[rule.proto]}
     if rule.proto == "icmp" or rule.ports is None:
-        return [base]
+        return (base,)
     field = f"{rule.proto}_dst"
-    return [{**base, field: (value if mask == 0xFFFF else (value, mask))}
-            for value, mask in range_to_masks(rule.ports.lo, rule.ports.hi)]
+    return tuple({**base, field: (value if mask == 0xFFFF else (value, mask))}
+                 for value, mask in range_to_masks(rule.ports.lo, rule.ports.hi))
 
 
 def integration_flows(ix: Index, sw: Switch):
@@ -105,6 +109,7 @@ def _flows(ix: Index, sw: Switch):
                                          "tcp_flags": (TCP_ACK, TCP_ACK)}, "no_connection")
         # A reply whose connection's rule is gone is not judged again: rules speak of requests.
         yield drop_flow(table, STALE, {"ct_state": ct_flags("+trk+est+rpl")}, "rule_removed")
+        group_rules = {}  # group -> (the first rule on it, the conjunctions of every rule on it)
         for iface, _ in ix.local_interfaces(sw.name):
             for group, index, rule in rules_of(ix, iface, direction):
                 rid = rule_id(group, direction, rule)
@@ -117,8 +122,10 @@ def _flows(ix: Index, sw: Switch):
                 if rule.group is None:
                     yield from _direct(table, local, peer_field, rule, commit, name)
                 else:
-                    yield from _conjunctive(ix, table, local, peer_field, rule, commit, name,
-                                            conj_id=_conj_id(sw, iface, name))
+                    conj_id = _conj_id(sw, iface, name)
+                    yield from _conjunctive(table, local, rule, commit, name, conj_id)
+                    group_rules.setdefault(rule.group, (name, []))[1].append(Conjunction(conj_id, 2, 2))
+        yield from _members(ix, table, peer_field, group_rules)
     # Cached verdicts: a connection a present rule allowed passes on one flow. Requests carry
     # the mark of a rule of this direction; replies the mark of a rule of the other direction.
     for direction, (table, next_table, _, _) in DIRECTIONS.items():
@@ -138,14 +145,49 @@ def _direct(table, local, peer_field, rule: Rule, commit, name):
         yield flow(table, DIRECT, {**local, **ipv4(**peer, **l4)}, commit, feature="authz", obj=name)
 
 
-def _conjunctive(ix: Index, table, local, peer_field, rule: Rule, commit, name, conj_id):
+def _conjunctive(table, local, rule: Rule, commit, name, conj_id):
+    """Clause 1 (the local interface and port) and the verdict of a rule on a group; clause 2
+    comes from _members."""
     for l4 in l4_matches(rule):
         yield flow(table, CONJUNCTIVE, {**local, **ipv4(**l4)}, (Conjunction(conj_id, 1, 2),),
                    feature="authz", obj=name)
-    for ip in sorted({ep.ip for ep in ix.members(rule.group)}):
-        yield flow(table, CONJUNCTIVE, ipv4(**{peer_field: str(ip)}), (Conjunction(conj_id, 2, 2),),
-                   feature="authz", obj=name)
     yield flow(table, CONJUNCTIVE, {"conj_id": conj_id, **ipv4()}, commit, feature="authz", obj=name)
+
+
+def _members(ix: Index, table, peer_field, group_rules):
+    """Clause 2 of the group rules: one flow per member address, with the conjunction of every
+    local rule on a group the address is in, named after the first of those rules.
+
+    Built per address once, rather than one flow per (rule, member) merged afterwards: a
+    group's members are many and so are the local rules on it."""
+    # Every conjunction here is clause 2 of 2: its id tells them apart and orders them.
+    actions_of = {group: _by_id({c.id: c for c in conjunctions}) for group, (_, conjunctions) in group_rules.items()}
+    by_ip = {}
+    for group, (name, _) in group_rules.items():  # in the order the rules came
+        for ip in _member_ips(ix, group):
+            entry = by_ip.get(ip)
+            if entry is None:
+                by_ip[ip] = (name, [group])
+            else:
+                entry[1].append(group)
+    matches = ix.cached(("member_matches", peer_field), dict)  # the same on every switch
+    for ip, (name, groups) in by_ip.items():
+        if len(groups) == 1:
+            actions = actions_of[groups[0]]  # shared by the group's members
+        else:
+            actions = _by_id({c.id: c for g in groups for c in actions_of[g]})
+        match = matches.get(ip)
+        if match is None:
+            match = matches[ip] = (("eth_type", ETH_IPV4), (peer_field, ip))
+        yield Flow(table, CONJUNCTIVE, match, actions, "authz", name)
+
+
+def _by_id(conjunctions: Dict[int, Conjunction]) -> Tuple[Conjunction, ...]:
+    return tuple(conjunctions[k] for k in sorted(conjunctions))
+
+
+def _member_ips(ix: Index, group: str) -> List[str]:
+    return ix.cached(("member_ips", group), lambda: [str(ip) for ip in sorted({ep.ip for ep in ix.members(group)})])
 
 
 def _conj_id(sw: Switch, iface: Interface, name: str) -> int:
@@ -163,24 +205,53 @@ def _compatible(out: Rule, into: Rule) -> bool:
     return out.proto == into.proto and (out.proto == "icmp" or _ports_overlap(out.ports, into.ports))
 
 
-def _rule_covers(rule: Rule, peer) -> bool:
-    """Whether a rule's peer (range or group) includes an endpoint."""
-    if rule.group is not None:
-        return rule.group in peer.interface.security_groups
-    return rule.cidr is None or peer.ip in rule.cidr
-
-
 def may_send(ix: Index, src, dst) -> bool:
     """Some connection from src to dst would pass both src's egress and dst's ingress rules."""
-    outs = [r for _, _, r in rules_of(ix, src.interface, "egress") if _rule_covers(r, dst)]
-    ins = [r for _, _, r in rules_of(ix, dst.interface, "ingress") if _rule_covers(r, src)]
-    return any(_compatible(o, i) for o in outs for i in ins)
+    verdict = groups_may_send(ix, src.interface.security_groups, dst.interface.security_groups)
+    if verdict is True or verdict is False:
+        return verdict
+    return any((out is None or dst.ip in out) and (into is None or src.ip in into) for out, into in verdict)
+
+
+def groups_may_send(ix: Index, out_groups, in_groups):
+    """Whether an interface in out_groups may send to one in in_groups: True, False, or, when it
+    depends on their addresses, the (egress, ingress) address ranges of which one pair must hold
+    (None: any address). Interfaces share a few combinations of groups: computed once each."""
+    return ix.cached(("may_send", out_groups, in_groups), lambda: _groups_verdict(ix, out_groups, in_groups))
+
+
+def _groups_verdict(ix: Index, out_groups, in_groups):
+    sgs = ix.dep.security_groups
+    outs = [r for g in out_groups for r in sgs[g].egress if r.group is None or r.group in in_groups]
+    ins = [r for g in in_groups for r in sgs[g].ingress if r.group is None or r.group in out_groups]
+    ranges = []
+    for out in outs:
+        for into in ins:
+            if _compatible(out, into):
+                pair = (_address_range(out), _address_range(into))
+                if pair == (None, None):
+                    return True
+                ranges.append(pair)
+    return tuple(ranges) or False
+
+
+def _address_range(rule: Rule):
+    """The addresses a rule's peer must be in, None when the rule does not depend on them."""
+    if rule.group is not None or rule.cidr is None or (rule.cidr.prefixlen == 0 and rule.cidr.version == 4):
+        return None
+    return rule.cidr
 
 
 def talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:
     """Some rule of the interface concerns addresses outside its network, or its network may talk
     to another one: it needs its gateway."""
-    if any(iface.network in (a.src, a.dst) for a in ix.dep.authorizations):
+    return ix.cached(("talks_outside", iface.network, iface.security_groups, network_cidr),
+                     lambda: _talks_outside(ix, iface, network_cidr))
+
+
+def _talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:
+    if iface.network in ix.cached("authorized_networks",
+                                  lambda: {n for a in ix.dep.authorizations for n in (a.src, a.dst)}):
         return True
     for direction in ("egress", "ingress"):
         for _, _, rule in rules_of(ix, iface, direction):

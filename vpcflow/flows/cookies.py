@@ -9,6 +9,7 @@ Layout (64 bits):  feature (8) | object (28) | content digest (28)
 - Feature 0 is never ours: flows with it (or an unknown feature) are left alone by sync.
   LEARNED features mark flows made by `learn` actions in the switch: sync never touches them.
 """
+import functools
 import hashlib
 
 FEATURE_SHIFT = 56
@@ -39,6 +40,7 @@ FEATURE_NAMES = {v: k for k, v in FEATURES.items()}
 LEARNED_FIRST = 0x80
 
 
+@functools.lru_cache(maxsize=1 << 16)  # objects repeat: every flow of an interface names it
 def object_hash(obj: str) -> int:
     return int.from_bytes(hashlib.blake2b(obj.encode(), digest_size=8).digest(), "big") & ((1 << OBJECT_BITS) - 1)
 

@@ -72,17 +72,23 @@ def _check_field(name: str) -> None:
 
 
 # --- actions -------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+# Actions are values: compared, hashed, never changed once built. Not frozen=True: a frozen
+# dataclass sets each field through object.__setattr__, which makes building one three times
+# slower, and a big switch's flows hold millions of actions.
+_action = dataclasses.dataclass(unsafe_hash=True, slots=True)
+
+
+@_action
 class Output:
     port: str  # a port name, or IN_PORT / LOCAL / CONTROLLER / NORMAL
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class Goto:
     table: str  # a table name of the pipeline
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class SetField:
     field: str
     value: Value
@@ -91,7 +97,7 @@ class SetField:
         _check_field(self.field)
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class Move:
     """Copy n_bits from src[src_ofs..] to dst[dst_ofs..] (NXAST_REG_MOVE)."""
 
@@ -110,7 +116,7 @@ class Move:
         return self.n_bits if self.n_bits is not None else FIELDS[self.src].bits
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class Load:
     """Write an immediate value into dst[ofs..ofs+n_bits-1] (NXAST_REG_LOAD)."""
 
@@ -127,7 +133,7 @@ class Load:
         return self.n_bits if self.n_bits is not None else FIELDS[self.dst].bits
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class LearnSpec:
     """One argument of a learn action.
 
@@ -158,7 +164,7 @@ class LearnSpec:
         return FIELDS[self.dst if self.dst else self.src].bits
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class Learn:
     """Add or refresh a flow from inside the switch (NXAST_LEARN)."""
 
@@ -178,7 +184,7 @@ class Learn:
         return cookies.make(self.feature, self.obj)
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class CtNat:
     """The nat(...) argument of a ct action (NXAST_NAT).
 
@@ -201,7 +207,7 @@ class CtNat:
             raise ValueError(f"nat port range {self.port_lo}-{self.port_hi}")
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class Ct:
     """Send the packet through conntrack (NXAST_CT).
 
@@ -226,7 +232,7 @@ class Ct:
             raise ValueError("a nat with an address needs commit")
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class Conjunction:
     """One clause (1-based, of n) of conjunctive match `id` (NXAST_CONJUNCTION)."""
 
@@ -254,29 +260,70 @@ def ct_flags(text: str):
 SPECIAL_PORTS = ("IN_PORT", "LOCAL", "CONTROLLER", "NORMAL")
 
 
-@dataclasses.dataclass(frozen=True)
-class Flow:
-    table: str
-    priority: int
-    match: Tuple[MatchItem, ...]
-    actions: Tuple[Action, ...]  # empty: drop
-    feature: str
-    obj: str  # the object that made the flow: "eni-web1", "drop:spoofed", ...
-    idle_timeout: int = 0
-    hard_timeout: int = 0
+_FLOW_FIELDS = ("table", "priority", "match", "actions", "feature", "obj", "idle_timeout", "hard_timeout")
 
-    def __post_init__(self):
-        for name, _ in self.match:
-            _check_field(name)
+
+class Flow:
+    """One flow: plain data, to be treated as immutable (its hash and caches assume it).
+
+    A slotted class rather than a frozen dataclass: a big switch has hundreds of thousands of
+    flows and a frozen dataclass costs four times as much to build. Equality, hash and repr are
+    those of the dataclass it replaces. What is costly to derive from a flow (its cookie, its
+    OpenFlow wire form, its check against the pipeline) is done once and kept with it: compiled
+    flows are shared between switches and synced again and again. Not its key: cheap to make,
+    costly to keep for millions of flows.
+    """
+
+    __slots__ = _FLOW_FIELDS + ("_cookie", "checked", "wire")
+
+    def __init__(self, table: str, priority: int, match: Tuple[MatchItem, ...], actions: Tuple[Action, ...],
+                 feature: str, obj: str, idle_timeout: int = 0, hard_timeout: int = 0):
+        for name, _ in match:
+            if name not in FIELDS:
+                raise ValueError(f"unknown field {name!r}")
+        self.table = table
+        self.priority = priority
+        self.match = match
+        self.actions = actions  # empty: drop
+        self.feature = feature
+        self.obj = obj  # the object that made the flow: "eni-web1", "drop:spoofed", ...
+        self.idle_timeout = idle_timeout
+        self.hard_timeout = hard_timeout
+        self._cookie = self.wire = None
+        self.checked = False  # against the pipeline (compiler._finish): once, however many switches share it
+
+    def _fields(self):
+        return (self.table, self.priority, self.match, self.actions, self.feature, self.obj, self.idle_timeout,
+                self.hard_timeout)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self is other or self._fields() == other._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __repr__(self):
+        return "Flow(" + ", ".join(f"{n}={v!r}" for n, v in zip(_FLOW_FIELDS, self._fields())) + ")"
+
+    def __reduce__(self):
+        return (Flow, self._fields())
+
+    def replace(self, **changes) -> "Flow":
+        return Flow(**{**dict(zip(_FLOW_FIELDS, self._fields())), **changes})
 
     @property
     def key(self):
         """What identifies a flow in a switch: table, priority and match (order-free)."""
+        # Not kept: a frozenset per flow would be a third of a big compile's memory.
         return (self.table, self.priority, frozenset(self.match))
 
     @property
     def cookie(self) -> int:
-        return cookies.make(self.feature, self.obj, self.content_digest())
+        if self._cookie is None:
+            self._cookie = cookies.make(self.feature, self.obj, self.content_digest())
+        return self._cookie
 
     def content_digest(self) -> int:
         # The low cookie bits carry a digest of what the switch cannot be compared on reliably
@@ -297,7 +344,7 @@ def flow(table, priority, match, actions=(), *, feature, obj, idle_timeout=0, ha
     return Flow(table, priority, items, tuple(actions), feature, obj, idle_timeout, hard_timeout)
 
 
-@dataclasses.dataclass(frozen=True)
+@_action
 class Resubmit:
     """Look the packet up in another table and come back (NXAST_RESUBMIT_TABLE): a way to use
     flows that `learn` wrote, which can carry no goto of their own."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import socket
 import zlib
 from typing import Dict, List, Optional, Tuple
 
@@ -31,6 +33,13 @@ class Endpoint:
     # that followed connections carry in reg4
     binding: Optional[int] = None
 
+    @functools.cached_property
+    def ip_text(self) -> str:
+        """str(ip), asked for by many flows: made once, when first asked (netaddr's is slow)."""
+        if self.ip.version == 4:
+            return socket.inet_ntoa(int(self.ip).to_bytes(4, "big"))
+        return str(self.ip)
+
 
 class Index:
     def __init__(self, dep: Deployment, follows=()):
@@ -57,6 +66,16 @@ class Index:
         self.hosts = sorted((s for s in dep.switches.values() if s.role == HOST), key=lambda s: s.name)
         self._zones: Dict[str, Dict[str, int]] = {}
         self._members = None
+        self._cache: Dict[object, object] = {}
+
+    def cached(self, key, make):
+        """make(), computed once per deployment: what every switch's compile asks again (a
+        network's flows toward its endpoints, a group's addresses, ...)."""
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = make()
+            return value
 
     def _add(self, ep: Endpoint):
         self.endpoints.append(ep)
@@ -65,11 +84,17 @@ class Index:
 
     def local_networks(self, switch: str) -> List[Network]:
         """Networks with at least one interface attached on this switch, in id order."""
+        return self.cached(("local_networks", switch), lambda: self._local_networks(switch))
+
+    def _local_networks(self, switch: str) -> List[Network]:
         nets = {ep.network.name: ep.network for ep in self.by_switch.get(switch, ())}
         return sorted(nets.values(), key=lambda n: n.id)
 
     def local_interfaces(self, switch: str) -> List[Tuple[Interface, str]]:
         """(interface, port) attached on this switch, each once, in name order."""
+        return self.cached(("local_interfaces", switch), lambda: self._local_interfaces(switch))
+
+    def _local_interfaces(self, switch: str) -> List[Tuple[Interface, str]]:
         seen = {}
         for ep in self.by_switch.get(switch, ()):
             seen[ep.interface.name] = (ep.interface, ep.port)

@@ -1,6 +1,8 @@
 """Small builders for the matches and action sequences that several features share."""
 from __future__ import annotations
 
+import functools
+
 from netaddr import IPAddress, IPNetwork
 
 from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Load, Move, Output, SetField
@@ -15,6 +17,7 @@ def load_network(netid: int) -> Load:
     return Load(netid, REG_NETWORK, 0, NETWORK_BITS)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a few networks and prefixes, asked for every flow on them
 def cidr(net: IPNetwork):
     """A masked match value; a /32 (or /128) is an exact match."""
     if net.prefixlen == (32 if net.version == 4 else 128):

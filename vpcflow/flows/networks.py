@@ -19,12 +19,16 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
-from vpcflow.flows.overlay import PRIORITY, accept_sources, encapsulate, followed_route
+from vpcflow.flows.overlay import PRIORITY, encapsulate, followed_route, network_accepts, shared_routes
 from vpcflow.flows.pipeline import REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
 from vpcflow.topology.model import Authorization, Network, Switch
 
 
 def _pairs(ix: Index) -> Dict[Tuple[str, str], List[Authorization]]:
+    return ix.cached("authorization_pairs", lambda: _make_pairs(ix))
+
+
+def _make_pairs(ix: Index) -> Dict[Tuple[str, str], List[Authorization]]:
     out: Dict[Tuple[str, str], List[Authorization]] = {}
     for a in ix.dep.authorizations:
         out.setdefault((a.src, a.dst), []).append(a)
@@ -41,14 +45,27 @@ def _talking(ix: Index) -> Set[Tuple[str, str]]:
 
 def _reachable(ix: Index, src: Network, dst: Network):
     """The other network's endpoints the sender's network can address."""
-    return [ep for ep in ix.by_network[dst.name] if ep.ip not in src.cidr]
+    return ix.cached(("reachable", src.name, dst.name),
+                     lambda: [ep for ep in ix.by_network[dst.name] if ep.ip not in src.cidr])
+
+
+def _talking_by_network(ix: Index) -> Dict[str, List[Tuple[str, str]]]:
+    """network -> the talking pairs it is in."""
+    def make():
+        out = {}
+        for pair in _talking(ix):
+            for name in set(pair):
+                out.setdefault(name, []).append(pair)
+        return out
+    return ix.cached("talking_by_network", make)
 
 
 def host_flows(ix: Index, sw: Switch, embed_source: bool):
     nets = ix.dep.networks
     local = {n.name for n in ix.local_networks(sw.name)}
     authz = _pairs(ix)
-    for a_name, b_name in sorted(_talking(ix)):
+    by_network = _talking_by_network(ix)
+    for a_name, b_name in sorted({pair for name in local for pair in by_network.get(name, ())}):
         a, b = nets[a_name], nets[b_name]
         if a_name in local:
             yield from _send(ix, sw, a, b, authz, embed_source)
@@ -61,11 +78,15 @@ def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bo
     targets = _reachable(ix, a, b)
     if not targets:
         return
-    for ep in targets:
-        match = {REG_NETWORK: a.id, **ipv4(ipv4_dst=str(ep.ip))}
-        actions = ((Goto("dest_lookup"),) if ep.switch.name == sw.name
-                   else encapsulate(sw, a, ep.switch.prefix, ep.ip, embed_source, dst_net=b))
-        yield followed_route(ep, match, actions, "authz")
+    if embed_source:  # the outer source is the sender's own: nothing to share between switches
+        for ep in targets:
+            match = {REG_NETWORK: a.id, **ipv4(ipv4_dst=ep.ip_text)}
+            actions = ((Goto("dest_lookup"),) if ep.switch.name == sw.name
+                       else encapsulate(sw, a, ep.switch.prefix, ep.ip, embed_source, dst_net=b))
+            yield followed_route(ep, match, actions, "authz")
+    else:
+        for where, local, remote in shared_routes(ix, a, targets, "authz", dst_net=b):
+            yield local if where == sw.name else remote
     peer = {"ipv4_dst": cidr(b.cidr)}
     yield from _check("network_acl", "follow", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
 
@@ -75,11 +96,11 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz):
     obj = f"{a.name}->{b.name}"
     zones = ix.zones(sw.name)
     # a's senders are checked against where they live, as for b's own.
-    yield from accept_sources(a, ix.by_network[a.name], sw)
+    yield from network_accepts(ix, a, sw)
     for ep in _reachable(ix, a, b):
         if ep.switch.name != sw.name:
             continue
-        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, **ipv4(ipv4_dst=str(ep.ip))},
+        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, **ipv4(ipv4_dst=ep.ip_text)},
                    (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24),
                     Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16), Goto("ingress_acl")),
                    feature="authz", obj=obj)

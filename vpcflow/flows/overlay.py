@@ -53,13 +53,17 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool):
 
 
 def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
-    for ep in ix.by_network[net.name]:
-        match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=str(ep.ip))}
-        if ep.switch.name == sw.name:
-            actions = (Goto("dest_lookup"),)
-        else:
-            actions = encapsulate(sw, net, ep.switch.prefix, ep.ip, embed_source)
-        yield followed_route(ep, match, actions, "overlay")
+    if embed_source:  # the outer source is the sender's own: nothing to share between switches
+        for ep in ix.by_network[net.name]:
+            match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
+            if ep.switch.name == sw.name:
+                actions = (Goto("dest_lookup"),)
+            else:
+                actions = encapsulate(sw, net, ep.switch.prefix, ep.ip, embed_source)
+            yield followed_route(ep, match, actions, "overlay")
+    else:
+        for where, local, remote in shared_routes(ix, net, ix.by_network[net.name], "overlay"):
+            yield local if where == sw.name else remote
     # An unused address of the network is not external: it goes nowhere.
     yield drop_flow("route", PRIORITY - 50, {REG_NETWORK: net.id, **ipv4(ipv4_dst=cidr(net.cidr))},
                     "no_destination")
@@ -72,15 +76,39 @@ def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
                    feature="overlay", obj=f"{net.name}:to-edge")
 
 
+def shared_routes(ix: Index, net: Network, endpoints, feature: str, dst_net: Optional[Network] = None):
+    """(switch of the endpoint, its route flow there, its route flow elsewhere) for endpoints
+    of dst_net (net unless an authorization lets net reach another), sent from net without
+    embedding the outer source: the same flows on every switch that serves net, built once."""
+    def make():
+        out = []
+        for ep in endpoints:
+            match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
+            actions = encapsulate(None, net, ep.switch.prefix, ep.ip, False, dst_net=dst_net)
+            out.append((ep.switch.name, followed_route(ep, match, (Goto("dest_lookup"),), feature),
+                        followed_route(ep, match, actions, feature)))
+        return out
+    return ix.cached(("routes", net.name, (dst_net or net).name, feature), make)
+
+
+def network_accepts(ix: Index, net: Network, sw: Switch):
+    """accept_sources for every endpoint of net: the same flows on every switch, built once."""
+    flows = ix.cached(("accepts", net.name),
+                      lambda: [(ep.switch.name, f) for ep, f in _accepts(net, ix.by_network[net.name])])
+    return (f for where, f in flows if where != sw.name)
+
+
+def _accepts(net: Network, endpoints):
+    for ep in endpoints:
+        match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=ep.ip_text)}
+        yield ep, flow("substrate_in", PRIORITY, match, (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
+                       feature="overlay", obj=ep.interface.name)
+
+
 def accept_sources(net: Network, endpoints, sw: Switch):
     """substrate_in flows: a packet of `net` from one of these endpoints is accepted only from the
     prefix of the switch where the endpoint lives."""
-    for ep in endpoints:
-        if ep.switch.name == sw.name:
-            continue
-        match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=str(ep.ip))}
-        yield flow("substrate_in", PRIORITY, match, (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
-                   feature="overlay", obj=ep.interface.name)
+    return (f for ep, f in _accepts(net, endpoints) if ep.switch.name != sw.name)
 
 
 def followed_route(ep, match, actions, feature):
@@ -93,7 +121,7 @@ def followed_route(ep, match, actions, feature):
 
 def _accept(ix: Index, sw: Switch, net: Network):
     """Accept tunnelled packets of `net` whose outer source matches where the inner source lives."""
-    yield from accept_sources(net, ix.by_network[net.name], sw)
+    yield from network_accepts(ix, net, sw)
     appliances = {ep.switch for ep in ix.by_network[net.name]
                   if ep.switch.name != sw.name and not ep.interface.source_dest_check}
     for other in sorted(appliances, key=lambda s: s.name):
@@ -117,11 +145,11 @@ def _accept(ix: Index, sw: Switch, net: Network):
 def _deliver(ix: Index, sw: Switch):
     zones = ix.zones(sw.name)
     for ep in ix.by_switch.get(sw.name, ()):
-        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_dst=str(ep.ip))},
+        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_dst=ep.ip_text)},
                    (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16), Goto("ingress_acl")),
                    feature="overlay", obj=ep.interface.name)
         net = ep.network
-        base = {REG_NETWORK: net.id, **ipv4(ipv4_dst=str(ep.ip))}
+        base = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
         to_port = (SetField("eth_dst", ep.interface.mac), Output(ep.port))
         yield flow("deliver", PRIORITY, {**base, "ipv4_src": cidr(net.cidr)},
                    dummy_source_mac() + to_port, feature="overlay", obj=ep.interface.name)
@@ -135,7 +163,7 @@ def edge_flows(ix: Index, sw: Switch):
     """The edge accepts traffic of an instance only from the switch where that instance lives."""
     for ep in ix.endpoints:
         match = {"tunnel_id": ep.network.id, "tun_ipv6_src": cidr(ep.switch.prefix),
-                 **ipv4(ipv4_src=str(ep.ip))}
+                 **ipv4(ipv4_src=ep.ip_text)}
         yield flow("substrate_in", PRIORITY, match,
                    (SetField("eth_src", sw.uplink.mac), Goto("edge_out")),
                    feature="overlay", obj=ep.interface.name)

@@ -159,13 +159,15 @@ def verify(f: Flow) -> None:
     t = _NAMES.get(f.table)
     if t is None:
         raise PipelineError(f"flow for unknown table {f.table!r}")
-    extra = {name for name, _ in f.match} - t.matches
-    if extra:
-        raise PipelineError(f"table {t.name} may not match {sorted(extra)}: {f}")
+    allowed = t.matches
+    for name, _ in f.match:  # a loop, not a set difference: this runs for every compiled flow
+        if name not in allowed:
+            extra = {name for name, _ in f.match} - allowed
+            raise PipelineError(f"table {t.name} may not match {sorted(extra)}: {f}")
     for a in f.actions:
-        target = a.table if isinstance(a, (Goto, Ct)) else None
-        if target is None:
+        if not isinstance(a, (Goto, Ct)) or a.table is None:
             continue
+        target = a.table
         if target not in t.next_tables:
             raise PipelineError(f"table {t.name} may not go to {target}: {f}")
         if _NAMES[target].id <= t.id:
