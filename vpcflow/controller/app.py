@@ -203,6 +203,15 @@ class VpcflowApp(AppBase):
         started = time.monotonic()
         cache = self.installed.pop(dpid, None)
         try:
+            generation = self.ctl.unchanged_since(name, cache.generation) if cache is not None else None
+            if generation is not None:
+                # no change since the last sync touched this switch: the bridge has what it should
+                cache.generation = generation
+                self.installed[dpid] = cache
+                self.ctl.synced(dpid, generation, version=cache.version, ports=cache.ports,
+                                installed=len(cache.desired), added=0, deleted=0, waiting=0,
+                                seconds=time.monotonic() - started, features=cache.features)
+                return
             if cache is not None:  # the bridge holds what the last sync left: no need to read it
                 version, ports = cache.version, cache.ports
                 installed = cache.as_installed()
@@ -216,11 +225,12 @@ class VpcflowApp(AppBase):
             msgs += [render.flow_mod(dp, f, ports) for f in d.add]
             if msgs:
                 self.apply(dp, msgs)
+            features = collections.Counter(f.feature for f in desired.values())
             if not waiting:
-                self.installed[dpid] = InstalledCache(version, ports, desired)
+                self.installed[dpid] = InstalledCache(generation, version, ports, desired, features)
             self.ctl.synced(dpid, generation, version=version, ports=ports, installed=len(desired), added=len(d.add), deleted=len(d.delete),
                             waiting=len(waiting), seconds=time.monotonic() - started,
-                            features=collections.Counter(f.feature for f in desired.values()))
+                            features=features)
             if bridge == pipeline.INTEGRATION and self.ctl.deployment.switches[name].role == EDGE:
                 hub.spawn(arp_probe.probe_once, self)  # learn the gateway now, not at the next tick
             LOG.info("switch %s bridge %s synced: %d added, %d deleted, %d unchanged, %d waiting for ports",
@@ -346,8 +356,9 @@ class VpcflowApp(AppBase):
 class InstalledCache:
     """The flows a complete sync left on a bridge, with the port numbers they were encoded with."""
 
-    def __init__(self, version, ports, desired):
-        self.version, self.ports, self.desired = version, dict(ports), dict(desired)
+    def __init__(self, generation, version, ports, desired, features):
+        self.generation, self.version, self.ports, self.desired = generation, version, dict(ports), dict(desired)
+        self.features = features
 
     def as_installed(self):
         # the match is the flow itself: _switch_match encodes it only for a delete

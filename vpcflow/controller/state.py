@@ -12,14 +12,15 @@ import time
 from typing import Dict, Optional, Tuple
 
 from vpcflow.controller import records
-from vpcflow.flows import cookies, pipeline
-from vpcflow.flows.compiler import Options, compile_switch
+from vpcflow.flows import cookies, incremental, pipeline
+from vpcflow.flows.compiler import Options
 from vpcflow.flows.follow import ElasticFollow, Follow
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import DeploymentError, Problem, load_file
 from vpcflow.topology.model import Deployment
 
 LOG = logging.getLogger("vpcflow")
+CHANGES_KEPT = 256  # model changes remembered to tell whether a switch changed since its last sync
 STORE_APPLY_TIMEOUT = 10.0  # a change written to the store must reach this instance's reader in this time
 
 
@@ -195,7 +196,9 @@ class Controller:
         self.deployment = dep
         self.index = Index(dep, self.follows())
         self.generation = getattr(self, "generation", -1) + 1
-        self._compiled = {}
+        # switches whose inputs did not change keep their compiled flows (flows/incremental.py)
+        self._switches, changed = getattr(self, "_switches", incremental.Compiled(None)).update(self.index)
+        self._changes = (getattr(self, "_changes", []) + [(self.generation, changed)])[-CHANGES_KEPT:]
         self._names = None
         self._locations = {}
         for sw in dep.switches.values():
@@ -213,11 +216,18 @@ class Controller:
         """(generation, flows) for one bridge, compiled once per model and OVS capability."""
         with self.lock:
             embed = honours_tun_ipv6_src(version)
-            key = (name, embed)
-            if key not in self._compiled:
-                options = Options(embed_outer_source=frozenset({name}) if embed else frozenset())
-                self._compiled[key] = compile_switch(self.index, name, options)
-            return self.generation, self._compiled[key].bridge(bridge)
+            options = Options(embed_outer_source=frozenset({name}) if embed else frozenset())
+            return self.generation, self._switches.switch(name, options).bridge(bridge)
+
+    def unchanged_since(self, name: str, generation: int) -> Optional[int]:
+        """The generation in force if no model change after `generation` can have changed this
+        switch's flows, else None."""
+        with self.lock:
+            if generation < self._changes[0][0] - 1:
+                return None  # older than what is remembered
+            if all(changed is not None and name not in changed for g, changed in self._changes if g > generation):
+                return self.generation
+            return None
 
     def name_of(self, cookie: int):
         """(feature, object) that a cookie names, from the flows compiled for the model in force."""
@@ -225,7 +235,7 @@ class Controller:
             if self._names is None:
                 self._names = {}
                 for name in self.deployment.switches:
-                    sw = compile_switch(self.index, name)
+                    sw = self._switches.switch(name)
                     self._names.update(cookies.names(sw.integration + sw.underlay))
             return self._names.get(cookies.name_key(cookie), (cookies.feature_of(cookie), None))
 

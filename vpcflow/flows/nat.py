@@ -211,7 +211,7 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
     edge = ix.edge
     if edge is None:
         return
-    plan = Plan(ix)
+    plan = ix.cached("nat:plan", lambda: Plan(ix))  # one per deployment, not per switch
     networks = {}
     for ep in ix.by_switch.get(sw.name, ()):
         src = plan.source(ep)
@@ -324,7 +324,7 @@ def to_host(host: Switch, public_ip: IPAddress):
 def edge_flows(ix: Index, sw: Switch):
     if ix.edge is None or ix.edge.name != sw.name:
         return
-    plan = Plan(ix)
+    plan = ix.cached("nat:plan", lambda: Plan(ix))  # one per deployment, not per switch
     up = sw.uplink
     uplink = {"in_port": up.port}
     for ip in plan.addresses():
