@@ -7,6 +7,7 @@ Run with OVS: `flock /tmp/vpcflow-lab.lock .venv/bin/python -m pytest tests/scal
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
@@ -68,6 +69,25 @@ def store_controller(store_server, tmp_path):
     yield ctl
     ctl.stop()
 
+
+
+@contextlib.contextmanager
+def following(source, ctl):
+    """What the app's follow_store does, in a thread of the test: store updates reach ctl."""
+    stop = threading.Event()
+
+    def follow():
+        while not stop.is_set():
+            update = source.reader.wait(0.2)
+            if update is not None:
+                ctl.store_update(update)
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        follower.join(5)
 
 def test_the_controller_follows_the_store(private_ovs, store_server, store_controller, tmp_path):
     ctl = store_controller
@@ -154,23 +174,13 @@ def test_a_change_is_in_force_once_the_reader_saw_it_and_a_stale_one_is_refused(
         assert refused.value.status == 409
         assert read_deployment(store_server.remote).interfaces["eni-web2"].attach_to == "red2"
 
-        stop = threading.Event()
-
-        def follow():  # what the app's follow_store does, in a thread of the test
-            while not stop.is_set():
-                update = source.reader.wait(0.2)
-                if update is not None:
-                    ctl.store_update(update)
-        follower = threading.Thread(target=follow, daemon=True)
-        follower.start()
-        wait_for(lambda: ctl.deployment.interfaces["eni-web2"].attach_to == "red2", 5, "the reader to catch up")
-        generation, remap = ctl.change(lambda dep: records.attach(dep, "eni-web2", attach, "r2"))
-        # Returned only once in force here: the deployment, the remap and the store agree.
-        assert ctl.deployment.interfaces["eni-web2"].attach_to == "spare1"
-        assert remap.id == "r2" and set(ctl.remaps) == {"r2"} and ctl.remaps["r2"].new_instance == "spare1"
-        assert read_deployment(store_server.remote).interfaces["eni-web2"].attach_to == "spare1"
-        stop.set()
-        follower.join(5)
+        with following(source, ctl):
+            wait_for(lambda: ctl.deployment.interfaces["eni-web2"].attach_to == "red2", 5, "the reader to catch up")
+            generation, remap = ctl.change(lambda dep: records.attach(dep, "eni-web2", attach, "r2"))
+            # Returned only once in force here: the deployment, the remap and the store agree.
+            assert ctl.deployment.interfaces["eni-web2"].attach_to == "spare1"
+            assert remap.id == "r2" and set(ctl.remaps) == {"r2"} and ctl.remaps["r2"].new_instance == "spare1"
+            assert read_deployment(store_server.remote).interfaces["eni-web2"].attach_to == "spare1"
     finally:
         source.close()
 
@@ -186,21 +196,9 @@ def test_an_elastic_ip_remap_goes_through_the_store(store_server):
     ctl = Controller(source.first.deployment, store=source)
     try:
         eip = "198.51.100.20"
-        stop = threading.Event()
-
-        def follow():  # what the app's follow_store does, in a thread of the test
-            while not stop.is_set():
-                update = source.reader.wait(0.2)
-                if update is not None:
-                    ctl.store_update(update)
-        follower = threading.Thread(target=follow, daemon=True)
-        follower.start()
-        try:
+        with following(source, ctl):
             _, remap = ctl.change(lambda dep: records.remap_elastic_ip(
                 dep, eip, {"interface": "eni-web1", "follow_connections": True}, "r1"))
-        finally:
-            stop.set()
-            follower.join(5)
         assert [e.interface for e in ctl.deployment.elastic_ips if str(e.ip) == eip] == ["eni-web1"]
         # the remap row keeps what the edge follows: a restarted (or another) controller counts it
         stored = StoreSource(store_server.remote)

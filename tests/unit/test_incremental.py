@@ -5,11 +5,12 @@ import dataclasses
 import pytest
 
 from bench import generate
+from bench.compile import _with_interface, _with_rule
 from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.incremental import Compiled
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import parse
-from vpcflow.topology.model import PortRange, frozen_map
+from vpcflow.topology.model import PortRange
 
 pytestmark = pytest.mark.foundation
 
@@ -17,19 +18,6 @@ pytestmark = pytest.mark.foundation
 @pytest.fixture(scope="module")
 def dep():
     return parse(generate.generate(160, 16, 20, 4))
-
-
-def _with_interface(dep, name, **changes):
-    iface = dataclasses.replace(dep.interfaces[name], **changes)
-    return dataclasses.replace(dep, interfaces=frozen_map({**dep.interfaces, name: iface}))
-
-
-def _with_rule(dep, group, direction, index, **changes):
-    sg = dep.security_groups[group]
-    rules = list(getattr(sg, direction))
-    rules[index] = dataclasses.replace(rules[index], **changes)
-    sg = dataclasses.replace(sg, **{direction: tuple(rules)})
-    return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
 
 
 def _changes(dep):

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from vpcflow.topology.model import Deployment, frozen_map
 

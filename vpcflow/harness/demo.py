@@ -116,31 +116,41 @@ def from_outside(ip: str, port: int, proto: str = "tcp"):
     return run
 
 
+def _followed(lab: Lab, client, ip: str, port: int, change, old: str, after=None) -> str:
+    """A stream from `client` to ip:port (served by `old`) runs while `change(lab)` (an API call:
+    (status, body)) moves the address with follow_connections; then a new connection, the stream
+    going on, its end, and the remap completing."""
+    progress = os.path.join(lab.workdir, f"demo-follow-{ip}")
+    proc = lab.peer(client, "stream", "--host", ip, "--port", str(port), "--progress", progress,
+                    "--timeout", "10", "--interval", "0.02")
+    count = lambda: int(open(progress).read() or 0) if os.path.exists(progress) else 0  # noqa: E731
+    wait_for(lambda: count() > 10, 10, f"the stream to {ip}")
+    status, body = change(lab)
+    if status != 200:
+        return f"refused: {body.get('error')}"
+    lab.wait_synced()
+    if after:
+        after(lab)
+    new = lab.client(client, ip, port)
+    before = count()
+    wait_for(lambda: count() > before + 20, 10, "the stream going on after the change")
+    proc.terminate()
+    summary, _ = proc.communicate(timeout=15)
+    rid = body["remap"]["id"]
+    wait_for(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 15, "the remap to complete")
+    kept = old if f"server={old}" in summary and summary.strip().endswith("error=") else "broken"
+    return f"old stream kept on {kept}, new on {new.split()[-1]}, remap complete"
+
+
 def follow_move():
     """A stream to eni-web2's address runs while the record moves to spare1 (another switch) with
     follow_connections: the stream stays with web2, a new connection reaches spare1, and the
     remap completes once the stream ends. Last: it moves the record for good."""
     def run(lab: Lab) -> str:
-        progress = os.path.join(lab.workdir, "demo-follow")
-        proc = lab.peer(lab.host("web1"), "stream", "--host", "10.0.0.12", "--port", "8080",
-                        "--progress", progress, "--timeout", "10", "--interval", "0.02")
-        count = lambda: int(open(progress).read() or 0) if os.path.exists(progress) else 0  # noqa: E731
-        wait_for(lambda: count() > 10, 10, "the stream to web2")
-        status, body = lab.api("POST", "/v1/interfaces/eni-web2/attach",
-                               {"instance": "spare1", "requester": "acme", "follow_connections": True})
-        if status != 200:
-            return f"move refused: {body.get('error')}"
-        lab.wait_synced()
-        lab.configure_guest("spare1", lab.dep.interfaces["eni-web2"])
-        new = lab.client(lab.host("web1"), "10.0.0.12", 8080)
-        before = count()
-        wait_for(lambda: count() > before + 20, 10, "the stream going on after the move")
-        proc.terminate()
-        summary, _ = proc.communicate(timeout=15)
-        rid = body["remap"]["id"]
-        wait_for(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 15, "the remap to complete")
-        kept = "web2" if "server=web2" in summary and summary.strip().endswith("error=") else "broken"
-        return f"old stream kept on {kept}, new on {new.split()[-1]}, remap complete"
+        return _followed(lab, lab.host("web1"), "10.0.0.12", 8080,
+                         lambda lab: lab.api("POST", "/v1/interfaces/eni-web2/attach",
+                                             {"instance": "spare1", "requester": "acme", "follow_connections": True}),
+                         "web2", after=lambda lab: lab.configure_guest("spare1", lab.dep.interfaces["eni-web2"]))
     return run
 
 
@@ -149,25 +159,9 @@ def eip_remap():
     it is remapped to eni-web1 (web1, host1) with follow_connections: the stream stays with
     web2, a new connection reaches web1, and the remap completes once the stream ends."""
     def run(lab: Lab) -> str:
-        progress = os.path.join(lab.workdir, "demo-eip")
-        proc = lab.peer(lab.external(), "stream", "--host", "198.51.100.20", "--port", "80",
-                        "--progress", progress, "--timeout", "10", "--interval", "0.02")
-        count = lambda: int(open(progress).read() or 0) if os.path.exists(progress) else 0  # noqa: E731
-        wait_for(lambda: count() > 10, 10, "the stream to the elastic IP")
-        status, body = lab.api("POST", "/v1/elastic-ips/198.51.100.20/remap",
-                               {"interface": "eni-web1", "follow_connections": True})
-        if status != 200:
-            return f"remap refused: {body.get('error')}"
-        lab.wait_synced()
-        new = lab.client(lab.external(), "198.51.100.20", 80)
-        before = count()
-        wait_for(lambda: count() > before + 20, 10, "the stream going on after the remap")
-        proc.terminate()
-        summary, _ = proc.communicate(timeout=15)
-        rid = body["remap"]["id"]
-        wait_for(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 15, "the remap to complete")
-        kept = "web2" if "server=web2" in summary and summary.strip().endswith("error=") else "broken"
-        return f"old stream kept on {kept}, new on {new.split()[-1]}, remap complete"
+        return _followed(lab, lab.external(), "198.51.100.20", 80,
+                         lambda lab: lab.api("POST", "/v1/elastic-ips/198.51.100.20/remap",
+                                             {"interface": "eni-web1", "follow_connections": True}), "web2")
     return run
 
 
