@@ -10,7 +10,7 @@ The shape, chosen to look like a multi-tenant cloud:
   interfaces cycle through them, every 7th is in two; the first of each network is an
   appliance (source_dest_check false) and every 20th has a secondary address;
 - authorizations between a tenant's consecutive networks;
-- NAT: fixed blocks only (allocation is not implemented), one per host, 256 ports, aligned
+- NAT: fixed blocks (the largest case for the edge: every block a separate cover), one per host, 256 ports, aligned
   except every 7th; a port forward and an elastic IP per network (up to 1000);
 - one spare instance (no interface) per rack: the target of an interface move.
 """

@@ -14,19 +14,21 @@ import sys
 import time
 import traceback
 
-from bench import datapath, install, ovn, report
+from bench import datapath, install, ovn, remap, report
 from bench.util import ROOT, machine, run_worker
 
 BUDGET = 28 * 60  # seconds for the whole run; `make bench` must finish within 30 minutes
 
 FULL = {
-    "install_runs": 3, "iperf_runs": 3, "iperf_seconds": 5, "ovn_size": "10k", "ovn_runs": 3, "ovn_changes": 4,
+    "install_runs": 3, "iperf_runs": 3, "iperf_seconds": 5, "remap_runs": 5,
+    "ovn_size": "10k", "ovn_runs": 3, "ovn_changes": 4,
     "growth": [(1_000, 20), (10_000, 200), (100_000, 2_000)],
     "scale": [("1k", 3, 600), ("10k", 1, 240), ("100k", 1, 120)],
     "incremental": [("10k", 3, 3, 240), ("100k", 3, 3, 300)],
 }
 SMOKE = {
-    "install_runs": 1, "iperf_runs": 1, "iperf_seconds": 1, "ovn_size": "smoke", "ovn_runs": 1, "ovn_changes": 2,
+    "install_runs": 1, "iperf_runs": 1, "iperf_seconds": 1, "remap_runs": 1,
+    "ovn_size": "smoke", "ovn_runs": 1, "ovn_changes": 2,
     "growth": [(40, 4), (80, 8)],
     "scale": [("smoke", 2, 60)],
     "incremental": [("smoke", 2, 1, 60)],
@@ -87,6 +89,7 @@ class Run:
         self.machine = machine()
         self.section("install", lambda: install.section(self.smoke, self.p["install_runs"]))
         self.section("datapath", lambda: datapath.section(self.p["iperf_runs"], self.p["iperf_seconds"]))
+        self.section("remap", lambda: remap.section(self.p["remap_runs"]))
         self.section("ovn", self.ovn)
         self.section("growth", self.growth)
         self.section("incremental", self.incremental)
