@@ -149,10 +149,13 @@ def cmd_status(args):
         print(f"error {status}: {body.get('error')}", file=sys.stderr)
         return 1
     print(f"model generation {body['generation']}")
-    print(f"{'switch':12} {'bridge':12} {'dpid':18} {'conn':5} {'sync':5} {'flows':>6}  error")
+    if "instance" in body:  # store mode: several instances share the switches
+        print(f"instance {body['instance']} of {', '.join(body['members']) or 'none'} "
+              f"(membership generation {body['membership_generation']})")
+    print(f"{'switch':12} {'bridge':12} {'dpid':18} {'conn':5} {'role':7} {'sync':5} {'flows':>6}  error")
     for s in body["switches"]:
         print(f"{s['switch']:12} {s['bridge']:12} {s['dpid']:18} {'yes' if s['connected'] else 'no':5} "
-              f"{'yes' if s['in_sync'] else 'no':5} {s['flows']:>6}  {s['error']}")
+              f"{s.get('role') or '-':7} {'yes' if s['in_sync'] else 'no':5} {s['flows']:>6}  {s['error']}")
     status, body = _api(args, "GET", "/v1/drops")
     if status == 200:
         print("\ndrops (packets)")

@@ -109,7 +109,10 @@ class Api:
 
     # --- routes -------------------------------------------------------------------------------
     def switches(self, body):
-        return self.ctl.status()
+        status = self.ctl.status()
+        membership = getattr(self.app, "membership_status", None)  # store mode: the instances sharing the switches
+        status.update(membership() if membership else {})
+        return status
 
     def interfaces(self, body):
         dep = self.ctl.deployment

@@ -5,6 +5,9 @@ switch connects (or reconnects, or a port appears) -> sync that bridge:
     in one atomic bundle, confirm with a barrier.
 SIGHUP or POST /v1/reload -> re-read the deployment file; a valid one replaces the model and
     every connected bridge is synced; an invalid one changes nothing.
+Store mode, several instances (membership.py, roles.py): on connect and at every membership
+    view change, each bridge is asked for the role the view gives this instance (MASTER or
+    SLAVE, with the view's generation id); only the master syncs, and a new master syncs.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import logging
 import signal
 import time
 
-from vpcflow.controller import api, arp_probe, config, render
+from vpcflow.controller import api, arp_probe, config, membership, render
 from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, AppBase, hub,
                                           ofp, ofp_event, packet, parser, set_ev_cls)
 from vpcflow.controller.state import Controller
@@ -34,6 +37,12 @@ class RequestFailed(Exception):
     pass
 
 
+class RoleRefused(RequestFailed):
+    def __init__(self, error):
+        super().__init__(f"role request refused: {_describe(error)}")
+        self.stale = (error.type, error.code) == (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE)
+
+
 class Pending:
     def __init__(self):
         self.replies = []
@@ -52,6 +61,9 @@ class VpcflowApp(AppBase):
         self.pending = {}  # xid -> Pending
         self.sync_running = set()
         self.sync_again = set()
+        self.claim_running = set()
+        self.claim_again = set()
+        self.membership = self._join() if self.ctl.store is not None else None
         # dpid -> what the last complete sync left on the bridge (InstalledCache): a model change
         # is then diffed against it, without dumping the bridge. Dropped on reconnect, on a port
         # change and on any failure, so that the next sync reads the switch again.
@@ -84,8 +96,12 @@ class VpcflowApp(AppBase):
         self.installed.pop(dp.id, None)
         if ev.state == MAIN_DISPATCHER:
             self.datapaths[dp.id] = dp
-            self.ctl.connected(dp.id)
-            hub.spawn(self.sync, dp.id)
+            if self.membership is None:
+                self.ctl.connected(dp.id)
+                hub.spawn(self.sync, dp.id)
+            else:  # a role first: the master syncs
+                self.ctl.connected(dp.id, role="")
+                hub.spawn(self.claim, dp.id)
         elif self.datapaths.get(dp.id) is dp:
             del self.datapaths[dp.id]
             self.ctl.disconnected(dp.id)
@@ -113,6 +129,13 @@ class VpcflowApp(AppBase):
         if not ev.msg.flags & ofp.OFPMPF_REPLY_MORE:
             p.done.set()
 
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def on_role_reply(self, ev):
+        p = self.pending.get(ev.msg.xid)
+        if p is not None:
+            p.replies.append(ev.msg)
+            p.done.set()
+
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def on_barrier(self, ev):
         p = self.pending.get(ev.msg.xid)
@@ -126,6 +149,8 @@ class VpcflowApp(AppBase):
         for p in self.pending.values():
             if msg.xid in p.errors_for:
                 p.errors.append(msg)
+                if getattr(p, "ends_on_error", False):
+                    p.done.set()
                 return
         LOG.error("switch %s bridge %s: OpenFlow error %s xid=%s", where[0], where[1], _describe(msg), msg.xid)
 
@@ -197,7 +222,7 @@ class VpcflowApp(AppBase):
 
     def _sync_once(self, dpid):
         dp = self.datapaths.get(dpid)
-        if dp is None:
+        if dp is None or not self.programs(dpid):
             return
         name, bridge = self.ctl.locate(dpid)
         started = time.monotonic()
@@ -287,11 +312,126 @@ class VpcflowApp(AppBase):
         while True:
             try:
                 for update in self.ctl.store.updates():
+                    switches = set(self.ctl.deployment.switches)
                     if self.ctl.store_update(update):
+                        if self.membership is not None and set(self.ctl.deployment.switches) != switches:
+                            self.claim_all()  # the switches to share changed
                         self.sync_all()
             except Exception:  # the reader must outlive a bad update or a lost connection
                 LOG.exception("following the store %s failed; reading again", self.ctl.store.remote)
                 hub.sleep(1.0)
+
+    # --- roles (store mode) -----------------------------------------------------------------------
+    def _join(self):
+        """Join the controller instances sharing the switches; None (this instance alone, no role
+        requests, as in file mode) where the store's schema predates membership (1.1.0)."""
+        from vpcflow.store import StoreError
+        from vpcflow.store.client import fetch_schema
+        from vpcflow.store.schema import MEMBERSHIP_TABLE
+
+        v, remote = CONF.vpcflow, self.ctl.store.remote
+        try:
+            if MEMBERSHIP_TABLE not in fetch_schema(remote)["tables"]:
+                LOG.warning("store %s has no %s table (schema before 1.2.0): this instance programs every "
+                            "switch alone; run one controller only", remote, MEMBERSHIP_TABLE)
+                return None
+        except StoreError as e:
+            LOG.warning("store %s: %s; joining the controllers when it answers", remote, e)
+        m = membership.Membership(remote, v.instance_name or membership.default_name(CONF.ofp_tcp_listen_port),
+                                  f"http://{v.api_host}:{v.api_port}", on_view=lambda view: hub.spawn(self.claim_all),
+                                  sleep=hub.sleep)
+        try:
+            m.join()
+        except StoreError as e:  # run() joins when the store answers; until then this instance holds nothing
+            LOG.warning("joining the controllers in %s failed: %s", remote, e)
+        hub.spawn(m.run)
+        return m
+
+    def programs(self, dpid) -> bool:
+        """Whether this instance may send flow-mods and packet-outs to the bridge: in file mode
+        always (the one controller, role "equal"); in store mode as its master only."""
+        b = self.ctl.bridges.get(dpid)
+        return b is not None and b.role in ("equal", "master")
+
+    def designated(self) -> bool:
+        """Whether this instance writes what only one instance must (a drained remap's completion)."""
+        return self.membership is None or (self.membership.view is not None and self.membership.view.designated)
+
+    def membership_status(self) -> dict:
+        if self.membership is None:
+            return {}
+        view = self.membership.view
+        return {"instance": self.membership.name, "members": list(view.members) if view else [],
+                "membership_generation": view.generation if view else None}
+
+    def claim_all(self):
+        for dpid in list(self.datapaths):
+            hub.spawn(self.claim, dpid)
+
+    def claim(self, dpid):
+        """Ask the bridge for the role the membership view gives this instance; again if asked
+        while running (the view changed). A bridge this instance newly masters is synced."""
+        if dpid in self.claim_running:
+            self.claim_again.add(dpid)
+            return
+        self.claim_running.add(dpid)
+        try:
+            while True:
+                self.claim_again.discard(dpid)
+                self._claim_once(dpid)
+                if dpid not in self.claim_again:
+                    break
+        finally:
+            self.claim_running.discard(dpid)
+
+    def _claim_once(self, dpid):
+        dp, view, where = self.datapaths.get(dpid), self.membership.view, self.ctl.locate(dpid)
+        if dp is None or view is None or where is None:
+            return
+        master = view.masters(where[0], self.ctl.deployment.switches)
+        was = self.ctl.bridges[dpid].role
+        try:
+            reply = self.role_request(dp, ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE,
+                                      view.generation)
+        except RoleRefused as e:
+            # STALE: another instance asked with a newer membership generation. Step down; the
+            # next view this instance reads (newer) asks again.
+            self.ctl.set_role(dpid, "slave")
+            log = LOG.warning if e.stale else LOG.error
+            log("switch %s bridge %s: %s (generation %d): not programming it until the next membership view",
+                where[0], where[1], e, view.generation)
+            return
+        except RequestFailed as e:
+            self.ctl.set_role(dpid, "")
+            LOG.error("switch %s bridge %s: %s", where[0], where[1], e)
+            return
+        role = {ofp.OFPCR_ROLE_MASTER: "master", ofp.OFPCR_ROLE_SLAVE: "slave",
+                ofp.OFPCR_ROLE_EQUAL: "equal"}.get(reply.role, "")
+        self.ctl.set_role(dpid, role)
+        if role != was:
+            # another master may have changed the bridge meanwhile: the next sync reads it again
+            getattr(self, "installed", {}).pop(dpid, None)
+            LOG.info("switch %s bridge %s: %s (membership generation %d)", where[0], where[1], role, view.generation)
+        if role == "master" and was != "master":
+            self.sync(dpid)
+
+    def role_request(self, dp, role, generation):
+        """OFPRoleRequest; the switch's reply (RoleRefused if it answers with an error)."""
+        msg = parser.OFPRoleRequest(dp, role, generation)
+        dp.set_xid(msg)
+        p = Pending()
+        p.errors_for = {msg.xid}
+        p.ends_on_error = True
+        self.pending[msg.xid] = p
+        try:
+            dp.send_msg(msg)
+            if not p.done.wait(timeout=REPLY_TIMEOUT):
+                raise RequestFailed("no reply to the role request")
+        finally:
+            del self.pending[msg.xid]
+        if p.errors:
+            raise RoleRefused(p.errors[0])
+        return p.replies[0]
 
     def count_flows(self, cookie: int, mask: int) -> int:
         """Flows with this cookie (under mask) on every connected integration bridge."""
@@ -318,7 +458,7 @@ class VpcflowApp(AppBase):
                 except RequestFailed as e:
                     LOG.error("remap %s: counting followed connections failed: %s", r.id, e)
                     continue
-                if self.ctl.remap_progress(r.id, left):
+                if self.ctl.remap_progress(r.id, left, complete=self.designated()):
                     LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.holder)
                     self.sync_all()
 
@@ -346,7 +486,7 @@ class VpcflowApp(AppBase):
         """Packet-out of raw bytes on a named port (used by the edge's ARP probe)."""
         dp = self.datapaths.get(dpid)
         port = self.ctl.port_number(dpid, port_name)
-        if dp is None or port is None:
+        if dp is None or port is None or not self.programs(dpid):
             return False
         dp.send_msg(parser.OFPPacketOut(dp, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER,
                                         [parser.OFPActionOutput(port)], data))

@@ -7,6 +7,8 @@ OPTS = [
     cfg.StrOpt("store", help="the intent store instead of topology_file: unix:PATH, tcp:HOST:PORT, or the members "
                              "of a clustered store, comma-separated (tcp:H:P1,tcp:H:P2,tcp:H:P3); runtime changes "
                              "are written there and state_file is not used. Unset: the deployment file"),
+    cfg.StrOpt("instance_name", help="store mode: this controller's name among the instances sharing the switches "
+                                     "(unique; default HOSTNAME:OFP_PORT)"),
     cfg.StrOpt("api_host", default="127.0.0.1", help="address of the REST API"),
     cfg.PortOpt("api_port", default=8181, help="port of the REST API"),
     cfg.StrOpt("api_token", secret=True, help="bearer token the REST API requires"),

@@ -17,6 +17,8 @@ def render(ctl, app) -> bytes:
     reg = CollectorRegistry()
     connected = Gauge("vpcflow_switch_connected", "bridge connected to this controller", ["switch", "bridge"],
                       registry=reg)
+    master = Gauge("vpcflow_switch_programmed", "this controller programs the bridge (its master, or the only "
+                   "controller)", ["switch", "bridge"], registry=reg)
     flows = Gauge("vpcflow_flows_installed", "flows this controller manages on the bridge", ["switch", "bridge"],
                   registry=reg)
     sync = Gauge("vpcflow_last_sync_seconds", "duration of the last sync", ["switch", "bridge"], registry=reg)
@@ -43,6 +45,7 @@ def render(ctl, app) -> bytes:
     for s in status["switches"]:
         labels = (s["switch"], s["bridge"])
         connected.labels(*labels).set(1 if s["connected"] else 0)
+        master.labels(*labels).set(1 if s["connected"] and s["role"] in ("master", "equal") else 0)
         flows.labels(*labels).set(s["flows"])
         sync.labels(*labels).set(s["last_sync_seconds"])
         packet_ins.labels(*labels).set(s["packet_ins"])

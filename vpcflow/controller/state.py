@@ -38,6 +38,7 @@ class BridgeState:
     switch: str
     bridge: str  # pipeline.INTEGRATION or pipeline.UNDERLAY
     connected: bool = False
+    role: str = ""  # OpenFlow role this instance holds: "equal" (file mode), "master" or "slave" (store mode)
     version: str = ""
     generation: int = -1  # the model generation last synced
     flows: int = 0
@@ -155,15 +156,16 @@ class Controller:
     def draining(self):
         return [r for r in self.remaps.values() if r.state == "draining"]
 
-    def remap_progress(self, remap_id: str, connections: int):
+    def remap_progress(self, remap_id: str, connections: int, complete: bool = True):
         """The followed connections a draining remap still has; at none, it is complete and
-        every flow it added goes with the next compile."""
+        every flow it added goes with the next compile. complete=False (store mode, an instance
+        that is not the designated one): the count is kept, the completion left to that one."""
         with self.lock:
             r = self.remaps.get(remap_id)
             if r is None or r.state != "draining":
                 return False
             r.connections = connections
-            if connections:
+            if connections or not complete:
                 return False
             if self.store is None:
                 r.state = "complete"
@@ -254,14 +256,22 @@ class Controller:
         return []
 
     # --- bridge state --------------------------------------------------------------------------
-    def connected(self, dpid):
+    def connected(self, dpid, role: str = "equal"):
+        """role: "equal" where no role is asked for (file mode); "" until a role request is answered."""
         with self.lock:
             self.bridges[dpid].connected = True
+            self.bridges[dpid].role = role
 
     def disconnected(self, dpid):
         with self.lock:
             if dpid in self.bridges:
                 self.bridges[dpid].connected = False
+                self.bridges[dpid].role = ""
+
+    def set_role(self, dpid, role: str):
+        with self.lock:
+            if dpid in self.bridges:
+                self.bridges[dpid].role = role
 
     def synced(self, dpid, generation, *, version, ports, installed, added, deleted, waiting, seconds,
                features=None):
@@ -301,8 +311,9 @@ class Controller:
             for dpid, b in sorted(self.bridges.items(), key=lambda kv: (kv[1].switch, kv[1].bridge)):
                 out.append({
                     "switch": b.switch, "bridge": b.bridge, "dpid": f"{dpid:016x}", "connected": b.connected,
+                    "role": b.role,  # a slave's bridge is its master's to sync: never in sync here
                     "ovs_version": b.version, "flows": b.flows, "in_sync": b.connected and b.generation == self.generation
-                    and not b.error and not b.waiting,
+                    and b.role in ("equal", "master") and not b.error and not b.waiting,
                     "last_sync": b.last_sync, "last_sync_seconds": round(b.last_sync_seconds, 4),
                     "last_added": b.last_added, "last_deleted": b.last_deleted,
                     "waiting_for_ports": b.waiting, "error": b.error, "packet_ins": b.packet_ins,

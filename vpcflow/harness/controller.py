@@ -122,7 +122,8 @@ arp_probe_interval = 2
     def ofp_target(self) -> str:
         return f"tcp:127.0.0.1:{self.ofp_port}"
 
-    def api(self, method: str, path: str, body=None, token: Optional[str] = "default", raw: Optional[bytes] = None):
+    def api(self, method: str, path: str, body=None, token: Optional[str] = "default", raw: Optional[bytes] = None,
+            timeout: float = 5.0):
         """Call the REST API: (status, decoded JSON, or text for non-JSON answers)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}", data=data, method=method)
@@ -130,7 +131,7 @@ arp_probe_interval = 2
         if tok:
             req.add_header("Authorization", f"Bearer {tok}")
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, _decode(resp)
         except urllib.error.HTTPError as e:
             return e.code, _decode(e)

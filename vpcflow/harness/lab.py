@@ -106,9 +106,18 @@ class SwitchHost:
 
 
 class Lab:
-    """Bring a deployment file up: `with Lab(path) as lab: ...`."""
+    """Bring a deployment file up: `with Lab(path) as lab: ...`.
 
-    def __init__(self, topology_file: str, tag: str = "vf", api_token: str = "lab-token"):
+    With `store` (a store remote holding the same deployment), the controllers take their intent
+    from the store, and there may be several of them (`controllers`, named `instance_names`),
+    every switch connected to each: `lab.ctls`, `lab.ctl` the first."""
+
+    def __init__(self, topology_file: str, tag: str = "vf", api_token: str = "lab-token", controllers: int = 1,
+                 store: Optional[str] = None, instance_names: Optional[List[str]] = None):
+        if controllers > 1 and not store:
+            raise ValueError("several controllers share the switches through a store only")
+        self.store = store
+        self.instance_names = list(instance_names or [f"{tag}-c{i + 1}" for i in range(controllers)])
         self.dep: Deployment = load_file(topology_file)
         self.tag = tag  # prefix of every name this lab gives in the root namespace
         self.api_token = api_token
@@ -121,6 +130,7 @@ class Lab:
         self.instances = {}  # instance name -> Mininet host
         self.externals = {}  # edge name -> Mininet host
         self.ctl: Optional[ControllerProcess] = None
+        self.ctls: List[ControllerProcess] = []
         self.mgmt: Dict[str, IPAddress] = {}
         self.procs: List[subprocess.Popen] = []  # peers started in namespaces, ended in stop()
 
@@ -155,15 +165,25 @@ class Lab:
             host.ovs.start()
         # the switches' control sockets: the controller reads NAT block usage from their conntrack
         targets = ",".join(f"{name}:{host.ovs.dir}/ovs-vswitchd.ctl" for name, host in self.switches.items())
-        self.ctl = ControllerProcess(self.workdir, self.topology_file, self.api_token,
-                                     extra=f"appctl_targets = {targets}")
+        if self.store is None:
+            self.ctls = [ControllerProcess(self.workdir, self.topology_file, self.api_token,
+                                           extra=f"appctl_targets = {targets}")]
+        else:
+            for name in self.instance_names:
+                workdir = os.path.join(self.workdir, name)
+                os.mkdir(workdir)
+                self.ctls.append(ControllerProcess(workdir, "", self.api_token, extra=f"appctl_targets = {targets}\n"
+                                                   f"store = {self.store}\ninstance_name = {name}"))
+        self.ctl = self.ctls[0]
         if controller:
-            self.ctl.start(wait=False)  # it comes up while the bridges are prepared
+            for ctl in self.ctls:
+                ctl.start(wait=False)  # they come up while the bridges are prepared
         self._prepare_bridges()
         for host in self.switches.values():
             self._address_underlay(host)
         if controller:
-            self.ctl.wait_api()
+            for ctl in self.ctls:
+                ctl.wait_api()
             self.wait_synced()
             self._prime_substrate()  # needs the underlay flows in place
 
@@ -233,8 +253,9 @@ class Lab:
         """`vpcflow bridge` for every switch, as its operator would run it (all at once)."""
         running = {}
         for name, host in self.switches.items():
-            cmd = [bin_path("vpcflow"), "bridge", self.topology_file, "--switch", name, "--db", host.ovs.db,
-                   "--controller", f"tcp:{self.mgmt[name]}:{self.ctl.ofp_port}"]
+            cmd = [bin_path("vpcflow"), "bridge", self.topology_file, "--switch", name, "--db", host.ovs.db]
+            for ctl in self.ctls:
+                cmd += ["--controller", f"tcp:{self.mgmt[name]}:{ctl.ofp_port}"]
             running[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name, proc in running.items():
             _, err = proc.communicate(timeout=60)
@@ -284,12 +305,13 @@ class Lab:
 
     # --- the controller ------------------------------------------------------------------------
     def start_controller(self, wait: bool = True):
-        """(Re)start the controller process, on the same ports and files."""
-        self.ctl.start(wait=wait)
+        """(Re)start the controller processes, on the same ports and files."""
+        for ctl in self.ctls:
+            ctl.start(wait=wait)
 
     def stop_controller(self, sig=signal.SIGTERM):
-        if self.ctl is not None:
-            self.ctl.stop(sig)
+        for ctl in self.ctls:
+            ctl.stop(sig)
 
     def api(self, method: str, path: str, body=None, token: Optional[str] = "default"):
         return self.ctl.api(method, path, body, token)
@@ -298,7 +320,29 @@ class Lab:
         return self.ctl.output() if self.ctl else ""
 
     def wait_synced(self, timeout: float = 30.0):
-        self.ctl.wait_synced(timeout)
+        """Every bridge runs the model in force: synced by its controller, or with several, by
+        exactly one master among the running ones."""
+        running = [c for c in self.ctls if c.proc is not None]
+        if len(self.ctls) == 1:
+            self.ctl.wait_synced(timeout)
+            return
+        wait_for(lambda: self.masters(running, synced=True) is not None, timeout,
+                 "every bridge synced by exactly one master")
+
+    def masters(self, ctls=None, synced: bool = False) -> Optional[Dict[tuple, ControllerProcess]]:
+        """{(switch, bridge): the controller that is its master}, when every bridge has exactly
+        one master among `ctls` (default: the running ones; with `synced`, one in sync), else None."""
+        ctls = ctls if ctls is not None else [c for c in self.ctls if c.proc is not None]
+        out: Dict[tuple, ControllerProcess] = {}
+        seen: Dict[tuple, int] = {}
+        for ctl in ctls:
+            for key, s in ctl.switches().items():
+                if s["role"] == "master" and (s["in_sync"] or not synced):
+                    out[key] = ctl
+                seen[key] = seen.get(key, 0) + (s["role"] == "master")
+        if not seen or any(n != 1 for n in seen.values()) or len(out) != len(seen):
+            return None
+        return out
 
     def rewrite(self, text: str):
         """Replace the deployment file the controller reads (then reload())."""

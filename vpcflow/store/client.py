@@ -24,13 +24,16 @@ import ovs.poller
 import ovs.stream
 import ovs.util
 
-from vpcflow.store.schema import (DB_NAME, FILE_FORMAT, INTENT_TABLES, META_TABLE, SCHEMA_VERSION,
-                                  compatible)
+from vpcflow.store.schema import (DB_NAME, FILE_FORMAT, INTENT_TABLES, MEMBERSHIP_TABLE, META_TABLE,
+                                  SCHEMA_VERSION, compatible)
 
 TIMEOUT = 10.0
 POLL_MS = 100
-# A member that is gone or not the leader: try the next one soon, not after the default 8 s.
-MAX_BACKOFF_MS = 2000
+# A member that is gone or not the leader: try the next one soon, not after the default 8 s. A
+# leader killed, the others elect one within 1 to 2 s (Raft election timer 1 s): retrying every
+# 0.2 to 1 s finds it soon after (a write then waits 1 to 4 s, against 5 to 7 s with 1 to 2 s).
+MIN_BACKOFF_MS = 200
+MAX_BACKOFF_MS = 1000
 
 
 
@@ -134,7 +137,7 @@ def open_idl(remote: str, schema_json: dict, tables: Optional[Iterable[str]] = N
     idl = idl_class(remote, helper, leader_only=leader_only)
     reconnect = getattr(getattr(idl, "_session", None), "reconnect", None)
     if reconnect is not None:
-        reconnect.set_backoff(1000, MAX_BACKOFF_MS)
+        reconnect.set_backoff(MIN_BACKOFF_MS, MAX_BACKOFF_MS)
     try:
         run_until(idl, lambda: monitoring(idl), timeout,
                   "the cluster leader" if leader_only and "," in remote else "the database contents")
@@ -182,14 +185,21 @@ def json_row(table: ovs.db.schema.TableSchema, row: Dict[str, object]) -> dict:
 class StoreWriter:
     """A connection for writes: to the leader of a cluster. Each write is one transaction that
     also bumps Store.generation; `transact` returns the new generation once the write is
-    committed (for a cluster: by a majority), and raises StoreError otherwise."""
+    committed (for a cluster: by a majority), and raises StoreError otherwise.
 
-    def __init__(self, remote: str, timeout: float = TIMEOUT):
+    `tables`: what its IDL replicates besides the Store row (membership.py follows the
+    Controller_Instance rows through its writer)."""
+
+    def __init__(self, remote: str, timeout: float = TIMEOUT, tables: Iterable[str] = ()):
         self.remote = remote
         self.timeout = timeout
         schema_json = fetch_schema(remote, timeout)
         self.tables = ovs.db.schema.DbSchema.from_json(schema_json).tables
-        self.idl = open_idl(remote, schema_json, [META_TABLE], leader_only=True, timeout=timeout)
+        missing = [t for t in tables if t not in self.tables]
+        if missing:
+            raise StoreError(f"{remote}: schema version {schema_json.get('version')} has no table "
+                             f"{', '.join(missing)} (convert the database to this vpcflow's schema)")
+        self.idl = open_idl(remote, schema_json, [META_TABLE, *tables], leader_only=True, timeout=timeout)
 
     def close(self):
         self.idl.close()
@@ -200,20 +210,25 @@ class StoreWriter:
     def __exit__(self, *exc):
         self.close()
 
-    def transact(self, ops: Callable[[], List[dict]], source: Optional[str] = None, refused: str = "") -> int:
+    def transact(self, ops: Callable[[], List[dict]], source: Optional[str] = None, refused: str = "",
+                 bump: bool = True, membership: bool = False, timeout: Optional[float] = None) -> int:
         """Commit the raw operations ops() makes (called again on each retry); the new generation.
+
+        bump=False: the generation is left alone (and returned as it is): a member's beat, which
+        is no change of anything a reader follows. membership=True: Store.membership is set to the
+        new generation too (a join or a removal of a controller instance).
 
         A write whose outcome is unknown (the leader went away before answering) is retried: the
         callers' operations are idempotent (replace, set a column, delete-then-insert by key).
         If one of them fails (a "wait" that does not hold), nothing is written and StoreError
         says `refused`."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             left = deadline - time.monotonic()
             run_until(self.idl, lambda: monitoring(self.idl), max(left, 0.0), "the cluster leader")
             seqno = self.idl.change_seqno
             txn = Txn(self.idl)
-            generation = self._bump_generation(txn, source)
+            generation = self._bump_generation(txn, source, membership) if bump else self.generation()
             raw = ops()
             for op in raw:
                 txn.add_op(op)
@@ -229,7 +244,11 @@ class StoreWriter:
             run_until(self.idl, lambda: self.idl.change_seqno != seqno and monitoring(self.idl),
                       max(deadline - time.monotonic(), 0.0), "the store to come back after a failed write")
 
-    def _bump_generation(self, txn: Txn, source: Optional[str]) -> int:
+    def generation(self) -> int:
+        rows = list(self.idl.tables[META_TABLE].rows.values())
+        return rows[0].generation if rows else 0
+
+    def _bump_generation(self, txn: Txn, source: Optional[str], membership: bool = False) -> int:
         rows = list(self.idl.tables[META_TABLE].rows.values())
         if rows:
             meta = rows[0]
@@ -242,6 +261,8 @@ class StoreWriter:
         meta.generation = generation
         if source is not None:
             meta.source = source
+        if membership:
+            meta.membership = [generation]
         return generation
 
     def _commit(self, txn: Txn, deadline: float) -> str:
@@ -318,3 +339,35 @@ class StoreWriter:
                 out.append(self.insert_op("Remap", remap))
             return out
         return self.transact(ops, refused="the store changed meanwhile, nothing written; retry")
+
+    # Membership of the controller instances (membership.py): a row each, by name.
+
+    def join(self, name: str, api: str = "") -> int:
+        """This instance's row, new (a row of the same name, a previous life's, is replaced):
+        a membership change."""
+        return self.transact(lambda: [
+            {"op": "delete", "table": MEMBERSHIP_TABLE, "where": [["name", "==", name]]},
+            self.insert_op(MEMBERSHIP_TABLE, {"name": name, "beat": 0, "api": api})], membership=True)
+
+    def beat(self, name: str, beat: int, timeout: Optional[float] = None) -> None:
+        """Set this instance's beat (no generation bump). StoreConflict if its row is gone: a peer
+        judged it dead and removed it; it must join again."""
+        where = [["name", "==", name]]
+        self.transact(bump=False, timeout=timeout, refused=f"{name} is no longer a member", ops=lambda: [
+            {"op": "wait", "table": MEMBERSHIP_TABLE, "where": where, "columns": ["name"], "until": "==",
+             "rows": [{"name": name}], "timeout": 0},
+            {"op": "update", "table": MEMBERSHIP_TABLE, "where": where, "row": {"beat": beat}}])
+
+    def remove_member(self, name: str, beat_seen: int, timeout: Optional[float] = None) -> int:
+        """Remove a member judged dead, if its beat is still the one judged (StoreConflict, nothing
+        written, if it beat meanwhile or someone removed it first): a membership change."""
+        where = [["name", "==", name]]
+        return self.transact(membership=True, timeout=timeout, refused=f"{name} beat again or is gone", ops=lambda: [
+            {"op": "wait", "table": MEMBERSHIP_TABLE, "where": where, "columns": ["beat"], "until": "==",
+             "rows": [{"beat": beat_seen}], "timeout": 0},
+            {"op": "delete", "table": MEMBERSHIP_TABLE, "where": where}])
+
+    def leave(self, name: str, timeout: Optional[float] = None) -> int:
+        """This instance's row removed (a clean stop): a membership change."""
+        return self.transact(membership=True, timeout=timeout, ops=lambda: [
+            {"op": "delete", "table": MEMBERSHIP_TABLE, "where": [["name", "==", name]]}])

@@ -30,7 +30,7 @@ from typing import Dict, Iterator, Mapping, Optional, Set, Tuple
 import ovs.db.idl
 
 from vpcflow.store import client, rows
-from vpcflow.store.schema import INTENT_TABLES, META_TABLE, natural_key
+from vpcflow.store.schema import INTENT_TABLES, MEMBERSHIP_TABLE, META_TABLE, natural_key
 from vpcflow.topology.loader import DeploymentError, Problem
 from vpcflow.topology.model import Deployment, frozen_map
 
@@ -116,7 +116,9 @@ class StoreReader:
     def __init__(self, remote: str, leader_only: bool = False, timeout: float = client.TIMEOUT):
         self.remote = remote
         schema_json = client.fetch_schema(remote, timeout)
-        self.idl: _TrackingIdl = client.open_idl(remote, schema_json, leader_only=leader_only,
+        # Everything but the controllers' beats: they are not the intent, and come every half second.
+        tables = [t for t in schema_json["tables"] if t != MEMBERSHIP_TABLE]
+        self.idl: _TrackingIdl = client.open_idl(remote, schema_json, tables, leader_only=leader_only,
                                                  timeout=timeout, idl_class=_TrackingIdl)
         self.columns = {name: table.columns for name, table in self.idl.tables.items()}
         self.plain_rows: Dict[str, Dict[object, dict]] = {table: {} for table in self.idl.tables}

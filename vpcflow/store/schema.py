@@ -21,7 +21,7 @@ import os
 from typing import Dict, Tuple
 
 DB_NAME = "vpcflow"
-SCHEMA_VERSION = "1.1.0"  # major: readers and writers refuse a server whose major differs
+SCHEMA_VERSION = "1.2.0"  # major: readers and writers refuse a server whose major differs
 FILE_FORMAT = 1  # the deployment-file `version` the store holds
 
 # The deployment itself; import replaces all of these in one transaction.
@@ -31,6 +31,11 @@ INTENT_TABLES = ("Switch", "Network", "Instance", "Interface", "Security_Group",
 RUNTIME_TABLES = ("Remap",)
 META_TABLE = "Store"  # one row: the file format, a generation bumped by every write, the last source
 ALL_TABLES = (META_TABLE,) + INTENT_TABLES + RUNTIME_TABLES
+# The controller instances sharing the switches (1.2.0): one row each, its `beat` bumped every
+# half second without bumping the generation. Joins and removals bump it, and set
+# Store.membership to it: the OpenFlow role generation id of that membership. The intent reader
+# does not replicate this table (beats are not changes of the intent).
+MEMBERSHIP_TABLE = "Controller_Instance"
 
 NATURAL_KEYS: Dict[str, Tuple[str, ...]] = {
     "Store": (),
@@ -46,6 +51,7 @@ NATURAL_KEYS: Dict[str, Tuple[str, ...]] = {
     "NAT_Forward": ("position",),
     "Elastic_IP": ("position",),
     "Remap": ("id",),
+    "Controller_Instance": ("name",),
 }
 
 
