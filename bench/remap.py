@@ -12,8 +12,14 @@ The figures also say how long the controller itself took (programmed: from the c
 edge, synced after the hosts, committed its bundle) and how many of the prober's attempts were
 lost in the switch-over (lost_attempts; each costs it its 0.2 s timeout). A SYN that a datapath
 flow made before the edge's commit still takes to the old holder's host is taken by the old
-holder (Open vSwitch revalidates its flows asynchronously); the attempts still lost in later
-runs are counted by no drop flow, and their cause is not found yet.
+holder (Open vSwitch revalidates its flows asynchronously). The attempts still lost in later
+runs were traced with captures: the new holder answers, its SYN-ACK reaches the edge half a
+millisecond after the edge's commit and the edge's pipeline drops it (coverage
+drop_action_of_pipeline) without any drop flow counting it. The likely cause is the same
+asynchronous revalidation on the return path: a datapath flow that dropped a late packet from
+that host while it held no address (after the previous remap completed) still applies for a
+moment after the commit that lets its answers through. Not fixed: the commit is one bundle per
+switch by contract, and OpenFlow has no way to wait for revalidation.
 
 Baseline (same run): the time the same prober takes to get an answer when nothing changes (its
 connection set-up plus the interval: what a client would see anyway). Added RTT: the followed
