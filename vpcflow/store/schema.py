@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Dict, Tuple
 
 DB_NAME = "vpcflow"
@@ -66,9 +67,11 @@ def natural_key(table: str, row: dict) -> str:
 
 
 def default_schema_path() -> str:
-    """etc/vpcflow.ovsschema of this source tree."""
+    """etc/vpcflow.ovsschema of this source tree, else the copy an install put under its prefix."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(os.path.dirname(here)), "etc", "vpcflow.ovsschema")
+    source = os.path.join(os.path.dirname(os.path.dirname(here)), "etc", "vpcflow.ovsschema")
+    installed = os.path.join(sys.prefix, "share", "vpcflow", "vpcflow.ovsschema")
+    return source if os.path.exists(source) or not os.path.exists(installed) else installed
 
 
 def load_schema_json(path: str = "") -> dict:
