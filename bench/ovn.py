@@ -23,7 +23,7 @@ import tempfile
 
 from bench import generate
 from bench.util import median, now, sh
-from vpcflow.harness.ovs import kill
+from vpcflow.harness.ovs import Managed, kill
 from vpcflow.topology.loader import parse
 
 SCHEMAS = "/usr/share/ovn"
@@ -52,22 +52,11 @@ def ensure_installed(may_install: bool):
     return None if shutil.which("ovn-northd") else "apt-get install ovn-central ovn-common failed"
 
 
-class Ovn:
+class Ovn(Managed):
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="vpcflow-vfb-ovn-")
         self.pids = []
         self.nb = f"unix:{self.dir}/nb.sock"
-
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
     def daemon(self, name: str, cmd: str):
         d = self.dir

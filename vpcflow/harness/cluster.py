@@ -21,7 +21,7 @@ import tempfile
 from typing import List, Optional
 
 from vpcflow.harness.controller import free_port, wait_for
-from vpcflow.harness.ovs import alive, kill
+from vpcflow.harness.ovs import Managed, alive, kill
 from vpcflow.store.schema import DB_NAME, default_schema_path
 
 START_TIMEOUT = 20.0
@@ -84,7 +84,7 @@ class _Server:
         return _run("ovs-appctl", "-t", self.ctl, *args)
 
 
-class StoreServer:
+class StoreServer(Managed):
     """A standalone (not clustered) store on a unix socket."""
 
     def __init__(self, schema: str = "", prefix: str = "vfs9-store-"):
@@ -95,28 +95,17 @@ class StoreServer:
         db_file = os.path.join(self.dir, "store.db")
         self.server = _Server(self.dir, "ovsdb-server", db_file, f"punix:{self.socket}")
 
-    def start(self) -> "StoreServer":
-        try:
-            _run("ovsdb-tool", "create", self.server.db_file, self.schema)
-            self.server.start()
-            wait_for(lambda: os.path.exists(self.socket), START_TIMEOUT, "the store's socket")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def start(self):
+        _run("ovsdb-tool", "create", self.server.db_file, self.schema)
+        self.server.start()
+        wait_for(lambda: os.path.exists(self.socket), START_TIMEOUT, "the store's socket")
 
     def stop(self):
         self.server.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        return self.start()
 
-    def __exit__(self, *exc):
-        self.stop()
-
-
-class StoreCluster:
+class StoreCluster(Managed):
     """Three ovsdb-server processes holding one clustered vpcflow database."""
 
     def __init__(self, size: int = 3, schema: str = "", prefix: str = "vfs9-cluster-"):
@@ -140,21 +129,16 @@ class StoreCluster:
     def remote_of(self, index: int) -> str:
         return self.remotes[index]
 
-    def start(self) -> "StoreCluster":
-        try:
-            first_raft = f"tcp:127.0.0.1:{self.raft_ports[0]}"
-            _run("ovsdb-tool", "create-cluster", self.members[0].db_file, self.schema, first_raft)
-            for member, port in zip(self.members[1:], self.raft_ports[1:]):
-                _run("ovsdb-tool", "join-cluster", member.db_file, DB_NAME, f"tcp:127.0.0.1:{port}", first_raft)
-            for member in self.members:
-                member.start()
-            self.wait_leader()
-            wait_for(lambda: all(self.joined(i) for i in range(len(self.members))), START_TIMEOUT,
-                     "every member to join the cluster")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def start(self):
+        first_raft = f"tcp:127.0.0.1:{self.raft_ports[0]}"
+        _run("ovsdb-tool", "create-cluster", self.members[0].db_file, self.schema, first_raft)
+        for member, port in zip(self.members[1:], self.raft_ports[1:]):
+            _run("ovsdb-tool", "join-cluster", member.db_file, DB_NAME, f"tcp:127.0.0.1:{port}", first_raft)
+        for member in self.members:
+            member.start()
+        self.wait_leader()
+        wait_for(lambda: all(self.joined(i) for i in range(len(self.members))), START_TIMEOUT,
+                 "every member to join the cluster")
 
     def status(self, index: int) -> dict:
         """cluster/status of one member: {"Role": "leader", "Status": "cluster member", ...}."""
@@ -193,10 +177,4 @@ class StoreCluster:
         for member in self.members:
             member.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 

@@ -28,7 +28,7 @@ from netaddr import IPAddress, IPNetwork, spanning_cidr
 
 from vpcflow.harness.controller import ControllerError, ControllerProcess, bin_path, wait_for
 from vpcflow.flows import cookies
-from vpcflow.harness.ovs import OvsInstance, kill, packet_count
+from vpcflow.harness.ovs import Managed, OvsInstance, kill, packet_count
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
@@ -105,7 +105,7 @@ class SwitchHost:
         return self.ovs.ofctl(command, bridge or self.sw.bridge, *args)
 
 
-class Lab:
+class Lab(Managed):
     """Bring a deployment file up: `with Lab(path) as lab: ...`.
 
     With `store` (a store remote holding the same deployment), the controllers take their intent
@@ -134,18 +134,7 @@ class Lab:
         self.mgmt: Dict[str, IPAddress] = {}
         self.procs: List[subprocess.Popen] = []  # peers started in namespaces, ended in stop()
 
-    # --- life cycle ----------------------------------------------------------------------------
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
+    # --- life cycle (Managed: `with Lab(...)` starts it and always stops it) -------------------
     def start(self, controller: bool = True):
         Mininet, Host, Node = _mininet()
         self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False, autoStaticArp=False)

@@ -20,6 +20,28 @@ class OvsError(RuntimeError):
     pass
 
 
+class Managed:
+    """What a test or a bench starts: `with X() as x` starts it, and stops whatever it got to
+    start when starting fails half way, or when the block ends however it ends."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 def local_run(cmd: str) -> Tuple[int, str]:
     r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
     return r.returncode, r.stdout + r.stderr
