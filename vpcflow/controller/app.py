@@ -44,7 +44,11 @@ class RoleRefused(RequestFailed):
 
 
 class Pending:
-    def __init__(self):
+    """A request awaiting the switch: the replies and errors for the xids in errors_for."""
+
+    def __init__(self, errors_for=(), ends_on_error: bool = False):
+        self.errors_for = set(errors_for)
+        self.ends_on_error = ends_on_error  # an error is the answer (else only the reply ends it)
         self.replies = []
         self.errors = []
         self.done = hub.Event()
@@ -63,11 +67,11 @@ class VpcflowApp(AppBase):
         self.sync_again = set()
         self.claim_running = set()
         self.claim_again = set()
-        self.membership = self._join() if self.ctl.store is not None else None
         # dpid -> what the last complete sync left on the bridge (InstalledCache): a model change
         # is then diffed against it, without dumping the bridge. Dropped on reconnect, on a port
-        # change and on any failure, so that the next sync reads the switch again.
+        # change, on a role change and on any failure, so that the next sync reads the switch again.
         self.installed = {}
+        self.membership = self._join() if self.ctl.store is not None else None
         hub.spawn(api.serve, self.ctl, CONF.vpcflow, self)
         hub.spawn(arp_probe.run, self)
         hub.spawn(self.watch_remaps)
@@ -149,22 +153,26 @@ class VpcflowApp(AppBase):
         for p in self.pending.values():
             if msg.xid in p.errors_for:
                 p.errors.append(msg)
-                if getattr(p, "ends_on_error", False):
+                if p.ends_on_error:
                     p.done.set()
                 return
         LOG.error("switch %s bridge %s: OpenFlow error %s xid=%s", where[0], where[1], _describe(msg), msg.xid)
 
     def request(self, dp, msg):
         """Send a multipart request and wait for all of its replies."""
+        return self._ask(dp, msg).replies
+
+    def _ask(self, dp, msg, ends_on_error: bool = False) -> Pending:
+        """Send one request and wait until its replies are in (or, with ends_on_error, the
+        switch's error): the Pending that gathered them."""
         dp.set_xid(msg)
-        p = Pending()
-        p.errors_for = {msg.xid}
+        p = Pending({msg.xid}, ends_on_error)
         self.pending[msg.xid] = p
         try:
             dp.send_msg(msg)
             if not p.done.wait(timeout=REPLY_TIMEOUT):
                 raise RequestFailed(f"no reply to {type(msg).__name__}")
-            return p.replies
+            return p
         finally:
             del self.pending[msg.xid]
 
@@ -172,7 +180,6 @@ class VpcflowApp(AppBase):
         """Send messages and a barrier; return the errors the switch answered any of them with."""
         barrier = parser.OFPBarrierRequest(dp)
         p = Pending()
-        p.errors_for = set()
         for m in list(msgs) + [barrier]:
             dp.set_xid(m)
             p.errors_for.add(m.xid)
@@ -410,25 +417,14 @@ class VpcflowApp(AppBase):
         self.ctl.set_role(dpid, role)
         if role != was:
             # another master may have changed the bridge meanwhile: the next sync reads it again
-            getattr(self, "installed", {}).pop(dpid, None)
+            self.installed.pop(dpid, None)
             LOG.info("switch %s bridge %s: %s (membership generation %d)", where[0], where[1], role, view.generation)
         if role == "master" and was != "master":
             self.sync(dpid)
 
     def role_request(self, dp, role, generation):
         """OFPRoleRequest; the switch's reply (RoleRefused if it answers with an error)."""
-        msg = parser.OFPRoleRequest(dp, role, generation)
-        dp.set_xid(msg)
-        p = Pending()
-        p.errors_for = {msg.xid}
-        p.ends_on_error = True
-        self.pending[msg.xid] = p
-        try:
-            dp.send_msg(msg)
-            if not p.done.wait(timeout=REPLY_TIMEOUT):
-                raise RequestFailed("no reply to the role request")
-        finally:
-            del self.pending[msg.xid]
+        p = self._ask(dp, parser.OFPRoleRequest(dp, role, generation), ends_on_error=True)
         if p.errors:
             raise RoleRefused(p.errors[0])
         return p.replies[0]
