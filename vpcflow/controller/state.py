@@ -33,6 +33,11 @@ def honours_tun_ipv6_src(version: str) -> bool:
     return v >= (3, 4, 0) or (3, 3, 1) <= v < (3, 4, 0) or (3, 1, 5) <= v < (3, 2, 0)
 
 
+def _made(result):
+    """(deployment, Remap or None) from what a records change returns (a detach: no Remap)."""
+    return result if isinstance(result, tuple) else (result, None)
+
+
 @dataclasses.dataclass
 class BridgeState:
     switch: str
@@ -62,6 +67,10 @@ class Controller:
         self.store = store  # a store_source.StoreSource in store mode: the intent is the store's
         self.lock = threading.RLock()
         self.bridges: Dict[int, BridgeState] = {}
+        self.generation = -1  # raised by every _install
+        # the compiled switches of the model in force, and which switches each model change touched
+        self._switches = incremental.Compiled(None)
+        self._changes = []
         self.base = deployment  # as the deployment file says, before runtime changes
         if store is None:
             self.remaps: Dict[str, records.Remap] = records.restore_remaps(state_file)
@@ -93,8 +102,7 @@ class Controller:
         if self.store is not None:
             return self._change_in_store(make)
         with self.lock:
-            result = make(self.deployment)
-            new, remap = result if isinstance(result, tuple) else (result, None)
+            new, remap = _made(make(self.deployment))
             remaps = dict(self.remaps)
             if remap is not None:
                 remaps[remap.id] = remap
@@ -108,8 +116,7 @@ class Controller:
 
         with self.lock:
             seen = self.deployment
-            result = make(seen)
-        new, remap = result if isinstance(result, tuple) else (result, None)
+            new, remap = _made(make(seen))
         try:
             written = self.store.write(seen, new, remap)
         except StoreConflict as e:
@@ -197,10 +204,10 @@ class Controller:
     def _install(self, dep: Deployment):
         self.deployment = dep
         self.index = Index(dep, self.follows())
-        self.generation = getattr(self, "generation", -1) + 1
+        self.generation += 1
         # switches whose inputs did not change keep their compiled flows (flows/incremental.py)
-        self._switches, changed = getattr(self, "_switches", incremental.Compiled(None)).update(self.index)
-        self._changes = (getattr(self, "_changes", []) + [(self.generation, changed)])[-CHANGES_KEPT:]
+        self._switches, changed = self._switches.update(self.index)
+        self._changes = (self._changes + [(self.generation, changed)])[-CHANGES_KEPT:]
         self._names = None
         self._locations = {}
         for sw in dep.switches.values():
