@@ -172,9 +172,7 @@ def cmd_status(args):
     remaps = body.get("remaps", []) if status == 200 else []
     if remaps:
         print("\nremaps")
-        print_table(["remap", "address", "from", "to", "state", "followed"],
-                    [[r["id"], r.get("elastic_ip") or r["interface"], r["from"], r["to"], r["state"], r["connections"]]
-                     for r in remaps])
+        _print_remaps(remaps)
     return 0
 
 
@@ -210,10 +208,14 @@ def cmd_remaps(args):
     if status != 200:
         print(f"error {status}: {body.get('error')}", file=sys.stderr)
         return 1
-    rows = [[r["id"], r.get("elastic_ip") or r["interface"], r["from"], r["to"], r["state"], r["connections"]]
-            for r in (body["remaps"] if not args.id else [body])]
-    print_table(["remap", "address", "from", "to", "state", "followed"], rows)
+    _print_remaps(body["remaps"] if not args.id else [body])
     return 0
+
+
+def _print_remaps(remaps):
+    print_table(["remap", "address", "from", "to", "state", "followed"],
+                [[r["id"], r.get("elastic_ip") or r["interface"], r["from"], r["to"], r["state"], r["connections"]]
+                 for r in remaps])
 
 
 def cmd_detach(args):

@@ -28,11 +28,7 @@ class TraceError(RuntimeError):
 
 
 def run_trace(bridge: str, flow: str, target: Optional[str] = None, extra: List[str] = ()) -> str:
-    cmd = ["ovs-appctl"] + (["-t", target] if target else []) + ["ofproto/trace", bridge, flow, *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise TraceError(r.stderr.strip() or r.stdout.strip())
-    return r.stdout
+    return run_appctl(target, "ofproto/trace", bridge, flow, *extra)
 
 
 CT_STEP = re.compile(r"^Datapath actions: .*?\bct\(([^)]*)\)")

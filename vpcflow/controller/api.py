@@ -117,8 +117,7 @@ class Api:
     def interfaces(self, body):
         dep = self.ctl.deployment
         return {"interfaces": {name: {"network": i.network, "ips": [str(ip) for ip in i.ips], "mac": i.mac,
-                                      "attach_to": i.attach_to,
-                                      "switch": dep.instances[i.attach_to].switch if i.attach_to else None}
+                                      "attach_to": i.attach_to, "switch": _switch_of(dep, i.attach_to)}
                                for name, i in dep.interfaces.items()}}
 
     def attach(self, body, iface):
@@ -130,8 +129,7 @@ class Api:
         out = {}
         for e in dep.elastic_ips:
             instance = dep.interfaces[e.interface].attach_to
-            out[str(e.ip)] = {"interface": e.interface, "instance": instance,
-                              "switch": dep.instances[instance].switch if instance else None}
+            out[str(e.ip)] = {"interface": e.interface, "instance": instance, "switch": _switch_of(dep, instance)}
         return {"elastic_ips": out}
 
     def remap_elastic_ip(self, body, ip):
@@ -169,6 +167,11 @@ class Api:
         if problems:
             raise ApiError(400, "deployment file rejected, nothing changed: " + "; ".join(map(str, problems)))
         return {"generation": self.ctl.generation}
+
+
+def _switch_of(dep, instance):
+    """The switch an instance runs on; None for no instance (a detached interface)."""
+    return dep.instances[instance].switch if instance else None
 
 
 class _QuietLog:

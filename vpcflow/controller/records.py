@@ -41,6 +41,13 @@ def _string(body: dict, field: str, required: bool = True) -> Optional[str]:
     return value
 
 
+def _follow(body: dict) -> bool:
+    follow = body.get("follow_connections", False)
+    if not isinstance(follow, bool):
+        raise RecordError(400, "field 'follow_connections' must be true or false")
+    return follow
+
+
 def check_body(body: dict, allowed) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
@@ -92,9 +99,7 @@ def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str, draining=(
     iface = _interface(dep, iface_id)
     instance = _string(body, "instance")
     requester = _string(body, "requester")
-    follow = body.get("follow_connections", False)
-    if not isinstance(follow, bool):
-        raise RecordError(400, "field 'follow_connections' must be true or false")
+    follow = _follow(body)
     if instance not in dep.instances:
         raise RecordError(404, f"no instance {instance!r}")
     _check_attacher(dep, iface, requester)
@@ -132,9 +137,7 @@ def remap_elastic_ip(dep: Deployment, ip: str, body: dict, remap_id: str, draini
         raise RecordError(404, f"no elastic IP {ip!r}")
     iface = _interface(dep, _string(body, "interface"))
     requester = _string(body, "requester", required=False)
-    follow = body.get("follow_connections", False)
-    if not isinstance(follow, bool):
-        raise RecordError(400, "field 'follow_connections' must be true or false")
+    follow = _follow(body)
     if requester is not None:
         _check_attacher(dep, iface, requester)
     if eip.interface == iface.name:

@@ -98,6 +98,17 @@ def client(args):
     return 0
 
 
+def _line(s, buf: bytes, closed: str):
+    """(the next line without its newline, what came after it), reading from s as needed."""
+    while b"\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(closed)
+        buf += chunk
+    line, rest = buf.split(b"\n", 1)
+    return line, rest
+
+
 def stream(args):
     """Exchange numbered lines until SIGTERM; then print: server, sent, received, error."""
     stop = []
@@ -108,13 +119,7 @@ def stream(args):
         s = socket.create_connection((args.host, args.port), timeout=args.timeout)
         s.settimeout(args.timeout)
         s.sendall(STREAM_HELLO)
-        buf = b""
-        while b"\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed by peer before it said its name")
-            buf += chunk
-        name, buf = buf.split(b"\n", 1)
+        name, buf = _line(s, b"", "closed by peer before it said its name")
         server = name.decode()
         if args.progress:
             with open(args.progress + ".server", "w") as f:
@@ -123,12 +128,7 @@ def stream(args):
             line = f"{sent:08d} {'x' * 56}\n".encode()
             s.sendall(line)
             sent += 1
-            while b"\n" not in buf:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise ConnectionError("closed by peer")
-                buf += chunk
-            got, buf = buf.split(b"\n", 1)
+            got, buf = _line(s, buf, "closed by peer")
             if got + b"\n" != line:
                 raise ValueError(f"byte mismatch at line {received}: {got[:20]!r}")
             received += 1
