@@ -79,7 +79,7 @@ def test_while_a_remap_drains_recorded_connections_go_to_the_old_holders_host(de
     # the old host keeps the address's translation and its way out; the edge takes its answers
     assert any(mentions_eip(f) for f in table(draining, "host1", "substrate_in"))
     assert any(mentions_eip(f) for f in table(draining, "host1", "to_edge"))
-    # a new connection a stale datapath flow still brings there is the old holder's (see nat._handover)
+    # a new connection a stale datapath flow still brings there is the old holder's (see nat._old_holder_keeps_stragglers)
     dnat = [f for f in table(draining, "host1", "nat_in") if mentions_eip(f)]
     assert len(dnat) == 1 and "10.0.0.11" in repr(dnat[0].actions) and dnat[0].obj.endswith(":draining")
     senders = [f for f in table(draining, "edge1", "substrate_in") if mentions_eip(f)]
@@ -97,3 +97,24 @@ def test_a_remap_on_one_host_changes_only_the_new_connections_translation(dep):
     dnat = [f for f in table(draining, "host1", "nat_in") if mentions_eip(f)]
     assert len(dnat) == 1 and "10.0.0.14" in repr(dnat[0].actions)
     assert len([f for f in table(draining, "edge1", "substrate_in") if mentions_eip(f)]) == 1
+
+
+def test_an_interface_moved_with_following_takes_its_elastic_ip_along_at_once():
+    """While the move drains, the record's old binding only finishes its connections: the
+    elastic IP's traffic goes to where the interface is now (etc/topology.yaml: eni-web2 holds
+    198.51.100.20, web2 is on host2, spare1 on host1)."""
+    from vpcflow.controller import records
+
+    dep = load_file("etc/topology.yaml")
+    moved, remap = records.attach(dep, "eni-web2", {"instance": "spare1", "requester": "acme",
+                                                    "follow_connections": True}, "r1")
+    follows = [follow.Follow(remap.id, remap.network, ip, remap.old_instance, remap.old_switch, remap.old_port,
+                             remap.interface) for ip in remap.ips]
+    compiled = compile_deployment(moved, follows=follows)
+    eip = "198.51.100.20"
+    new_host = str(embed(dep.switches["host1"].prefix, 0, IPAddress(eip)))
+    assert {tunnel_target(f) for f in table(compiled, "edge1", "eip_route")
+            if dict(f.match).get("ipv4_dst") == eip} == {new_host}
+    dnat = [f for f in table(compiled, "host1", "nat_in") if dict(f.match).get("ipv4_dst") == eip]
+    assert len(dnat) == 1 and "10.0.0.12" in repr(dnat[0].actions)
+    assert not [f for f in table(compiled, "host2", "nat_in") if dict(f.match).get("ipv4_dst") == eip]

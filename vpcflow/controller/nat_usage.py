@@ -55,7 +55,7 @@ def block_usage(ctl, targets) -> list:
     from vpcflow.flows import nat  # the compiler's view of who serves which block
 
     with ctl.lock:
-        blocks = nat.Plan(ctl.index).blocks
+        blocks = nat.nat_plan(ctl.index).blocks
     by_host = {}
     for b, host in blocks:
         by_host.setdefault(host.name, []).append((nat.block_name(b), str(b.ip), b.ports.lo, b.ports.hi))

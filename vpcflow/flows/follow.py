@@ -44,7 +44,7 @@ import zlib
 from vpcflow.flows.core import ETH_IPV4, IPPROTO, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4
-from vpcflow.flows.nat import to_host
+from vpcflow.flows.nat import nat_plan, to_host
 from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK, REG_OPENING
 from vpcflow.topology.model import Switch
 
@@ -196,7 +196,7 @@ def edge_flows(ix: Index, sw: Switch):
     if ix.edge is None or ix.edge.name != sw.name or sw.uplink is None:
         return
     uplink_port = sw.uplink.port
-    holders = {ep.interface.name: ep for ep in ix.endpoints if ep.binding is None and ep.ip == ep.interface.primary_ip}
+    holders = nat_plan(ix).primary
     draining = {}
     for f in ix.elastic_follows:
         if f.old_interface in holders:

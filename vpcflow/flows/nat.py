@@ -148,9 +148,10 @@ class Plan:
         dep = ix.dep
         self.ix = ix
         self.nat = dep.nat
-        # an interface's primary address, where it is attached now
+        # an interface's primary address, where it is attached now (not the old binding a moved
+        # record's drain keeps: that one only finishes the connections it had)
         self.primary: Dict[str, Endpoint] = {ep.interface.name: ep for ep in ix.endpoints
-                                             if ep.ip == ep.interface.primary_ip}
+                                             if ep.ip == ep.interface.primary_ip and ep.binding is None}
         self.blocks: List[Tuple[NatBlock, Switch]] = []
         for b in self.nat.blocks:
             if b.owner in dep.switches:
@@ -201,6 +202,11 @@ class Plan:
         return sorted(set(self.nat.public_ips) | {e.ip for e in self.ix.dep.elastic_ips})
 
 
+def nat_plan(ix: Index) -> Plan:
+    """The deployment's Plan, made once (every switch's compile asks for it)."""
+    return ix.cached("nat:plan", lambda: Plan(ix))
+
+
 def _port_match(proto: str, direction: str, value: int, mask: int):
     return {"ip_proto": IPPROTO[proto], f"{proto}_{direction}": value if mask == 0xFFFF else (value, mask)}
 
@@ -211,7 +217,7 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
     edge = ix.edge
     if edge is None:
         return
-    plan = ix.cached("nat:plan", lambda: Plan(ix))  # one per deployment, not per switch
+    plan = nat_plan(ix)
     networks = {}
     for ep in ix.by_switch.get(sw.name, ()):
         src = plan.source(ep)
@@ -280,10 +286,10 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
             yield flow("nat_in", PRIORITY, {**new, **ipv4(ipv4_dst=str(e.ip))},
                        (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=CtNat("dst", str(ep.ip))),),
                        feature="nat", obj=eip_name(e))
-    yield from _handover(plan, sw, edge)
+    yield from _old_holder_keeps_stragglers(plan, sw)
 
 
-def _handover(plan: Plan, sw: Switch, edge: Switch):
+def _old_holder_keeps_stragglers(plan: Plan, sw: Switch):
     """While an elastic IP drains from this host to another, a new connection that still comes
     here is taken by the old holder, as before the remap. The edge switches over in one bundle,
     but for a moment after it Open vSwitch can still send a packet by a datapath flow made before
@@ -324,7 +330,7 @@ def to_host(host: Switch, public_ip: IPAddress):
 def edge_flows(ix: Index, sw: Switch):
     if ix.edge is None or ix.edge.name != sw.name:
         return
-    plan = ix.cached("nat:plan", lambda: Plan(ix))  # one per deployment, not per switch
+    plan = nat_plan(ix)
     up = sw.uplink
     uplink = {"in_port": up.port}
     for ip in plan.addresses():
