@@ -5,14 +5,14 @@ sorted into a deterministic order and every flow is checked against the pipeline
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import gc
 from typing import Dict, FrozenSet, Tuple
 
 from vpcflow.flows import arp, authz, base, edge, follow, nat, networks, overlay, pipeline, port_security, underlay
-from vpcflow.flows.core import Conjunction, Flow
+from vpcflow.flows.assemble import finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
+from vpcflow.flows.core import Flow
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
@@ -31,51 +31,6 @@ class SwitchFlows:
 
     def bridge(self, which: str) -> Tuple[Flow, ...]:
         return self.integration if which == pipeline.INTEGRATION else self.underlay
-
-
-def sort_key(f: Flow):
-    """The order of a switch's flows: table, priority (highest first), feature, object, match."""
-    return _order(f) + (repr(f.match),)
-
-
-def _order(f: Flow):
-    # All of sort_key but the match's repr, which is costly and needed only to order flows of
-    # one object (_sorted).
-    return (pipeline.table_id(f.table), -f.priority, f.feature, f.obj)
-
-
-def _sorted(flows) -> Tuple[Flow, ...]:
-    """sorted(flows, key=sort_key), with the repr of a match computed only to break a tie."""
-    flows = list(flows)
-    keys = list(map(_order, flows))
-    ties = collections.Counter(keys)
-    # A key without its repr is never compared with one with it: their first four items differ.
-    keys = [k + (repr(f.match),) if ties[k] > 1 else k for k, f in zip(keys, flows)]
-    return tuple(f for _, _, f in sorted(zip(keys, range(len(flows)), flows)))  # the index: no Flow compared
-
-
-def _conjunctive(f: Flow) -> bool:
-    return bool(f.actions) and all(isinstance(a, Conjunction) for a in f.actions)
-
-
-def _finish(flows) -> Tuple[Flow, ...]:
-    unique = {}
-    conjunctions = {}  # key -> every conjunction action its match takes part in
-    for f in flows:
-        if not f.checked:  # a flow shared between switches is checked once
-            pipeline.verify(f)
-            f.checked = True
-        previous = unique.setdefault(f.key, f)
-        if previous is f or previous == f:
-            continue
-        if _conjunctive(previous) and _conjunctive(f):
-            # One match may take part in several conjunctions: one flow carries all of them.
-            conjunctions.setdefault(f.key, set(previous.actions)).update(f.actions)
-        else:
-            raise pipeline.PipelineError(f"two different flows with one match:\n  {previous}\n  {f}")
-    for key, actions in conjunctions.items():
-        unique[key] = unique[key].replace(actions=tuple(sorted(actions, key=lambda a: (a.id, a.clause))))
-    return _sorted(unique.values())
 
 
 def integration_flows(ix: Index, sw: Switch, options: Options):
@@ -112,7 +67,7 @@ def _without_gc():
 def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:
     sw = ix.dep.switches[name]
     with _without_gc():
-        return SwitchFlows(_finish(integration_flows(ix, sw, options)), _finish(underlay.underlay_flows(sw)))
+        return SwitchFlows(finish(integration_flows(ix, sw, options)), finish(underlay.underlay_flows(sw)))
 
 
 def compile_deployment(dep: Deployment, options: Options = Options(), follows=()) -> Dict[str, SwitchFlows]:

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+
+from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import ETH_IPV4, IPPROTO, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4
@@ -171,21 +173,26 @@ def _recording(table: str, record_table: str, next_table: str, base: dict, ip, c
 
 def host_flows(ix: Index, sw: Switch):
     for net in ix.local_networks(sw.name):
-        yield flow("follow", 1, {REG_NETWORK: net.id}, (Resubmit("followed"), Goto("follow_new")),
-                   feature="follow", obj=f"{net.name}:lookup")
-        old = {}  # ip -> the (instance, binding) pairs its draining remaps left
-        for ep in ix.by_network[net.name]:
-            if ep.binding is not None:
-                old.setdefault(ep.ip, []).append((ep.interface.attach_to, ep.binding))
-        for ep in ix.by_network[net.name]:
-            if ep.binding is not None:
-                continue  # an old binding: its connections were recorded when it was current
-            current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
-            # TCP is recorded once established (the sender's conntrack saw the answer)
-            yield from _recording("follow_new", "followed", "route", {REG_NETWORK: net.id, **ipv4(ipv4_dst=str(ep.ip))},
-                                  ep.ip, current, [current] + old.get(ep.ip, []), {"ct_state": ct_flags("+trk+est")},
-                                  {"ct_state": ct_flags("+trk+new")}, network=True, obj=ep.interface.name)
+        # the same on every switch that serves the network: made once
+        yield ix.cached(("follow", net.name), lambda: Shared(_network_flows(ix, net)))
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
+
+
+def _network_flows(ix: Index, net):
+    yield flow("follow", 1, {REG_NETWORK: net.id}, (Resubmit("followed"), Goto("follow_new")),
+               feature="follow", obj=f"{net.name}:lookup")
+    old = {}  # ip -> the (instance, binding) pairs its draining remaps left
+    for ep in ix.by_network[net.name]:
+        if ep.binding is not None:
+            old.setdefault(ep.ip, []).append((ep.interface.attach_to, ep.binding))
+    for ep in ix.by_network[net.name]:
+        if ep.binding is not None:
+            continue  # an old binding: its connections were recorded when it was current
+        current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
+        # TCP is recorded once established (the sender's conntrack saw the answer)
+        yield from _recording("follow_new", "followed", "route", {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)},
+                              ep.ip, current, [current] + old.get(ep.ip, []), {"ct_state": ct_flags("+trk+est")},
+                              {"ct_state": ct_flags("+trk+new")}, network=True, obj=ep.interface.name)
 
 
 # --- elastic IPs, at the edge ---------------------------------------------------------------------

@@ -166,6 +166,24 @@ class Plan:
         by_ip = {str(e.ip): e for e in dep.elastic_ips}
         self.old_eips = [(by_ip[f.ip], self.primary[f.old_interface]) for f in ix.elastic_follows
                          if f.ip in by_ip and f.old_interface in self.primary]
+        # looked up per address and per switch by every host's compile: indexed once
+        self._block_of: Dict[str, NatBlock] = {}
+        for b in self.nat.blocks:
+            self._block_of.setdefault(b.owner, b)
+        self._served: Dict[str, set] = {}
+        self._by_switch: Dict[int, Dict[str, list]] = {}
+        for ip, host in ([(b.ip, host) for b, host in self.blocks] + [(f.public_ip, ep.switch) for f, ep in self.forwards]
+                         + [(e.ip, ep.switch) for e, ep in self.eips + self.old_eips]):
+            self._served.setdefault(host.name, set()).add(ip)
+
+    def on_switch(self, pairs, sw: Switch):
+        """The (forward or elastic IP, endpoint) pairs of self.forwards or self.eips on one switch."""
+        by_switch = self._by_switch.get(id(pairs))
+        if by_switch is None:
+            by_switch = self._by_switch[id(pairs)] = {}
+            for pair in pairs:
+                by_switch.setdefault(pair[1].switch.name, []).append(pair)
+        return by_switch.get(sw.name, ())
 
     def eip_hosts(self, e: ElasticIp) -> List[Switch]:
         """The hosts an elastic IP's traffic may come from: its holder's, and its old holders'
@@ -179,17 +197,14 @@ class Plan:
         if eip is not None and ep.ip == ep.interface.primary_ip:
             return Source(eip.ip, None, None, eip_name(eip))
         for owner in (ep.interface.name, ep.switch.name):
-            for b in self.nat.blocks:
-                if b.owner == owner:
-                    return Source(b.ip, b.ports.lo, b.ports.hi, block_name(b))
+            b = self._block_of.get(owner)
+            if b is not None:
+                return Source(b.ip, b.ports.lo, b.ports.hi, block_name(b))
         return None
 
     def served(self, sw: Switch) -> List[IPAddress]:
         """Public addresses whose traffic this switch sends and receives."""
-        ips = {b.ip for b, host in self.blocks if host.name == sw.name}
-        ips |= {f.public_ip for f, ep in self.forwards if ep.switch.name == sw.name}
-        ips |= {e.ip for e, ep in self.eips + self.old_eips if ep.switch.name == sw.name}
-        return sorted(ips)
+        return sorted(self._served.get(sw.name, ()))
 
     def icmp_senders(self) -> List[Tuple[Switch, IPAddress]]:
         """(host, public IP) pairs: the host may send ICMP from that pool address."""
@@ -274,18 +289,16 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
         yield flow("nat_in", ESTABLISHED, {"ct_state": ct_flags("+trk"), "ct_mark": net.id}, (Goto("nat_accept"),),
                    feature="nat", obj=f"network:{net.name}")
     new = {"ct_state": ct_flags("+trk+new"), "ct_mark": 0}
-    for f, ep in plan.forwards:
-        if ep.switch.name == sw.name:
-            dnat = CtNat("dst", str(ep.ip), f.port, f.port)
-            yield flow("nat_in", PRIORITY,
-                       {**new, **ipv4(ipv4_dst=str(f.public_ip), **_port_match(f.proto, "dst", f.public_port, 0xFFFF))},
-                       (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=dnat),),
-                       feature="nat", obj=forward_name(f))
-    for e, ep in plan.eips:
-        if ep.switch.name == sw.name:
-            yield flow("nat_in", PRIORITY, {**new, **ipv4(ipv4_dst=str(e.ip))},
-                       (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=CtNat("dst", str(ep.ip))),),
-                       feature="nat", obj=eip_name(e))
+    for f, ep in plan.on_switch(plan.forwards, sw):
+        dnat = CtNat("dst", str(ep.ip), f.port, f.port)
+        yield flow("nat_in", PRIORITY,
+                   {**new, **ipv4(ipv4_dst=str(f.public_ip), **_port_match(f.proto, "dst", f.public_port, 0xFFFF))},
+                   (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=dnat),),
+                   feature="nat", obj=forward_name(f))
+    for e, ep in plan.on_switch(plan.eips, sw):
+        yield flow("nat_in", PRIORITY, {**new, **ipv4(ipv4_dst=str(e.ip))},
+                   (Ct(NAT_ZONE, "nat_accept", commit=True, mark=ep.network.id, nat=CtNat("dst", str(ep.ip))),),
+                   feature="nat", obj=eip_name(e))
     yield from _old_holder_keeps_stragglers(plan, sw)
 
 
@@ -295,6 +308,8 @@ def _old_holder_keeps_stragglers(plan: Plan, sw: Switch):
     but for a moment after it Open vSwitch can still send a packet by a datapath flow made before
     (its revalidation is asynchronous), and that flow also recorded the connection under the old
     holder: so the old holder is where it belongs. Without this its first packet was lost."""
+    if not plan.old_eips:
+        return
     holder = {str(e.ip): ep for e, ep in plan.eips}
     for e, old in plan.old_eips:
         now = holder.get(str(e.ip))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from vpcflow.flows import pipeline
+from vpcflow.flows.assemble import in_order
 from vpcflow.flows.core import (CT_FLAGS, FIELDS, Conjunction, Ct, Flow, Goto, Learn, LearnSpec, Load, Move,
                                 Output, Resubmit, SetField)
 
@@ -101,10 +102,10 @@ def flow_text(f: Flow) -> str:
 
 
 def render(flows: Iterable[Flow], explain: bool = False) -> str:
-    """One flow per line; with explain, a `# table: feature object` comment above each flow
-    (ovs-ofctl add-flows skips comment lines)."""
+    """One flow per line, by table and priority; with explain, a `# table: feature object`
+    comment above each flow (ovs-ofctl add-flows skips comment lines)."""
     lines = []
-    for f in flows:
+    for f in in_order(flows):
         if explain:
             lines.append(f"# {f.table}: {f.feature} {f.obj}")
         lines.append(flow_text(f))
