@@ -4,7 +4,8 @@ from netaddr import IPAddress, IPNetwork
 
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_deployment
-from vpcflow.flows.core import Goto, Output, SetField, flow
+from vpcflow.flows.arp import computed_reply
+from vpcflow.flows.core import Conjunction, Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.ofctl import render
 from vpcflow.topology.model import dummy_mac
@@ -82,16 +83,52 @@ def test_port_security_binds_mac_and_ip_to_the_port(two_hosts):
     assert m["in_port"] == "web1" and m["eth_src"] == web1.mac
 
 
+def answered(flows, zone: int, spa: str, network: int):
+    """The addresses the ARP responder answers for an asker: the clause-2 destinations of the
+    conjunctions its clause-1 flow takes part in."""
+    arp = [f for f in flows if f.table == "arp_responder" and f.priority == 100]
+    mine = {a.id for f in arp if dict(f.match).get("reg5") == zone and dict(f.match).get("arp_spa") == spa
+            for a in f.actions if isinstance(a, Conjunction) and a.clause == 1}
+    return sorted(dict(f.match)["arp_tpa"] for f in arp if dict(f.match).get("reg0") == network
+                  and any(isinstance(a, Conjunction) and a.clause == 2 and a.id in mine for a in f.actions))
+
+
 def test_arp_answers_only_addresses_of_the_network_and_its_gateway(two_hosts):
     flows = compile_deployment(two_hosts)["host1"].integration
-    asked_by_web1 = [dict(f.match)["arp_tpa"] for f in flows
-                     if f.table == "arp_responder" and f.priority == 100 and dict(f.match)["arp_spa"] == "10.0.0.11"
-                     and dict(f.match)["reg5"] == Index(two_hosts).zones("host1")["eni-web1"]]
-    # its blue peers and the gateway; not itself, not red's 10.0.0.13 twin (same address, other zone)
-    assert sorted(asked_by_web1) == ["10.0.0.1", "10.0.0.12", "10.0.0.13"]
-    reply = next(f for f in flows if f.table == "arp_responder" and dict(f.match).get("arp_tpa") == "10.0.0.12")
-    assert SetField("eth_src", dummy_mac(IPAddress("10.0.0.12"))) in reply.actions
-    assert Output("IN_PORT") in reply.actions
+    zone = Index(two_hosts).zones("host1")["eni-web1"]
+    # its blue peers and the gateway; not red's 10.0.0.13 twin (same address, other zone); its
+    # own address is dropped before (a gratuitous request)
+    assert answered(flows, zone, "10.0.0.11", 100) == ["10.0.0.1", "10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    assert answered(flows, zone, "10.0.0.12", 100) == []  # web1 asking from another's address
+    own = next(f for f in flows if f.table == "arp_responder" and f.priority == 110
+               and dict(f.match).get("arp_tpa") == "10.0.0.11")
+    assert own.actions == ()
+    conj = [f for f in flows if f.table == "arp_responder" and "conj_id" in dict(f.match)]
+    assert conj and all(f.actions == computed_reply() for f in conj)
+
+
+def test_the_computed_arp_reply_is_the_dummy_mac_of_the_requested_address():
+    # the reply's actions, applied to a request as Open vSwitch applies them (moves and loads on
+    # the fields' bits), give the dummy MAC of the requested address and swap the addresses
+    fields = {"eth_src": 0x02AA00000001, "eth_dst": 0xFFFFFFFFFFFF, "arp_op": 1, "arp_sha": 0x02AA00000001,
+              "arp_spa": int(IPAddress("10.0.0.11")), "arp_tha": 0, "arp_tpa": int(IPAddress("10.0.0.12"))}
+    out = None
+    for a in computed_reply():
+        if isinstance(a, Move):
+            value = (fields[a.src] >> a.src_ofs) & ((1 << a.width) - 1)
+            keep = fields[a.dst] & ~(((1 << a.width) - 1) << a.dst_ofs)
+            fields[a.dst] = keep | (value << a.dst_ofs)
+        elif isinstance(a, Load):
+            keep = fields[a.dst] & ~(((1 << a.width) - 1) << a.ofs)
+            fields[a.dst] = keep | (a.value << a.ofs)
+        else:
+            out = a
+    mac = int(dummy_mac(IPAddress("10.0.0.12")).replace(":", ""), 16)
+    assert fields["eth_src"] == fields["arp_sha"] == mac
+    assert fields["eth_dst"] == fields["arp_tha"] == 0x02AA00000001
+    assert fields["arp_op"] == 2
+    assert fields["arp_spa"] == int(IPAddress("10.0.0.12")) and fields["arp_tpa"] == int(IPAddress("10.0.0.11"))
+    assert out == Output("IN_PORT")
 
 
 def test_same_cidr_in_two_networks_stays_apart(two_hosts):

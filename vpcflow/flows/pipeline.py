@@ -61,7 +61,7 @@ TABLES = (
           miss="spoofed_source"),
     Table(20, "arp_responder", INTEGRATION,
           "answer an instance's ARP request with the dummy MAC of a destination it may reach",
-          frozenset({REG_NETWORK, REG_SRC_ZONE, "in_port"} | _ARP), (), miss="arp_unanswered"),
+          frozenset({REG_NETWORK, REG_SRC_ZONE, "in_port", "conj_id"} | _ARP), (), miss="arp_unanswered"),
     Table(30, "egress_acl", INTEGRATION, "send what the instance sends through conntrack, in its zone",
           frozenset({REG_NETWORK, REG_SRC_ZONE} | _L3), ("egress_rules",), miss="not_ip"),
     Table(31, "egress_rules", INTEGRATION,
