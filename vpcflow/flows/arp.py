@@ -103,14 +103,25 @@ def _targets(ix: Index, src) -> tuple:
 def _by_groups(ix: Index, src, outside: bool):
     """The targets of every asker of src's network and groups, or None if they depend on addresses."""
     found = {}
-    for groups, peers in _peers_by_groups(ix, src.network.name).items():
-        verdicts = (groups_may_send(ix, src.interface.security_groups, groups),
-                    groups_may_send(ix, groups, src.interface.security_groups))
+    net = src.network
+    for groups, peers in _peers_by_groups(ix, net.name).items():
+        verdicts = (_within(groups_may_send(ix, src.interface.security_groups, groups), net.cidr),
+                    _within(groups_may_send(ix, groups, src.interface.security_groups), net.cidr))
         if True in verdicts:
             found.update((int(dst.ip), dst.ip_text) for dst in peers)
         elif verdicts != (False, False):
             return None
     return _with_gateway(found, src.network, outside)
+
+
+def _within(verdict, network_cidr):
+    """A groups verdict (authz.groups_may_send) between two addresses of one network: ranges
+    that hold for the whole network decide it."""
+    if verdict is True or verdict is False:
+        return verdict
+    if any((out is None or network_cidr in out) and (into is None or network_cidr in into) for out, into in verdict):
+        return True
+    return verdict
 
 
 def _for_address(ix: Index, src, outside: bool):

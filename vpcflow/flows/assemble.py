@@ -1,4 +1,4 @@
-"""Putting a switch's flows together: checked against the pipeline, one flow per match, in order.
+"""Putting a switch's flows together: checked against the pipeline, one flow per match.
 
 Most of a big host's flows are the same on every switch that serves a network (its routes, its
 connection-following records, its senders' checks). Those are made once per Index as a `Shared`
@@ -16,8 +16,7 @@ from vpcflow.flows.core import Conjunction, Flow
 
 
 class Shared:
-    """A run of flows that several switches' compiles share: finished (checked, unique, in order)
-    when made, with the keys of its flows kept for the check that runs do not overlap."""
+    """A run of flows that several switches' compiles share: finished (checked, unique) when made, with the keys of its flows kept for the check that runs do not overlap."""
 
     __slots__ = ("flows", "keys")
 
@@ -56,7 +55,7 @@ def _conjunctive(f: Flow) -> bool:
 
 def _finish_keyed(flows) -> Tuple[Tuple[Flow, ...], List[tuple]]:
     """The flows checked, one per match (identical ones once; the conjunction actions of one
-    match in one flow), in order; and their keys."""
+    match in one flow); and their keys."""
     unique = {}
     conjunctions = {}  # key -> every conjunction action its match takes part in
     for f in flows:
@@ -73,17 +72,22 @@ def _finish_keyed(flows) -> Tuple[Tuple[Flow, ...], List[tuple]]:
             raise pipeline.PipelineError(f"two different flows with one match:\n  {previous}\n  {f}")
     for key, actions in conjunctions.items():
         unique[key] = unique[key].replace(actions=tuple(sorted(actions, key=lambda a: (a.id, a.clause))))
-    ordered = in_order(unique.values())
-    return ordered, list(unique)
+    # In the order they came: compiles are deterministic without sorting (costly on every
+    # compile); what people read is put in order by the renderer (in_order).
+    return tuple(unique.values()), list(unique)
 
 
 def finish(items) -> Tuple[Flow, ...]:
     """A switch's flows from its own flows and the Shared runs among them: the own ones
     finished, the runs added as they are. Runs that overlap (a match in two runs, or in a run
     and among the own flows) are all finished together instead, which also names a conflict."""
-    own, runs = [], []
+    own, runs, seen = [], [], set()
     for item in items:
-        (runs if item.__class__ is Shared else own).append(item)
+        if item.__class__ is not Shared:
+            own.append(item)
+        elif id(item) not in seen:  # a run two features ask for (a network both local and a partner)
+            seen.add(id(item))
+            runs.append(item)
     flows, keys = _finish_keyed(own)
     if not runs:
         return flows

@@ -19,7 +19,7 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
-from vpcflow.flows.overlay import PRIORITY, encapsulate, followed_route, network_accepts, shared_routes
+from vpcflow.flows.overlay import PRIORITY, network_accepts, routes
 from vpcflow.flows.pipeline import REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
 from vpcflow.topology.model import Authorization, Network, Switch
 
@@ -78,15 +78,7 @@ def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bo
     targets = _reachable(ix, a, b)
     if not targets:
         return
-    if embed_source:  # the outer source is the sender's own: nothing to share between switches
-        for ep in targets:
-            match = {REG_NETWORK: a.id, **ipv4(ipv4_dst=ep.ip_text)}
-            actions = ((Goto("dest_lookup"),) if ep.switch.name == sw.name
-                       else encapsulate(sw, a, ep.switch.prefix, ep.ip, embed_source, dst_net=b))
-            yield followed_route(ep, match, actions, "authz")
-    else:
-        for where, local, remote in shared_routes(ix, a, targets, "authz", dst_net=b):
-            yield local if where == sw.name else remote
+    yield from routes(ix, sw, a, targets, "authz", embed_source, dst_net=b)
     peer = {"ipv4_dst": cidr(b.cidr)}
     yield from _check("network_acl", "follow", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
 
@@ -96,7 +88,7 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz):
     obj = f"{a.name}->{b.name}"
     zones = ix.zones(sw.name)
     # a's senders are checked against where they live, as for b's own.
-    yield from network_accepts(ix, a, sw)
+    yield network_accepts(ix, a)
     for ep in _reachable(ix, a, b):
         if ep.switch.name != sw.name:
             continue

@@ -13,6 +13,7 @@ from typing import Optional
 
 from netaddr import IPAddress, IPNetwork
 
+from vpcflow.flows.assemble import Shared
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
@@ -48,22 +49,13 @@ def encapsulate(sender: Switch, net: Network, prefix: IPNetwork, dst_ip, embed_s
 def host_flows(ix: Index, sw: Switch, embed_source: bool):
     for net in ix.local_networks(sw.name):
         yield from _route(ix, sw, net, embed_source)
-        yield from _accept(ix, sw, net)
+        yield network_accepts(ix, net)
+    yield own_prefix_is_spoofed(sw)
     yield from _deliver(ix, sw)
 
 
 def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
-    if embed_source:  # the outer source is the sender's own: nothing to share between switches
-        for ep in ix.by_network[net.name]:
-            match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
-            if ep.switch.name == sw.name:
-                actions = (Goto("dest_lookup"),)
-            else:
-                actions = encapsulate(sw, net, ep.switch.prefix, ep.ip, embed_source)
-            yield followed_route(ep, match, actions, "overlay")
-    else:
-        for where, local, remote in shared_routes(ix, net, ix.by_network[net.name], "overlay"):
-            yield local if where == sw.name else remote
+    yield from routes(ix, sw, net, ix.by_network[net.name], "overlay", embed_source)
     # An unused address of the network is not external: it goes nowhere.
     yield drop_flow("route", PRIORITY - 50, {REG_NETWORK: net.id, **ipv4(ipv4_dst=cidr(net.cidr))},
                     "no_destination")
@@ -76,70 +68,79 @@ def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
                    feature="overlay", obj=f"{net.name}:to-edge")
 
 
-def shared_routes(ix: Index, net: Network, endpoints, feature: str, dst_net: Optional[Network] = None):
-    """(switch of the endpoint, its route flow there, its route flow elsewhere) for endpoints
-    of dst_net (net unless an authorization lets net reach another), sent from net without
-    embedding the outer source: the same flows on every switch that serves net, built once."""
-    def make():
-        out = []
+def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_source: bool,
+           dst_net: Optional[Network] = None):
+    """The route flows from net to endpoints (of dst_net: net unless an authorization lets net
+    reach another). Every switch that serves net has the same flows toward every endpoint's
+    switch, built once (Shared); a destination on this switch takes a local route above its
+    shared one (LOCAL). Where the outer source embeds the inner one it is the sender's own: then
+    nothing is shared."""
+    def route(ep, local: bool):
+        match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
+        if local:
+            return followed_route(ep, match, (Goto("dest_lookup"),), feature, local=True)
+        return followed_route(ep, match, encapsulate(sw if embed_source else None, net, ep.switch.prefix, ep.ip,
+                                                     embed_source, dst_net=dst_net), feature)
+
+    if embed_source:
         for ep in endpoints:
-            match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
-            actions = encapsulate(None, net, ep.switch.prefix, ep.ip, False, dst_net=dst_net)
-            out.append((ep.switch.name, followed_route(ep, match, (Goto("dest_lookup"),), feature),
-                        followed_route(ep, match, actions, feature)))
-        return out
-    return ix.cached(("routes", net.name, (dst_net or net).name, feature), make)
+            yield route(ep, ep.switch.name == sw.name)
+        return
+
+    def make():
+        by_switch = {}
+        for ep in endpoints:
+            by_switch.setdefault(ep.switch.name, []).append(ep)
+        return Shared(route(ep, False) for ep in endpoints), by_switch
+    shared, by_switch = ix.cached(("routes", net.name, (dst_net or net).name, feature), make)
+    yield shared
+    for ep in by_switch.get(sw.name, ()):
+        yield route(ep, True)
 
 
-def network_accepts(ix: Index, net: Network, sw: Switch):
-    """accept_sources for every endpoint of net: the same flows on every switch, built once."""
-    flows = ix.cached(("accepts", net.name),
-                      lambda: [(ep.switch.name, f) for ep, f in _accepts(net, ix.by_network[net.name])])
-    return (f for where, f in flows if where != sw.name)
+def network_accepts(ix: Index, net: Network):
+    """Accepting net's packets from the substrate, the same on every switch (Shared): each
+    endpoint's address only from the prefix of the switch where it lives, an appliance's any
+    address from its own switch, external sources from the edge. A packet from a switch's own
+    prefix is dropped before (own_prefix_is_spoofed): no endpoint of the switch is accepted
+    from the substrate."""
+    return ix.cached(("accepts", net.name), lambda: Shared(_accepts(ix, net)))
 
 
-def _accepts(net: Network, endpoints):
-    for ep in endpoints:
+def own_prefix_is_spoofed(sw: Switch):
+    return drop_flow("substrate_in", PRIORITY + 10, {"tun_ipv6_src": cidr(sw.prefix)}, "substrate_spoofed")
+
+
+def _accepts(ix: Index, net: Network):
+    into = (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup"))
+    for ep in ix.by_network[net.name]:
         match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=ep.ip_text)}
-        yield ep, flow("substrate_in", PRIORITY, match, (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
-                       feature="overlay", obj=ep.interface.name)
-
-
-def accept_sources(net: Network, endpoints, sw: Switch):
-    """substrate_in flows: a packet of `net` from one of these endpoints is accepted only from the
-    prefix of the switch where the endpoint lives."""
-    return (f for ep, f in _accepts(net, endpoints) if ep.switch.name != sw.name)
-
-
-def followed_route(ep, match, actions, feature):
-    """The route flow of an endpoint; an old binding takes only the connections recorded under it."""
-    if ep.binding is None:
-        return flow("route", PRIORITY, match, actions, feature=feature, obj=ep.interface.name)
-    return flow("route", PRIORITY + 10, {**match, REG_BINDING: ep.binding}, actions, feature="follow",
-                obj=f"{ep.interface.name}@{ep.interface.attach_to}")
-
-
-def _accept(ix: Index, sw: Switch, net: Network):
-    """Accept tunnelled packets of `net` whose outer source matches where the inner source lives."""
-    yield from network_accepts(ix, net, sw)
-    appliances = {ep.switch for ep in ix.by_network[net.name]
-                  if ep.switch.name != sw.name and not ep.interface.source_dest_check}
+        yield flow("substrate_in", PRIORITY, match, into, feature="overlay", obj=ep.interface.name)
+    appliances = {ep.switch for ep in ix.by_network[net.name] if not ep.interface.source_dest_check}
     for other in sorted(appliances, key=lambda s: s.name):
         # An appliance may send from any address; it must still come from its own switch.
-        yield flow("substrate_in", PRIORITY - 10,
-                   {"tunnel_id": net.id, "tun_ipv6_src": cidr(other.prefix), **ipv4()},
-                   (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
-                   feature="overlay", obj=f"{net.name}:appliances@{other.name}")
+        yield flow("substrate_in", PRIORITY - 10, {"tunnel_id": net.id, "tun_ipv6_src": cidr(other.prefix), **ipv4()},
+                   into, feature="overlay", obj=f"{net.name}:appliances@{other.name}")
     edge = ix.edge
     if edge is not None:
         # From the edge come external sources only: one of the network's own addresses is spoofed.
         yield drop_flow("substrate_in", PRIORITY - 20,
                         {"tunnel_id": net.id, "tun_ipv6_src": cidr(edge.prefix), **ipv4(ipv4_src=cidr(net.cidr))},
                         "substrate_spoofed")
-        yield flow("substrate_in", PRIORITY - 30,
-                   {"tunnel_id": net.id, "tun_ipv6_src": cidr(edge.prefix), **ipv4()},
-                   (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup")),
-                   feature="overlay", obj=f"{net.name}:from-edge")
+        yield flow("substrate_in", PRIORITY - 30, {"tunnel_id": net.id, "tun_ipv6_src": cidr(edge.prefix), **ipv4()},
+                   into, feature="overlay", obj=f"{net.name}:from-edge")
+
+
+LOCAL = 5  # a route to a destination on this switch: above the shared one every switch has
+
+
+def followed_route(ep, match, actions, feature, local: bool = False):
+    """The route flow of an endpoint; an old binding takes only the connections recorded under it."""
+    bonus = LOCAL if local else 0
+    if ep.binding is None:
+        return flow("route", PRIORITY + bonus, match, actions, feature=feature, obj=ep.interface.name)
+    return flow("route", PRIORITY + 10 + bonus, {**match, REG_BINDING: ep.binding}, actions, feature="follow",
+                obj=f"{ep.interface.name}@{ep.interface.attach_to}")
 
 
 def _deliver(ix: Index, sw: Switch):
