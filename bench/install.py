@@ -102,20 +102,11 @@ def measure(smoke: bool, runs: int) -> dict:
     return out
 
 
-class _Datapath:
-    """What os-ken's message classes need of a datapath to build and serialize a message."""
-
-    def __init__(self):
-        from vpcflow.controller.framework import ofp, parser
-
-        self.ofproto, self.ofproto_parser, self.id = ofp, parser, 1
-
-
 def job_render(smoke: bool) -> dict:
-    """The controller's Python work per flow-mod, without a switch: key, flow-mod, bundle add,
-    serialize (what _sync_once and send_msg do for a bridge with nothing installed)."""
+    """The controller's Python work per flow-mod, without a switch: key, flow-mod, bundle adds
+    (what _sync_once and apply do for a bridge with nothing installed)."""
     from vpcflow.controller import render
-    from vpcflow.controller.framework import ofp, parser
+    from vpcflow.controller.framework import ofp
     from vpcflow.controller.sync import split_by_resolvable
     from vpcflow.flows.compiler import compile_switch
     from vpcflow.flows.index import Index
@@ -125,14 +116,12 @@ def job_render(smoke: bool) -> dict:
     flows = compile_switch(Index(dep), SWITCH).integration
     names = [i.port for i in dep.instances.values() if i.switch == SWITCH] + ["vpc-tun"]
     ports = {name: number for number, name in enumerate(names, 1)}
-    dp = _Datapath()
 
     def build():
         desired, _ = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
-        for f in desired.values():
-            msg = parser.ONFBundleAddMsg(dp, 1, ofp.ONF_BF_ATOMIC, render.flow_mod(dp, f, ports), [])
-            msg.set_xid(1)
-            msg.serialize()
+        msgs = [render.flow_mod(f, ports) for f in desired.values()]
+        for _ in render.bundle_adds(1, ofp.ONF_BF_ATOMIC, msgs, 1):
+            pass
     t = now()
     build()
     seconds = now() - t

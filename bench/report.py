@@ -216,7 +216,7 @@ class Report:
                       f"{ratio:.2f}", ">= 0.5", ratio >= 0.5)
         rr = r.get("render", {})
         if not _error(rr):
-            self.add(f"The controller's Python work alone (no switch: match key, OFPFlowMod, bundle add, serialize) "
+            self.add(f"The controller's Python work alone (no switch: match key, flow-mod, bundle adds) "
                      f"for the same {rr['flows']:,} flows: {_s(rr['seconds'])}, {rr['flows'] / rr['seconds']:,.0f}/s. "
                      "Profile, by cumulative time:", "")
             self.add(*_block(rr["profile"]))

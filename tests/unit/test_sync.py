@@ -86,24 +86,43 @@ def test_encoded_flow_mod_is_byte_for_byte_the_osken_one():
         reference = render.osken_flow_mod(dp, fl, ports)
         reference.set_xid(7)
         reference.serialize()
-        encoded = render.flow_mod(dp, fl, ports)
-        encoded.set_xid(7)
-        encoded.serialize()
-        assert bytes(encoded.buf) == bytes(reference.buf), fl
+        assert render.flow_mod(fl, ports) == render.message(reference), fl
         assert render.desired_key(fl, ports) == (reference.table_id, fl.priority,
                                                  render.match_key(render._match(fl, ports)))
         assert render.desired_content(fl, ports) == (render._instructions_bytes(reference.instructions),
                                                      fl.idle_timeout, fl.hard_timeout)
         # in a bundle, as the controller sends it
-        bundle = parser.ONFBundleAddMsg(dp, 1, ofp.ONF_BF_ATOMIC, render.flow_mod(dp, fl, ports), [])
-        bundle.set_xid(9)
-        bundle.serialize()
+        bundle = b"".join(render.bundle_adds(1, ofp.ONF_BF_ATOMIC, [render.flow_mod(fl, ports)], 9))
         reference = parser.ONFBundleAddMsg(dp, 1, ofp.ONF_BF_ATOMIC, render.osken_flow_mod(dp, fl, ports), [])
         reference.set_xid(9)
         reference.serialize()
-        assert bytes(bundle.buf) == bytes(reference.buf)
+        assert bundle == bytes(reference.buf)
         count += 1
     assert count > 1000
+
+
+def test_bundle_adds_are_osken_ones_back_to_back_with_consecutive_xids():
+    from vpcflow.controller import render
+    from vpcflow.controller.framework import ofp, parser
+
+    class Datapath:
+        ofproto, ofproto_parser, id = ofp, parser, 1
+
+    dp, ports = Datapath(), {"p1": 1}
+    flows = [f(reg=r) for r in range(2000)]
+    delete = render.delete_strict(dp, 3, 100, render._match(flows[0], ports), flows[0].cookie)
+    msgs = [render.message(delete)] + [render.flow_mod(fl, ports) for fl in flows]
+    flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+    buffers = list(render.bundle_adds(5, flags, msgs, ofp.MAX_XID - 1))
+    assert len(buffers) > 1  # written in a few large writes, not one per message
+    reference = []
+    for i, m in enumerate([render.delete_strict(dp, 3, 100, render._match(flows[0], ports), flows[0].cookie)]
+                          + [render.osken_flow_mod(dp, fl, ports) for fl in flows]):
+        add = parser.ONFBundleAddMsg(dp, 5, flags, m, [])
+        add.set_xid((ofp.MAX_XID - 1 + i) & ofp.MAX_XID)  # past the largest xid: 0, 1, ...
+        add.serialize()
+        reference.append(bytes(add.buf))
+    assert b"".join(buffers) == b"".join(reference)
 
 
 def test_wire_form_follows_the_port_numbers():

@@ -176,17 +176,25 @@ class VpcflowApp(AppBase):
         finally:
             del self.pending[msg.xid]
 
-    def _exchange(self, dp, msgs):
-        """Send messages and a barrier; return the errors the switch answered any of them with."""
-        barrier = parser.OFPBarrierRequest(dp)
-        p = Pending()
-        for m in list(msgs) + [barrier]:
+    def _exchange(self, dp, msgs, bundle=None):
+        """Send messages, then (given (bundle id, flags, flow-mods)) that bundle's adds, then a
+        barrier; return the errors the switch answered any of them with."""
+        for m in msgs:
             dp.set_xid(m)
-            p.errors_for.add(m.xid)
+        adds = bundle[2] if bundle else ()
+        first = dp.xid + 1  # the adds take the next xids, one each (render.bundle_adds)
+        dp.xid = (dp.xid + len(adds)) & ofp.MAX_XID
+        barrier = parser.OFPBarrierRequest(dp)
+        dp.set_xid(barrier)
+        p = Pending([m.xid for m in msgs] + [(first + i) & ofp.MAX_XID for i in range(len(adds))] + [barrier.xid])
         self.pending[barrier.xid] = p
         try:
-            for m in list(msgs) + [barrier]:
+            for m in msgs:
                 dp.send_msg(m)
+            if adds:
+                for buf in render.bundle_adds(*bundle, first):
+                    dp.send(buf)
+            dp.send_msg(barrier)
             if not p.done.wait(timeout=REPLY_TIMEOUT):
                 raise RequestFailed("no barrier reply")
         finally:
@@ -194,16 +202,16 @@ class VpcflowApp(AppBase):
         return p.errors
 
     def apply(self, dp, msgs):
-        """Apply flow-mods as one atomic bundle; raise, with nothing changed, if any is refused.
+        """Apply flow-mods ((type, body) each, see render.message) as one atomic bundle; raise,
+        with nothing changed, if any is refused.
 
         The switch checks each message when it is added to the bundle and leaves a refused one
         out, so the bundle is committed only once every add was accepted, and discarded otherwise.
         """
         bundle_id = dp.xid & 0xFFFFFFFF
         flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-        adds = [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
-        adds += [parser.ONFBundleAddMsg(dp, bundle_id, flags, m, []) for m in msgs]
-        errors = self._exchange(dp, adds)
+        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])],
+                                (bundle_id, flags, msgs))
         if errors:
             self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST, flags, [])])
             raise RequestFailed(f"switch refused {len(errors)} of {len(msgs)} flow-mods: " + _describe(errors[0]))
@@ -252,9 +260,9 @@ class VpcflowApp(AppBase):
             generation, flows = self.ctl.desired(name, bridge, version)
             desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
             d = diff(desired, installed, lambda f: render.desired_content(f, ports))
-            msgs = [render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie)
+            msgs = [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie))
                     for i in d.delete]
-            msgs += [render.flow_mod(dp, f, ports) for f in d.add]
+            msgs += [render.flow_mod(f, ports) for f in d.add]
             if msgs:
                 self.apply(dp, msgs)
             features = collections.Counter(f.feature for f in desired.values())

@@ -10,7 +10,7 @@ try:
     from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
     from os_ken.lib import hub
     from os_ken.lib.packet import arp as arp_pkt, ethernet, packet
-    from os_ken.ofproto import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
+    from os_ken.ofproto import nicira_ext, ofproto_common, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
     AppBase = app_manager.OSKenApp
     FRAMEWORK = "os_ken"
@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - only where Ryu is installed instead
     from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
     from ryu.lib import hub
     from ryu.lib.packet import arp as arp_pkt, ethernet, packet
-    from ryu.ofproto import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
+    from ryu.ofproto import nicira_ext, ofproto_common, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
     AppBase = app_manager.RyuApp
     FRAMEWORK = "ryu"
@@ -30,4 +30,4 @@ except ImportError:  # pragma: no cover - only where Ryu is installed instead
 CONF = _cfg.CONF
 
 __all__ = ["CONF", "app_manager", "ofp_event", "CONFIG_DISPATCHER", "DEAD_DISPATCHER", "MAIN_DISPATCHER", "set_ev_cls",
-           "hub", "arp_pkt", "ethernet", "packet", "nicira_ext", "ofp", "parser", "AppBase", "FRAMEWORK"]
+           "hub", "arp_pkt", "ethernet", "packet", "nicira_ext", "ofproto_common", "ofp", "parser", "AppBase", "FRAMEWORK"]

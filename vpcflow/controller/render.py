@@ -8,14 +8,15 @@ per set of port numbers and kept with the flow (`Flow.wire`): the controller kee
 flows for as long as the model holds, so a reconnecting or restarted switch costs no encoding.
 The encoding itself reuses os-ken's bytes for each distinct match field and action list
 (`_field`, `_instructions_of`) instead of building an OFPMatch and an OFPFlowMod per flow,
-which is where a naive controller spends most of its time.
+which is where a naive controller spends most of its time. The bundle adds that carry the
+flow_mods are packed straight into a few large buffers (`bundle_adds`), not one os-ken message each.
 """
 from __future__ import annotations
 
 import struct
 from typing import Dict, NamedTuple, Optional
 
-from vpcflow.controller.framework import nicira_ext, ofp, parser
+from vpcflow.controller.framework import nicira_ext, ofp, ofproto_common, parser
 from vpcflow.flows import pipeline
 from vpcflow.flows.core import (FIELDS, Conjunction, Ct, CtNat, Flow, Goto, Learn, Load, Move, Output, Resubmit,
                                 SetField)
@@ -268,27 +269,22 @@ def wire(f: Flow, ports: Dict[str, int]) -> Optional[Wire]:
     return found
 
 
-class EncodedFlowMod(parser.OFPFlowMod):
-    """An OFPT_FLOW_MOD (command ADD) whose body was encoded beforehand: serializing it only
-    writes the header. Goes wherever an os-ken message goes (send_msg, a bundle add)."""
-
-    def __init__(self, datapath, body: bytes, cookie: int, table_id: int, priority: int):
-        parser.MsgBase.__init__(self, datapath)
-        self.body = body
-        self.cookie, self.table_id, self.priority, self.command = cookie, table_id, priority, ofp.OFPFC_ADD
-
-    def _serialize_body(self):
-        self.buf += self.body
-
-
-def flow_mod(dp, f: Flow, ports: Dict[str, int], command=None):
-    """The flow_mod that adds f (or, with another command, os-ken's message for it)."""
-    if command not in (None, ofp.OFPFC_ADD):
-        return osken_flow_mod(dp, f, ports, command)
+def _wire_of(f: Flow, ports: Dict[str, int]) -> Wire:
     w = wire(f, ports)
     if w is None:
         raise UnresolvedPort(next(p for p in f.ports() if p not in ports and p not in _SPECIAL))
-    return EncodedFlowMod(dp, w.body, f.cookie, w.key[0], f.priority)
+    return w
+
+
+def flow_mod(f: Flow, ports: Dict[str, int]) -> tuple:
+    """The OFPT_FLOW_MOD (command ADD) that adds f, as a bundle add carries it: (type, body)."""
+    return ofp.OFPT_FLOW_MOD, _wire_of(f, ports).body
+
+
+def message(msg) -> tuple:
+    """Any os-ken message as a bundle add carries it: (type, body after the header)."""
+    msg.serialize()
+    return msg.msg_type, bytes(msg.buf[ofp.OFP_HEADER_SIZE:])
 
 
 def desired_key(f: Flow, ports: Dict[str, int]) -> Optional[tuple]:
@@ -299,10 +295,34 @@ def desired_key(f: Flow, ports: Dict[str, int]) -> Optional[tuple]:
 
 def desired_content(f: Flow, ports: Dict[str, int]) -> tuple:
     """What sync compares besides key and cookie: wire instructions and timeouts."""
-    w = wire(f, ports)
-    if w is None:
-        raise UnresolvedPort(next(p for p in f.ports() if p not in ports and p not in _SPECIAL))
-    return w.content
+    return _wire_of(f, ports).content
+
+
+# --- bundle adds, many to a buffer ------------------------------------------------------------
+
+# OpenFlow header, ONF experimenter id and type, bundle id, pad, flags, the inner message's header
+_BUNDLE_ADD = struct.Struct("!BBHIIII2xHBBHI")
+_CHUNK = 1 << 16  # bytes per write: the switch starts on the first while the rest are encoded
+
+
+def bundle_adds(bundle_id: int, flags: int, messages, first_xid: int):
+    """ONF bundle-add messages carrying messages ((type, body) each), byte for byte as os-ken's
+    ONFBundleAddMsg serializes them, the i-th with xid first_xid + i (modulo 2**32; its inner
+    message has the same, as the bundle extension requires). Yields buffers of about _CHUNK
+    bytes: os-ken queues and writes each message on its own, which costs more than encoding it."""
+    pack, head, onf = _BUNDLE_ADD.pack, _BUNDLE_ADD.size, ofproto_common.ONF_EXPERIMENTER_ID
+    buf, size = [], 0
+    for i, (msg_type, body) in enumerate(messages):
+        xid, n = (first_xid + i) & ofp.MAX_XID, head + len(body)
+        buf.append(pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, n, xid, onf, ofp.ONF_ET_BUNDLE_ADD_MESSAGE,
+                        bundle_id, flags, ofp.OFP_VERSION, msg_type, n - head + ofp.OFP_HEADER_SIZE, xid))
+        buf.append(body)
+        size += n
+        if size >= _CHUNK:
+            yield b"".join(buf)
+            buf, size = [], 0
+    if buf:
+        yield b"".join(buf)
 
 
 def _padded_nat(actions):
