@@ -120,3 +120,86 @@ def test_ofproto_trace_answers_arp_with_a_dummy_mac(private_ovs):
                                  "in_port=web1,dl_src=02:00:00:00:00:99,ip,nw_src=10.0.0.11,nw_dst=10.0.0.13")
     assert "Datapath actions: drop" in spoofed
 
+
+
+def _openflow_session(path):
+    """A bare OpenFlow 1.3 connection to a bridge's management socket, after the hellos."""
+    import socket
+    import struct
+
+    from vpcflow.controller.framework import ofp
+
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_HELLO, 8, 1))
+
+    def read():
+        """(type, xid) of the switch's next message."""
+        head = b""
+        while len(head) < 8:
+            head += s.recv(8 - len(head))
+        _, msg_type, length, xid = struct.unpack("!BBHI", head)
+        body = b""
+        while len(body) < length - 8:
+            body += s.recv(length - 8 - len(body))
+        return msg_type, xid
+
+    assert read()[0] == ofp.OFPT_HELLO
+    return s, read
+
+
+def test_a_refused_bundle_add_is_answered_with_its_own_xid(private_ovs):
+    """The controller packs bundle adds itself (render.bundle_adds) and finds a refused one by
+    the xid the switch's error carries: Open vSwitch must take the packed adds and name the right one."""
+    from vpcflow.controller import render
+    from vpcflow.controller.framework import ofp, parser
+
+    class Datapath:
+        ofproto, ofproto_parser, id = ofp, parser, 1
+
+    prepare(private_ovs, "host1")
+    dp = Datapath()
+    good = [render.message(parser.OFPFlowMod(dp, table_id=5, priority=10 + i, match=parser.OFPMatch(reg0=i),
+                                             instructions=[])) for i in range(3000)]
+    # goto_table must go forward: refused when the switch checks the add
+    bad = render.message(parser.OFPFlowMod(dp, table_id=5, priority=9, match=parser.OFPMatch(reg0=1),
+                                           instructions=[parser.OFPInstructionGotoTable(2)]))
+    flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+
+    def ctrl(xid, kind):
+        m = parser.ONFBundleCtrlMsg(dp, 7, kind, flags, [])
+        m.set_xid(xid)
+        m.serialize()
+        return bytes(m.buf)
+
+    def barrier(xid):
+        m = parser.OFPBarrierRequest(dp)
+        m.set_xid(xid)
+        m.serialize()
+        return bytes(m.buf)
+
+    def exchange(*buffers, until):
+        for buf in buffers:
+            s.sendall(buf)
+        answers = []
+        while True:
+            msg_type, xid = read()
+            if msg_type == ofp.OFPT_BARRIER_REPLY and xid == until:
+                return answers
+            answers.append((msg_type, xid))
+
+    s, read = _openflow_session(f"{private_ovs.dir}/br-int.mgmt")
+    with s:
+        first = ofp.MAX_XID - 1000  # across the largest xid, as a long-running controller gets there
+        msgs = good[:2000] + [bad] + good[2000:]
+        answers = exchange(ctrl(1, ofp.ONF_BCT_OPEN_REQUEST), *render.bundle_adds(7, flags, msgs, first), barrier(2),
+                           until=2)
+        assert [xid for t, xid in answers if t == ofp.OFPT_ERROR] == [(first + 2000) & ofp.MAX_XID]
+        exchange(ctrl(3, ofp.ONF_BCT_DISCARD_REQUEST), barrier(4), until=4)
+
+        answers = exchange(ctrl(5, ofp.ONF_BCT_OPEN_REQUEST), *render.bundle_adds(7, flags, good, first), barrier(6),
+                           until=6)
+        answers += exchange(ctrl(8, ofp.ONF_BCT_COMMIT_REQUEST), barrier(9), until=9)
+        assert not [a for a in answers if a[0] == ofp.OFPT_ERROR]
+    assert len(private_ovs.flows("br-int", "table=5")) == len(good)
