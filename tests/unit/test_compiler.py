@@ -5,7 +5,7 @@ from netaddr import IPAddress, IPNetwork
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_deployment
 from vpcflow.flows.arp import computed_reply
-from vpcflow.flows.core import Conjunction, Goto, Load, Move, Output, SetField, flow
+from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.ofctl import render
 from vpcflow.topology.model import dummy_mac
@@ -83,28 +83,27 @@ def test_port_security_binds_mac_and_ip_to_the_port(two_hosts):
     assert m["in_port"] == "web1" and m["eth_src"] == web1.mac
 
 
-def answered(flows, zone: int, spa: str, network: int):
-    """The addresses the ARP responder answers for an asker: the clause-2 destinations of the
-    conjunctions its clause-1 flow takes part in."""
-    arp = [f for f in flows if f.table == "arp_responder" and f.priority == 100]
-    mine = {a.id for f in arp if dict(f.match).get("reg5") == zone and dict(f.match).get("arp_spa") == spa
-            for a in f.actions if isinstance(a, Conjunction) and a.clause == 1}
-    return sorted(dict(f.match)["arp_tpa"] for f in arp if dict(f.match).get("reg0") == network
-                  and any(isinstance(a, Conjunction) and a.clause == 2 and a.id in mine for a in f.actions))
+def answered(flows, port: str, spa: str):
+    """The addresses the ARP responder answers for a request from a port and address: those of
+    the class that port security loads into reg1 for it."""
+    classes = {a.value for f in flows if f.table == "port_security" and dict(f.match).get("in_port") == port
+               and dict(f.match).get("arp_spa") == spa for a in f.actions if isinstance(a, Load) and a.dst == "reg1"}
+    return sorted(dict(f.match)["arp_tpa"] for f in flows
+                  if f.table == "arp_responder" and f.priority == 100 and dict(f.match).get("reg1") in classes)
 
 
 def test_arp_answers_only_addresses_of_the_network_and_its_gateway(two_hosts):
     flows = compile_deployment(two_hosts)["host1"].integration
-    zone = Index(two_hosts).zones("host1")["eni-web1"]
-    # its blue peers and the gateway; not red's 10.0.0.13 twin (same address, other zone); its
+    # its blue peers and the gateway; not red's 10.0.0.13 twin (same address, other class); its
     # own address is dropped before (a gratuitous request)
-    assert answered(flows, zone, "10.0.0.11", 100) == ["10.0.0.1", "10.0.0.11", "10.0.0.12", "10.0.0.13"]
-    assert answered(flows, zone, "10.0.0.12", 100) == []  # web1 asking from another's address
+    assert answered(flows, "web1", "10.0.0.11") == ["10.0.0.1", "10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    assert answered(flows, "web1", "10.0.0.12") == []  # web1 asking from another's address
+    assert "10.0.0.11" not in answered(flows, "red1", "10.0.0.13")
     own = next(f for f in flows if f.table == "arp_responder" and f.priority == 110
                and dict(f.match).get("arp_tpa") == "10.0.0.11")
     assert own.actions == ()
-    conj = [f for f in flows if f.table == "arp_responder" and "conj_id" in dict(f.match)]
-    assert conj and all(f.actions == computed_reply() for f in conj)
+    replies = [f for f in flows if f.table == "arp_responder" and f.priority == 100]
+    assert replies and all(f.actions == computed_reply() for f in replies)
 
 
 def test_the_computed_arp_reply_is_the_dummy_mac_of_the_requested_address():

@@ -7,26 +7,26 @@ concern addresses outside the network. Any other request is dropped and counted
 (arp_unanswered); no ARP ever leaves the host.
 
 One flow per (asker, destination) pair would make the responder most of a host's flows. Askers
-of one network that may reach the same destinations (mostly: the same security groups) form a
-class, and each class is one conjunctive match: clause 1 is the askers (their zone and address),
-clause 2 the destinations (the requested address in their network). The reply itself is the
-same for every destination, since the dummy MAC is computed from the requested address.
+that may reach the same destinations for the same reason (their network, their security groups,
+whether they talk outside; their address too where a rule depends on it) form a class: port
+security loads the asker's class into reg1, and the class's flows (one per destination) are the
+same on every switch, built once. The reply itself is the same for every destination, since the
+dummy MAC is computed from the requested address.
 """
 from __future__ import annotations
 
-import zlib
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 from vpcflow.flows.authz import groups_may_send, may_send, talks_outside
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_ARP, Conjunction, Flow, Load, Move, Output
-from vpcflow.flows.index import Index
+from vpcflow.flows.assemble import Shared
+from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output
+from vpcflow.flows.index import Index, stable_ids
 from vpcflow.flows.matches import arp
-from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_ZONE
+from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_CLASS
 from vpcflow.topology.model import DUMMY_MAC_HIGH16, Switch
 
 PRIORITY = 100
-CONJ_SLOTS = 1 << 32
 
 
 def computed_reply():
@@ -47,45 +47,60 @@ def computed_reply():
 
 
 def integration_flows(ix: Index, sw: Switch):
-    zones = ix.zones(sw.name)
-    classes: Dict[Tuple[int, tuple], List] = {}  # (network id, destinations) -> askers
-    for src in ix.by_switch.get(sw.name, ()):
-        classes.setdefault((src.network.id, _targets(ix, src)), []).append(src)
-    ids = _class_ids(classes)
-    request = (("eth_type", ETH_ARP), ("arp_op", 1))
-    wanted: Dict[Tuple[int, str], List[Conjunction]] = {}  # (network id, destination) -> clause 2 of
-    for (netid, targets), askers in classes.items():
-        if not targets:
-            continue  # may reach nothing: its requests go unanswered (the table's miss)
-        cid = ids[(netid, targets)]
-        yield Flow("arp_responder", PRIORITY, (("conj_id", cid),) + request[:1], computed_reply(), "arp",
+    classes = _classes(ix)
+    for key in dict.fromkeys(classes.of_endpoint[(ep.interface.name, ep.ip_text)]
+                             for ep in ix.by_switch.get(sw.name, ())):
+        yield ix.cached(("arp_class", key), lambda: Shared(_class_flows(ix, classes, key)))
+    for net in ix.local_networks(sw.name):
+        yield ix.cached(("arp_own", net.name), lambda: Shared(_own_address_drops(ix, net)))
+
+
+def asker_class(ix: Index, iface_name: str, ip_text: str) -> int:
+    """The class id port security loads into reg1 for an ARP request from this address."""
+    classes = _classes(ix)
+    return classes.ids[classes.of_endpoint[(iface_name, ip_text)]]
+
+
+class _Classes:
+    """Every endpoint's class key, the ids of the keys, and one endpoint of each (which decides
+    the class's destinations)."""
+
+    def __init__(self, ix: Index):
+        self.of_endpoint: Dict[Tuple[str, str], tuple] = {}
+        self.example = {}
+        for ep in ix.endpoints:
+            key = _class_key(ix, ep)
+            self.of_endpoint[(ep.interface.name, ep.ip_text)] = key
+            self.example.setdefault(key, ep)
+        self.ids = stable_ids(self.example)
+
+
+def _classes(ix: Index) -> _Classes:
+    return ix.cached("arp_classes", lambda: _Classes(ix))
+
+
+def _class_key(ix: Index, ep) -> tuple:
+    net, groups = ep.network, ep.interface.security_groups
+    outside = talks_outside(ix, ep.interface, net.cidr)
+    decided = ix.cached(("arp_decided", net.name, groups, outside), lambda: _by_groups(ix, ep, outside))
+    return (net.name, groups, outside) if decided is not None else (net.name, groups, outside, ep.ip_text)
+
+
+def _class_flows(ix: Index, classes: _Classes, key):
+    cid = classes.ids[key]
+    example = classes.example[key]
+    netid = example.network.id
+    request = ((REG_SRC_CLASS, cid), ("eth_type", ETH_ARP), ("arp_op", 1))
+    for text in _targets(ix, example):
+        yield Flow("arp_responder", PRIORITY, request + (("arp_tpa", text),), computed_reply(), "arp",
                    f"net{netid}:class{cid}")
-        for src in askers:
-            yield Flow("arp_responder", PRIORITY, ((REG_SRC_ZONE, zones[src.interface.name]),) + request
-                       + (("arp_spa", src.ip_text),), (Conjunction(cid, 1, 2),), "arp", src.interface.name)
-        for text in targets:
-            wanted.setdefault((netid, text), []).append(Conjunction(cid, 2, 2))
-    for (netid, text), clauses in wanted.items():
-        yield Flow("arp_responder", PRIORITY, ((REG_NETWORK, netid),) + request + (("arp_tpa", text),),
-                   tuple(sorted(clauses, key=lambda c: c.id)), "arp", f"net{netid}->{text}")
-    # A request for one's own address (a gratuitous ARP or a duplicate check) gets no answer.
-    for ep in ix.by_switch.get(sw.name, ()):
+
+
+def _own_address_drops(ix: Index, net):
+    """A request for one's own address (a gratuitous ARP or a duplicate check) gets no answer."""
+    for ep in ix.by_network[net.name]:
         yield drop_flow("arp_responder", PRIORITY + 10,
-                        {REG_NETWORK: ep.network.id, **arp(arp_spa=ep.ip_text, arp_tpa=ep.ip_text)},
-                        "arp_own_address")
-
-
-def _class_ids(classes) -> Dict[Tuple[int, tuple], int]:
-    """A conjunction id per class, from what the class is (a class keeps its id while others
-    come and go); a rare collision on one switch is resolved in a fixed order."""
-    taken, ids = set(), {}
-    for key in sorted(classes, key=lambda k: (k[0], k[1])):
-        cid = zlib.crc32(repr(key).encode()) % CONJ_SLOTS or 1
-        while cid in taken:
-            cid = cid % (CONJ_SLOTS - 1) + 1
-        taken.add(cid)
-        ids[key] = cid
-    return ids
+                        {REG_NETWORK: net.id, **arp(arp_spa=ep.ip_text, arp_tpa=ep.ip_text)}, "arp_own_address")
 
 
 def _targets(ix: Index, src) -> tuple:

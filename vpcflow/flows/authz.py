@@ -28,9 +28,10 @@ from netaddr import IPNetwork
 
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow
-from vpcflow.flows.index import Index
+from vpcflow.flows.assemble import Shared
+from vpcflow.flows.index import Index, stable_ids
 from vpcflow.flows.matches import cidr, ipv4
-from vpcflow.flows.pipeline import REG_DST_ZONE, REG_SRC_NETWORK, REG_SRC_ZONE
+from vpcflow.flows.pipeline import REG_DST_CLASS, REG_DST_ZONE, REG_SRC_CLASS, REG_SRC_NETWORK, REG_SRC_ZONE
 from vpcflow.flows.portmask import range_to_masks
 from vpcflow.topology.model import Interface, PortRange, Rule, Switch
 
@@ -41,10 +42,10 @@ DIRECT = 100  # rules on an address range
 CONJUNCTIVE = 90  # rules on a group
 INVALID = 300
 
-# per direction: (rules table, its next table, zone register, the peer's address field)
+# per direction: (rules table, its next table, zone register, class register, the peer's address field)
 DIRECTIONS = {
-    "egress": ("egress_rules", "network_acl", REG_SRC_ZONE, "ipv4_dst"),
-    "ingress": ("ingress_rules", "network_acl_in", REG_DST_ZONE, "ipv4_src"),
+    "egress": ("egress_rules", "network_acl", REG_SRC_ZONE, REG_SRC_CLASS, "ipv4_dst"),
+    "ingress": ("ingress_rules", "network_acl_in", REG_DST_ZONE, REG_DST_CLASS, "ipv4_src"),
 }
 
 
@@ -62,10 +63,7 @@ def rule_id(group: str, direction: str, rule: Rule) -> int:
 
 
 def rules_of(ix: Index, iface: Interface, direction: str) -> Iterable[Tuple[str, int, Rule]]:
-    for group in iface.security_groups:
-        sg = ix.dep.security_groups[group]
-        for index, rule in enumerate(getattr(sg, direction)):
-            yield group, index, rule
+    return _group_rules(ix, iface.security_groups, direction)
 
 
 @functools.lru_cache(maxsize=1 << 14)  # a rule is asked for every interface of its groups: the search once
@@ -83,25 +81,24 @@ def l4_matches(rule: Rule) -> Tuple[Dict, ...]:
 
 
 def integration_flows(ix: Index, sw: Switch):
-    # Two rules may say the same thing (in two groups of one interface): the first one decides.
-    seen = set()
-    for f in _flows(ix, sw):
-        if f.key in seen and not _is_conjunctive(f):
-            continue
-        seen.add(f.key)
-        yield f
+    """The rules of the switch's interfaces: one run per class (the interface's security groups,
+    in reg1 or reg2), one run of cached verdicts per group, each the same on every switch."""
+    yield ix.cached("authz:conntrack", lambda: Shared(_conntrack_flows()))
+    classes = dict.fromkeys(iface.security_groups for iface, _ in ix.local_interfaces(sw.name))
+    for groups in classes:
+        yield ix.cached(("authz:class", groups), lambda: Shared(_class_flows(ix, groups)))
+    for group in dict.fromkeys(g for groups in classes for g in groups):
+        yield ix.cached(("authz:verdicts", group), lambda: Shared(_verdicts(ix, group)))
 
 
 def _is_conjunctive(f) -> bool:
     return bool(f.actions) and all(isinstance(a, Conjunction) for a in f.actions)
 
 
-def _flows(ix: Index, sw: Switch):
-    zones = ix.zones(sw.name)
+def _conntrack_flows():
     yield flow("egress_acl", 100, ipv4(), (Ct(REG_SRC_ZONE, "egress_rules"),), feature="authz", obj="conntrack")
     yield flow("ingress_acl", 100, ipv4(), (Ct(REG_DST_ZONE, "ingress_rules"),), feature="authz", obj="conntrack")
-    marks = {"egress": {}, "ingress": {}}
-    for direction, (table, next_table, zone_reg, peer_field) in DIRECTIONS.items():
+    for table, _, _, _, _ in DIRECTIONS.values():
         yield drop_flow(table, INVALID, {"ct_state": ct_flags("+trk+inv")}, "no_connection")
         # Open vSwitch's conntrack would take up a TCP segment with ACK set as a new connection;
         # a connection starts with a bare SYN, so such a segment is a reply with nothing behind it.
@@ -109,57 +106,83 @@ def _flows(ix: Index, sw: Switch):
                                          "tcp_flags": (TCP_ACK, TCP_ACK)}, "no_connection")
         # A reply whose connection's rule is gone is not judged again: rules speak of requests.
         yield drop_flow(table, STALE, {"ct_state": ct_flags("+trk+est+rpl")}, "rule_removed")
+    yield flow("network_acl", 1, {}, (Goto("follow"),), feature="authz", obj="same-network")
+    yield flow("network_acl_in", 1, {REG_SRC_NETWORK: 0}, (Goto("deliver"),), feature="authz", obj="same-network")
+
+
+def _group_rules(ix: Index, groups, direction: str):
+    for group in groups:
+        for index, rule in enumerate(getattr(ix.dep.security_groups[group], direction)):
+            yield group, index, rule
+
+
+def _class_flows(ix: Index, groups):
+    """What an interface of these groups may send and receive: each rule committed under its
+    id (ct_mark). Two rules may say the same thing (in two groups): the first one decides."""
+    seen = set()
+    for f in _class_rules(ix, groups):
+        if f.key in seen and not _is_conjunctive(f):
+            continue
+        seen.add(f.key)
+        yield f
+
+
+def _class_rules(ix: Index, groups):
+    local = ix.group_class(groups)
+    conj_ids = _conj_ids(ix)
+    for direction, (table, next_table, zone_reg, class_reg, peer_field) in DIRECTIONS.items():
+        mine = {class_reg: local}
         group_rules = {}  # group -> (the first rule on it, the conjunctions of every rule on it)
-        for iface, _ in ix.local_interfaces(sw.name):
-            for group, index, rule in rules_of(ix, iface, direction):
-                rid = rule_id(group, direction, rule)
-                name = rule_name(group, direction, index)
-                marks[direction][rid] = name
-                # Recirculate after the commit: a ct action without a table leaves the packet
-                # untracked for the tables after it, and network_acl needs its ct_state.
-                commit = (Ct(zone_reg, next_table, commit=True, mark=rid),)
-                local = {zone_reg: zones[iface.name]}
-                if rule.group is None:
-                    yield from _direct(table, local, peer_field, rule, commit, name)
-                else:
-                    conj_id = _conj_id(sw, iface, name)
-                    yield from _conjunctive(table, local, rule, commit, name, conj_id)
-                    group_rules.setdefault(rule.group, (name, []))[1].append(Conjunction(conj_id, 2, 2))
-        yield from _members(ix, table, peer_field, group_rules)
-    # Cached verdicts: a connection a present rule allowed passes on one flow. Requests carry
-    # the mark of a rule of this direction; replies the mark of a rule of the other direction.
-    for direction, (table, next_table, _, _) in DIRECTIONS.items():
+        for group, index, rule in _group_rules(ix, groups, direction):
+            name = rule_name(group, direction, index)
+            # Recirculate after the commit: a ct action without a table leaves the packet
+            # untracked for the tables after it, and network_acl needs its ct_state.
+            commit = (Ct(zone_reg, next_table, commit=True, mark=rule_id(group, direction, rule)),)
+            if rule.group is None:
+                yield from _direct(table, mine, peer_field, rule, commit, name)
+            else:
+                conj_id = conj_ids[(groups, name)]
+                yield from _conjunctive(table, mine, rule, commit, name, conj_id)
+                group_rules.setdefault(rule.group, (name, []))[1].append(Conjunction(conj_id, 2, 2))
+        yield from _members(ix, table, mine, peer_field, group_rules)
+
+
+def _verdicts(ix: Index, group: str):
+    """Cached verdicts: a connection a present rule of the group allowed passes on one flow.
+    Requests carry the mark of a rule of this direction; replies the mark of a rule of the
+    other direction."""
+    sg = ix.dep.security_groups[group]
+    marks = {direction: {rule_id(group, direction, rule): rule_name(group, direction, index)
+                         for index, rule in reversed(list(enumerate(getattr(sg, direction))))}
+             for direction in DIRECTIONS}  # reversed: of two equal rules, the first names the mark
+    for direction, (table, next_table, _, _, _) in DIRECTIONS.items():
         other = "ingress" if direction == "egress" else "egress"
         for state, rules in (("+trk+est-rpl", marks[direction]), ("+trk+est+rpl", marks[other]),
                              ("+trk+rel", {**marks[direction], **marks[other]})):
             for rid, name in sorted(rules.items()):
                 yield flow(table, ESTABLISHED, {"ct_state": ct_flags(state), "ct_mark": rid},
                            (Goto(next_table),), feature="authz", obj=name)
-    yield flow("network_acl", 1, {}, (Goto("follow"),), feature="authz", obj="same-network")
-    yield flow("network_acl_in", 1, {REG_SRC_NETWORK: 0}, (Goto("deliver"),), feature="authz", obj="same-network")
 
 
-def _direct(table, local, peer_field, rule: Rule, commit, name):
+def _direct(table, mine, peer_field, rule: Rule, commit, name):
     peer = {} if rule.cidr is None or rule.cidr.prefixlen == 0 else {peer_field: cidr(rule.cidr)}
     for l4 in l4_matches(rule):
-        yield flow(table, DIRECT, {**local, **ipv4(**peer, **l4)}, commit, feature="authz", obj=name)
+        yield flow(table, DIRECT, {**mine, **ipv4(**peer, **l4)}, commit, feature="authz", obj=name)
 
 
-def _conjunctive(table, local, rule: Rule, commit, name, conj_id):
-    """Clause 1 (the local interface and port) and the verdict of a rule on a group; clause 2
-    comes from _members."""
+def _conjunctive(table, mine, rule: Rule, commit, name, conj_id):
+    """Clause 1 (the class and the port) and the verdict of a rule on a group; clause 2 comes
+    from _members."""
     for l4 in l4_matches(rule):
-        yield flow(table, CONJUNCTIVE, {**local, **ipv4(**l4)}, (Conjunction(conj_id, 1, 2),),
+        yield flow(table, CONJUNCTIVE, {**mine, **ipv4(**l4)}, (Conjunction(conj_id, 1, 2),),
                    feature="authz", obj=name)
     yield flow(table, CONJUNCTIVE, {"conj_id": conj_id, **ipv4()}, commit, feature="authz", obj=name)
 
 
-def _members(ix: Index, table, peer_field, group_rules):
-    """Clause 2 of the group rules: one flow per member address, with the conjunction of every
-    local rule on a group the address is in, named after the first of those rules.
-
-    Built per address once, rather than one flow per (rule, member) merged afterwards: a
-    group's members are many and so are the local rules on it."""
+def _members(ix: Index, table, mine, peer_field, group_rules):
+    """Clause 2 of the class's group rules: one flow per member address, with the conjunction
+    of every rule of the class on a group the address is in, named after the first of those
+    rules. Built per address once, rather than one flow per (rule, member) merged afterwards."""
     # Every conjunction here is clause 2 of 2: its id tells them apart and orders them.
     actions_of = {group: _by_id({c.id: c for c in conjunctions}) for group, (_, conjunctions) in group_rules.items()}
     by_ip = {}
@@ -170,16 +193,26 @@ def _members(ix: Index, table, peer_field, group_rules):
                 by_ip[ip] = (name, [group])
             else:
                 entry[1].append(group)
-    matches = ix.cached(("member_matches", peer_field), dict)  # the same on every switch
+    base = tuple(mine.items()) + (("eth_type", ETH_IPV4),)
     for ip, (name, groups) in by_ip.items():
         if len(groups) == 1:
             actions = actions_of[groups[0]]  # shared by the group's members
         else:
             actions = _by_id({c.id: c for g in groups for c in actions_of[g]})
-        match = matches.get(ip)
-        if match is None:
-            match = matches[ip] = (("eth_type", ETH_IPV4), (peer_field, ip))
-        yield Flow(table, CONJUNCTIVE, match, actions, "authz", name)
+        yield Flow(table, CONJUNCTIVE, base + ((peer_field, ip),), actions, "authz", name)
+
+
+def _conj_ids(ix: Index) -> Dict[tuple, int]:
+    """(groups, rule name) -> the conjunction id of that class's rule on a group: every class of
+    the deployment's, so that the ids of the classes on one switch never meet."""
+    def make():
+        keys = []
+        for groups in {i.security_groups for i in ix.dep.interfaces.values()}:
+            for direction in DIRECTIONS:
+                keys += [(groups, rule_name(g, direction, index))
+                         for g, index, rule in _group_rules(ix, groups, direction) if rule.group is not None]
+        return stable_ids(keys)
+    return ix.cached("authz:conj_ids", make)
 
 
 def _by_id(conjunctions: Dict[int, Conjunction]) -> Tuple[Conjunction, ...]:
@@ -188,10 +221,6 @@ def _by_id(conjunctions: Dict[int, Conjunction]) -> Tuple[Conjunction, ...]:
 
 def _member_ips(ix: Index, group: str) -> List[str]:
     return ix.cached(("member_ips", group), lambda: [str(ip) for ip in sorted({ep.ip for ep in ix.members(group)})])
-
-
-def _conj_id(sw: Switch, iface: Interface, name: str) -> int:
-    return zlib.crc32(f"{sw.name}/{iface.name}/{name}".encode()) or 1
 
 
 # --- reachability, for the ARP responder ------------------------------------------------------

@@ -20,6 +20,20 @@ def _zone_hash(name: str) -> int:
     return zlib.crc32(name.encode()) % ZONE_SLOTS + 1
 
 
+def stable_ids(keys) -> Dict[object, int]:
+    """A 32-bit id (never 0) for each key, from the key itself (its repr): an id stays while
+    other keys come and go. The rare collision goes, in the keys' order, to the next free id."""
+    named = sorted((repr(k), k) for k in set(keys))
+    taken, ids = set(), {}
+    for text, key in named:
+        i = zlib.crc32(text.encode()) or 1
+        while i in taken:
+            i = i % 0xFFFFFFFF + 1
+        taken.add(i)
+        ids[key] = i
+    return ids
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
     """One address of an attached interface: where it lives and how to reach it."""
@@ -116,6 +130,15 @@ class Index:
                 zones[iface.name] = z
             self._zones[switch] = zones
         return self._zones[switch]
+
+    def group_class(self, groups: Tuple[str, ...]) -> int:
+        """The id of an interface's security groups (in their order: the first rule decides) as
+        registers carry it (pipeline.REG_SRC_CLASS, REG_DST_CLASS): every interface of the
+        deployment's, so that an id depends on the groups alone."""
+        ids = self.cached("group_classes", lambda: stable_ids(
+            [i.security_groups for i in self.dep.interfaces.values()] + [ep.interface.security_groups
+                                                                        for ep in self.endpoints]))
+        return ids[groups]
 
     def members(self, group: str) -> List[Endpoint]:
         """Attached addresses of interfaces in a security group (indexed once: every group rule

@@ -20,7 +20,7 @@ from vpcflow.flows.core import Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
 from vpcflow.flows.overlay import PRIORITY, network_accepts, routes
-from vpcflow.flows.pipeline import REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
+from vpcflow.flows.pipeline import REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
 from vpcflow.topology.model import Authorization, Network, Switch
 
 
@@ -94,7 +94,8 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz):
             continue
         yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, **ipv4(ipv4_dst=ep.ip_text)},
                    (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24),
-                    Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16), Goto("ingress_acl")),
+                    Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
+                    Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), Goto("ingress_acl")),
                    feature="authz", obj=obj)
     yield from _check("network_acl_in", "deliver", a, b, authz,
                       {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)

@@ -18,7 +18,7 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4
-from vpcflow.flows.pipeline import REG_BINDING, REG_DST_ZONE, REG_NETWORK
+from vpcflow.flows.pipeline import REG_BINDING, REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK
 from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embed
 
 PRIORITY = 100
@@ -147,7 +147,8 @@ def _deliver(ix: Index, sw: Switch):
     zones = ix.zones(sw.name)
     for ep in ix.by_switch.get(sw.name, ()):
         yield flow("dest_lookup", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_dst=ep.ip_text)},
-                   (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16), Goto("ingress_acl")),
+                   (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
+                    Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), Goto("ingress_acl")),
                    feature="overlay", obj=ep.interface.name)
         net = ep.network
         base = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}

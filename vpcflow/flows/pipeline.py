@@ -11,6 +11,11 @@ Registers (zero at the start of every packet):
   reg6[0..15]  conntrack zone of the receiving interface (set by dest_lookup)
   reg3[0..23]  the sender's network, when an authorization let it reach another (set by dest_lookup,
                which then puts the receiver's network in reg0)
+  reg1         the sending interface's class (set by port security): for an ARP request, which
+               destinations it may resolve (flows/arp.py); for IP, its security groups (flows/authz.py)
+  reg2         the receiving interface's class: its security groups (set by dest_lookup)
+Classes make the rules of every interface alike one set of flows, the same on every switch
+(index.stable_ids gives them ids that depend only on what they are).
 
 Conntrack zones: 1..65535 are interfaces' zones (index.Index.zones); zone 0 is the NAT zone
 (flows/nat.py), whose connections carry their network id in ct_mark.
@@ -31,6 +36,8 @@ REG_DST_ZONE = "reg6"
 REG_SRC_NETWORK = "reg3"
 REG_BINDING = "reg4"  # which instance held the destination when the connection was recorded
 REG_OPENING = "reg7"  # 1: the record is a SYN's, made before the handshake completed
+REG_SRC_CLASS = "reg1"
+REG_DST_CLASS = "reg2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +68,12 @@ TABLES = (
           miss="spoofed_source"),
     Table(20, "arp_responder", INTEGRATION,
           "answer an instance's ARP request with the dummy MAC of a destination it may reach",
-          frozenset({REG_NETWORK, REG_SRC_ZONE, "in_port", "conj_id"} | _ARP), (), miss="arp_unanswered"),
+          frozenset({REG_NETWORK, REG_SRC_CLASS, "in_port"} | _ARP), (), miss="arp_unanswered"),
     Table(30, "egress_acl", INTEGRATION, "send what the instance sends through conntrack, in its zone",
           frozenset({REG_NETWORK, REG_SRC_ZONE} | _L3), ("egress_rules",), miss="not_ip"),
     Table(31, "egress_rules", INTEGRATION,
           "what the sender may send: its security groups' egress rules; established connections pass",
-          frozenset({REG_NETWORK, REG_SRC_ZONE} | _L3 | _CT), ("network_acl",), miss="egress_denied"),
+          frozenset({REG_NETWORK, REG_SRC_CLASS} | _L3 | _CT), ("network_acl",), miss="egress_denied"),
     Table(35, "network_acl", INTEGRATION, "traffic between two networks needs an authorization",
           frozenset({REG_NETWORK} | _L3 | _CT), ("follow", "route"), miss="network_denied"),
     Table(37, "follow", INTEGRATION, "look the connection up among the recorded ones (followed)",
@@ -107,7 +114,7 @@ TABLES = (
           frozenset({REG_NETWORK, REG_DST_ZONE} | _L3), ("ingress_rules",), miss="not_ip"),
     Table(61, "ingress_rules", INTEGRATION,
           "what the receiver may receive: its security groups' ingress rules; established pass",
-          frozenset({REG_NETWORK, REG_DST_ZONE} | _L3 | _CT), ("network_acl_in",), miss="ingress_denied"),
+          frozenset({REG_NETWORK, REG_DST_CLASS} | _L3 | _CT), ("network_acl_in",), miss="ingress_denied"),
     Table(62, "network_acl_in", INTEGRATION, "from another network: the authorization, checked again",
           frozenset({REG_NETWORK, REG_SRC_NETWORK} | _L3 | _CT), ("deliver",), miss="network_denied"),
     Table(70, "deliver", INTEGRATION,
