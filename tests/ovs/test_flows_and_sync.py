@@ -112,7 +112,13 @@ def test_ofproto_trace_answers_arp_with_a_dummy_mac(private_ovs):
     mac = load_file(TOPOLOGY).interfaces["eni-web1"].mac
     base = f"in_port=web1,dl_src={mac},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,arp_sha={mac},arp_spa=10.0.0.11"
     out = private_ovs.appctl("ofproto/trace", "br-int", base + ",arp_tpa=10.0.0.13")
-    assert "set_field:0e:00:0a:00:00:0d->eth_src" in out
+    # the reply as the switch computed it: from the asked address, at its dummy MAC, back to the asker
+    final = dict(item.split("=", 1) for item in
+                 next(line for line in out.splitlines() if line.startswith("Final flow:"))[11:].strip().split(",")
+                 if "=" in item)
+    assert final["dl_src"] == final["arp_sha"] == "0e:00:0a:00:00:0d", out
+    assert final["dl_dst"] == final["arp_tha"] == mac
+    assert (final["arp_op"], final["arp_spa"], final["arp_tpa"]) == ("2", "10.0.0.13", "10.0.0.11")
     assert "Datapath actions: drop" not in out
     unknown = private_ovs.appctl("ofproto/trace", "br-int", base + ",arp_tpa=10.0.0.99")
     assert "Datapath actions: drop" in unknown

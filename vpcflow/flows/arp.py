@@ -33,17 +33,20 @@ def computed_reply():
     """Turn an ARP request into its reply from the requested address at that address's dummy
     MAC (model.dummy_mac), sent back where it came from. The requested address is kept in the
     low bits of eth_src while arp_tpa is overwritten."""
-    return (
-        Move("eth_src", "eth_dst"),
-        Move("arp_tpa", "eth_src", 32, 0, 0),
-        Load(DUMMY_MAC_HIGH16, "eth_src", 32, 16),
-        Load(2, "arp_op"),
-        Move("arp_sha", "arp_tha"),
-        Move("eth_src", "arp_sha"),
-        Move("arp_spa", "arp_tpa"),
-        Move("eth_src", "arp_spa", 32, 0, 0),
-        Output("IN_PORT"),
-    )
+    return _COMPUTED_REPLY
+
+
+_COMPUTED_REPLY = (
+    Move("eth_src", "eth_dst"),
+    Move("arp_tpa", "eth_src", 32, 0, 0),
+    Load(DUMMY_MAC_HIGH16, "eth_src", 32, 16),
+    Load(2, "arp_op"),
+    Move("arp_sha", "arp_tha"),
+    Move("eth_src", "arp_sha"),
+    Move("arp_spa", "arp_tpa"),
+    Move("eth_src", "arp_spa", 32, 0, 0),
+    Output("IN_PORT"),
+)
 
 
 def integration_flows(ix: Index, sw: Switch):
@@ -68,8 +71,13 @@ class _Classes:
     def __init__(self, ix: Index):
         self.of_endpoint: Dict[Tuple[str, str], tuple] = {}
         self.example = {}
+        reasons = {}  # (network, groups) -> (its class key, or None where the address decides)
         for ep in ix.endpoints:
-            key = _class_key(ix, ep)
+            reason = (ep.network.name, ep.interface.security_groups)
+            if reason not in reasons:
+                key = _class_key(ix, ep)
+                reasons[reason] = key if len(key) == 3 else None
+            key = reasons[reason] or _class_key(ix, ep)
             self.of_endpoint[(ep.interface.name, ep.ip_text)] = key
             self.example.setdefault(key, ep)
         self.ids = stable_ids(self.example)
@@ -80,10 +88,13 @@ def _classes(ix: Index) -> _Classes:
 
 
 def _class_key(ix: Index, ep) -> tuple:
+    """Why the asker may reach what it may: its network and groups (and whether it talks
+    outside), and its address where a rule depends on it."""
     net, groups = ep.network, ep.interface.security_groups
     outside = talks_outside(ix, ep.interface, net.cidr)
-    decided = ix.cached(("arp_decided", net.name, groups, outside), lambda: _by_groups(ix, ep, outside))
-    return (net.name, groups, outside) if decided is not None else (net.name, groups, outside, ep.ip_text)
+    if _decided(ix, net, groups):
+        return (net.name, groups, outside)
+    return (net.name, groups, outside, ep.ip_text)
 
 
 def _class_flows(ix: Index, classes: _Classes, key):
@@ -111,31 +122,39 @@ def _targets(ix: Index, src) -> tuple:
     Askers whose groups decide alone (no rule that depends on addresses) share one answer."""
     net, mine = src.network, src.interface.security_groups
     outside = talks_outside(ix, src.interface, net.cidr)
-    decided = ix.cached(("arp_decided", net.name, mine, outside), lambda: _by_groups(ix, src, outside))
-    return decided if decided is not None else _for_address(ix, src, outside)
+    if _decided(ix, net, mine):
+        return ix.cached(("arp_targets", net.name, mine, outside), lambda: _for_address(ix, src, outside))
+    return _for_address(ix, src, outside)
 
 
-def _by_groups(ix: Index, src, outside: bool):
-    """The targets of every asker of src's network and groups, or None if they depend on addresses."""
-    found = {}
-    net = src.network
-    for groups, peers in _peers_by_groups(ix, net.name).items():
-        verdicts = (_within(groups_may_send(ix, src.interface.security_groups, groups), net.cidr),
-                    _within(groups_may_send(ix, groups, src.interface.security_groups), net.cidr))
-        if True in verdicts:
-            found.update((int(dst.ip), dst.ip_text) for dst in peers)
-        elif verdicts != (False, False):
-            return None
-    return _with_gateway(found, src.network, outside)
+def _decided(ix: Index, net, mine) -> bool:
+    """Whether the groups alone decide, for every peer of the network, if an asker of these groups
+    may reach it (no rule that depends on the asker's address)."""
+    def make():
+        for groups in _peers_by_groups(ix, net.name):
+            verdicts = (_within(groups_may_send(ix, mine, groups), net.cidr),
+                        _within(groups_may_send(ix, groups, mine), net.cidr))
+            if True not in verdicts and verdicts != (False, False):
+                return False
+        return True
+    return ix.cached(("arp_decided", net.name, mine), make)
 
 
 def _within(verdict, network_cidr):
-    """A groups verdict (authz.groups_may_send) between two addresses of one network: ranges
-    that hold for the whole network decide it."""
+    """A groups verdict (authz.groups_may_send) between two addresses of one network: a pair of
+    ranges that holds for the whole network decides it, and so do pairs that none of its
+    addresses meet."""
     if verdict is True or verdict is False:
         return verdict
-    if any((out is None or network_cidr in out) and (into is None or network_cidr in into) for out, into in verdict):
+    def covers(r):
+        return r is None or network_cidr in r
+
+    def meets(r):
+        return r is None or network_cidr in r or r in network_cidr
+    if any(covers(out) and covers(into) for out, into in verdict):
         return True
+    if not any(meets(out) and meets(into) for out, into in verdict):
+        return False
     return verdict
 
 
@@ -143,7 +162,8 @@ def _for_address(ix: Index, src, outside: bool):
     mine = src.interface.security_groups
     found = {}
     for groups, peers in _peers_by_groups(ix, src.network.name).items():
-        there, back = groups_may_send(ix, mine, groups), groups_may_send(ix, groups, mine)
+        there = _within(groups_may_send(ix, mine, groups), src.network.cidr)
+        back = _within(groups_may_send(ix, groups, mine), src.network.cidr)
         if there is True or back is True:
             found.update((int(dst.ip), dst.ip_text) for dst in peers)
         elif there is not False or back is not False:

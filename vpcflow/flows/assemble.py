@@ -16,13 +16,16 @@ from vpcflow.flows.core import Conjunction, Flow
 
 
 class Shared:
-    """A run of flows that several switches' compiles share: finished (checked, unique) when made, with the keys of its flows kept for the check that runs do not overlap."""
+    """A run of flows that several switches' compiles share: finished (checked, unique) when
+    made, with what finish() needs to check that runs do not overlap."""
 
     __slots__ = ("flows", "keys")
 
     def __init__(self, flows: Iterable[Flow]):
         self.flows, keys = _finish_keyed(flows)
-        self.keys = frozenset(keys)
+        # hashes, not the keys (a frozenset each: most of a big compile's memory); two keys of one
+        # hash only send finish() the slow way
+        self.keys = frozenset(map(hash, keys))
 
     def __len__(self):
         return len(self.flows)
@@ -92,6 +95,6 @@ def finish(items) -> Tuple[Flow, ...]:
     if not runs:
         return flows
     total = len(keys) + sum(len(r.keys) for r in runs)
-    if len(frozenset(keys).union(*(r.keys for r in runs))) != total:
+    if len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) != total:
         return _finish_keyed(itertools.chain(own, *(r.flows for r in runs)))[0]
     return flows + tuple(itertools.chain.from_iterable(r.flows for r in runs))

@@ -40,6 +40,7 @@ the receiver could not tell a followed packet from a new one); ICMP is not follo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 from vpcflow.flows.assemble import Shared
@@ -113,18 +114,28 @@ def _learn(table: str, ip, holder: str, binding: int, proto: str, idle: int, fin
     network: the record matches the network too (hosts; the edge has only public addresses).
     opening: a TCP connection's first SYN; the record also sets reg7 so that the handshake's
     ACK makes the real one, and its cookie is not counted by a drain."""
+    specs = _record_match(proto, network) + (LearnSpec("load", binding, REG_BINDING, 32),)
+    if opening:
+        specs += (_OPENING_LOAD,)
+    name = record_name(str(ip), holder) + (OPENING if opening else "")
+    return Learn(table, 100, "learned_follow", name, specs,
+                 idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _record_match(proto: str, network: bool) -> tuple:
+    """What a record matches: the connection's 5-tuple (and its network): the same specs for
+    every record, made once."""
     l4 = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}[proto]
     specs = [LearnSpec("match", ETH_IPV4, "eth_type", 16), LearnSpec("match", IPPROTO[proto], "ip_proto", 8)]
     if network:
         specs.append(LearnSpec("match", REG_NETWORK, REG_NETWORK, 24))
     specs += [LearnSpec("match", "ipv4_src", "ipv4_src"), LearnSpec("match", "ipv4_dst", "ipv4_dst"),
-              LearnSpec("match", l4[0], l4[0]), LearnSpec("match", l4[1], l4[1]),
-              LearnSpec("load", binding, REG_BINDING, 32)]
-    if opening:
-        specs.append(LearnSpec("load", 1, REG_OPENING, 32))
-    name = record_name(str(ip), holder) + (OPENING if opening else "")
-    return Learn(table, 100, "learned_follow", name, tuple(specs),
-                 idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
+              LearnSpec("match", l4[0], l4[0]), LearnSpec("match", l4[1], l4[1])]
+    return tuple(specs)
+
+
+_OPENING_LOAD = LearnSpec("load", 1, REG_OPENING, 32)
 
 
 def _recording(table: str, record_table: str, next_table: str, base: dict, ip, current, bindings,
@@ -136,8 +147,13 @@ def _recording(table: str, record_table: str, next_table: str, base: dict, ip, c
     established, opening: what else a handshake's later packets and its SYN must match (the
     sender's conntrack state on a host; nothing at the edge).
     """
+    made = {}  # the current binding's records are also those of its handshakes: made once
+
     def learn(holder, binding, proto, idle, fin_idle=0, first=False):
-        return _learn(record_table, ip, holder, binding, proto, idle, fin_idle, network, first)
+        key = (holder, binding, proto, idle, fin_idle, first)
+        if key not in made:
+            made[key] = _learn(record_table, ip, holder, binding, proto, idle, fin_idle, network, first)
+        return made[key]
 
     holder, binding = current
     unrecorded = {**base, REG_BINDING: 0}

@@ -150,8 +150,8 @@ class Plan:
         self.nat = dep.nat
         # an interface's primary address, where it is attached now (not the old binding a moved
         # record's drain keeps: that one only finishes the connections it had)
-        self.primary: Dict[str, Endpoint] = {ep.interface.name: ep for ep in ix.endpoints
-                                             if ep.ip == ep.interface.primary_ip and ep.binding is None}
+        self.primary: Dict[str, Endpoint] = {ep.interface.name: ep for ep in ix.endpoints if ep.binding is None
+                                             and (ep.ip is ep.interface.primary_ip or ep.ip == ep.interface.primary_ip)}
         self.blocks: List[Tuple[NatBlock, Switch]] = []
         for b in self.nat.blocks:
             if b.owner in dep.switches:
@@ -172,6 +172,7 @@ class Plan:
             self._block_of.setdefault(b.owner, b)
         self._served: Dict[str, set] = {}
         self._by_switch: Dict[int, Dict[str, list]] = {}
+        self._eip_hosts = None
         for ip, host in ([(b.ip, host) for b, host in self.blocks] + [(f.public_ip, ep.switch) for f, ep in self.forwards]
                          + [(e.ip, ep.switch) for e, ep in self.eips + self.old_eips]):
             self._served.setdefault(host.name, set()).add(ip)
@@ -188,7 +189,11 @@ class Plan:
     def eip_hosts(self, e: ElasticIp) -> List[Switch]:
         """The hosts an elastic IP's traffic may come from: its holder's, and its old holders'
         while their remaps drain."""
-        hosts = {ep.switch.name: ep.switch for x, ep in self.eips + self.old_eips if x.ip == e.ip}
+        if self._eip_hosts is None:
+            self._eip_hosts = {}
+            for x, ep in self.eips + self.old_eips:
+                self._eip_hosts.setdefault(x.ip, {})[ep.switch.name] = ep.switch
+        hosts = self._eip_hosts.get(e.ip, {})
         return [hosts[k] for k in sorted(hosts)]
 
     def source(self, ep: Endpoint) -> Optional[Source]:
