@@ -117,8 +117,8 @@ class Report:
                  "change). The time is what it takes today to get the new desired flows of exactly the "
                  "switches that change: a fresh `Index` of the new model and `compile_switch` for each. "
                  "Below the table, the same change through `flows/incremental.py` (which finds the "
-                 "switches to recompile itself, the others keeping their flows; the controller does not "
-                 "call it yet). **Baseline**: validating the changed file (`loader.parse`).", "",
+                 "switches to recompile itself, the others keeping their flows), which is what the "
+                 "controller runs on every change. **Baseline**: validating the changed file (`loader.parse`).", "",
                  "| size | change | switches changed (examined) | flows added / removed (of the flows on those switches) "
                  "| time to new desired flows | Index alone | validate (baseline) | ratio | target < 20 ms |",
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -158,8 +158,10 @@ class Report:
             if size in inc:
                 yaml_read = self.yaml_read.get(size)
                 self.add(f"What a change costs the controller today ({size}): a reload re-reads the file "
-                         f"(YAML read {_s(yaml_read) if yaml_read else 'not measured at this size'}) and "
-                         f"recompiles every switch it syncs (full compile {_s(seconds)}, section 1).", "")
+                         f"(YAML read {_s(yaml_read) if yaml_read else 'not measured at this size'}); an API "
+                         f"change does not. Either builds a fresh Index and recompiles the switches "
+                         f"`flows/incremental.py` finds (all of them, the full compile of section 1, "
+                         f"{_s(seconds)}, only when what every switch reads changed).", "")
         for size, c in profiles[-1:]:
             self.add(f"Where the time goes ({size}, {c['what']}: fresh Index + `compile_switch({c['profiled']})`, "
                      "cProfile, by own time):", "")

@@ -163,3 +163,16 @@ def test_ofctl_text_names_ports(two_hosts):
     text = render(compile_deployment(two_hosts)["host1"].integration)
     assert "in_port=web1" in text and "output:web3" in text and "output:vpc-tun" in text
     assert all(line.startswith("table=") for line in text.splitlines())
+
+
+def test_no_endpoint_of_a_switch_is_accepted_from_the_substrate(two_hosts):
+    # the accepts are shared by every switch of the network, its own endpoints' too: a packet
+    # from the switch's own prefix is dropped above them
+    flows = compile_deployment(two_hosts)["host1"].integration
+    own_prefix = str(two_hosts.switches["host1"].prefix.network)
+    accepts = [f for f in flows if f.table == "substrate_in" and f.actions
+               and dict(f.match).get("tun_ipv6_src", ("",))[0] == own_prefix]
+    drop = [f for f in flows if f.table == "substrate_in" and not f.actions
+            and dict(f.match).get("tun_ipv6_src", ("",))[0] == own_prefix]
+    assert accepts and len(drop) == 1 and drop[0].priority > max(f.priority for f in accepts)
+    assert len(drop[0].match) == 1 and drop[0].obj == "drop:substrate_spoofed"

@@ -1,0 +1,59 @@
+"""Putting a switch's flows together from its own flows and shared runs."""
+import pytest
+
+from vpcflow.flows.assemble import Shared, finish, in_order
+from vpcflow.flows.core import Conjunction, Goto, flow
+from vpcflow.flows.pipeline import PipelineError
+
+pytestmark = pytest.mark.foundation
+
+
+def route(ip: str, to: str = "dest_lookup", priority: int = 100):
+    return flow("route", priority, {"reg0": 1, "eth_type": 0x0800, "ipv4_dst": ip}, (Goto(to),),
+                feature="overlay", obj=ip)
+
+
+def test_runs_are_added_as_they_are_after_the_own_flows():
+    run = Shared([route("10.0.0.1"), route("10.0.0.2")])
+    flows = finish([route("10.0.0.3"), run])
+    assert flows == (route("10.0.0.3"),) + run.flows
+    assert all(a is b for a, b in zip(flows[1:], run.flows))  # the run's own objects, not copies
+
+
+def test_a_run_asked_for_twice_is_added_once():
+    run = Shared([route("10.0.0.1")])
+    assert finish([run, run]) == run.flows
+
+
+def test_an_identical_flow_in_two_runs_is_kept_once():
+    a, b = Shared([route("10.0.0.1"), route("10.0.0.2")]), Shared([route("10.0.0.2"), route("10.0.0.3")])
+    flows = finish([a, b])
+    assert sorted(f.obj for f in flows) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+
+
+def test_two_different_flows_with_one_match_in_two_runs_are_a_conflict():
+    a = Shared([route("10.0.0.1")])
+    b = Shared([route("10.0.0.1", to="nat_out")])
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([a, b])
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([route("10.0.0.1", to="nat_out"), a])
+
+
+def test_one_match_in_several_conjunctions_is_one_flow_with_all_of_them():
+    def clause(conj_id):
+        return flow("ingress_rules", 90, {"reg2": 7, "eth_type": 0x0800, "ipv4_src": "10.0.0.1"},
+                    (Conjunction(conj_id, 2, 2),), feature="authz", obj="r")
+    (merged,) = finish([clause(5), clause(3)])
+    assert merged.actions == (Conjunction(3, 2, 2), Conjunction(5, 2, 2))
+
+
+def test_a_run_is_checked_against_the_pipeline_when_made():
+    with pytest.raises(PipelineError):
+        Shared([flow("route", 100, {"arp_tpa": "10.0.0.1"}, (Goto("dest_lookup"),), feature="overlay", obj="x")])
+
+
+def test_in_order_sorts_by_table_then_priority():
+    low, high = route("10.0.0.1", priority=100), route("10.0.0.2", priority=105)
+    first = flow("classify", 100, {"in_port": "web1"}, (Goto("port_security"),), feature="pipeline", obj="p")
+    assert in_order([low, high, first]) == (first, high, low)
