@@ -70,6 +70,7 @@ class Controller:
         self.generation = -1  # raised by every _install
         # the compiled switches of the model in force, and which switches each model change touched
         self._switches = incremental.Compiled(None)
+        self.index: Optional[Index] = None
         self._changes = []
         self.base = deployment  # as the deployment file says, before runtime changes
         if store is None:
@@ -203,7 +204,8 @@ class Controller:
 
     def _install(self, dep: Deployment):
         self.deployment = dep
-        self.index = Index(dep, self.follows())
+        # derived from the one in force where a runtime change allows (flows/incremental.py)
+        self.index = incremental.next_index(self.index, dep, self.follows())
         self.generation += 1
         # switches whose inputs did not change keep their compiled flows (flows/incremental.py)
         self._switches, changed = self._switches.update(self.index)

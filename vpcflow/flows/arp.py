@@ -83,6 +83,37 @@ class _Classes:
         self.ids = stable_ids(self.example)
 
 
+def carry_classes(old: Index, new: Index, interfaces, changed_groups):
+    """new's classes from old's (flows/incremental.py): only the endpoints of the changed
+    interfaces are classed again, and, where rules changed, those of the networks where a
+    changed group has members. Where the set of classes changes, the ids are made again and a
+    carried run whose class id changed is dropped."""
+    prev = old._cache.get("arp_classes")
+    if prev is None:
+        return
+    c = _Classes.__new__(_Classes)
+    c.of_endpoint, c.example = dict(prev.of_endpoint), dict(prev.example)
+    again = [ep for name in interfaces for ep in new.by_interface.get(name, ())] + new.old_bindings
+    for ep in [ep for name in interfaces for ep in old.by_interface.get(name, ())] + old.old_bindings:
+        c.of_endpoint.pop((ep.interface.name, ep.ip_text), None)
+    if changed_groups:
+        networks = {ep.network.name for g in changed_groups for ix in (old, new) for ep in ix.members(g)}
+        again += [ep for net in networks for ep in new.by_network.get(net, ())]
+    for ep in again:
+        key = c.of_endpoint[(ep.interface.name, ep.ip_text)] = _class_key(new, ep)
+        c.example.setdefault(key, ep)
+    keys = set(c.of_endpoint.values())
+    if keys == prev.ids.keys():
+        c.ids = prev.ids
+    else:
+        c.example = {k: ep for k, ep in c.example.items() if k in keys}
+        c.ids = stable_ids(keys)
+        for key in [k for k in new._cache if isinstance(k, tuple) and k[0] == "arp_class"]:
+            if c.ids.get(key[1]) != prev.ids.get(key[1]):
+                del new._cache[key]
+    new._cache["arp_classes"] = c
+
+
 def _classes(ix: Index) -> _Classes:
     return ix.cached("arp_classes", lambda: _Classes(ix))
 

@@ -56,8 +56,8 @@ def _without_gc():
     long as the model holds). The cyclic collector would walk the growing heap again and again
     for nothing: measured, it took more time than the compile itself (70 s of a 110 s compile of
     100k interfaces). So it is off while compiling, and what exists afterwards is moved out of its
-    sight (gc.freeze) once the young objects have been collected: only garbage that had already
-    lived through two collections could then be kept from it. Freed flows are still freed at once
+    sight (gc.freeze) once the youngest objects have been collected: only garbage that had
+    already lived through a collection could then be kept from it. Freed flows are still freed at once
     (reference counting)."""
     enabled = gc.isenabled()
     gc.disable()
@@ -65,7 +65,7 @@ def _without_gc():
         yield
     finally:
         if enabled:
-            gc.collect(1)
+            gc.collect(0)
             gc.freeze()
             gc.enable()
 

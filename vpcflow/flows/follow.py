@@ -214,34 +214,34 @@ def _network_flows(ix: Index, net):
 # --- elastic IPs, at the edge ---------------------------------------------------------------------
 
 def edge_flows(ix: Index, sw: Switch):
-    """The edge's share of following, for every elastic IP whose interface is attached (on the
-    edge that carries NAT)."""
+    """The edge's share of following that is not an elastic IP's own (nat.edge_flows runs those
+    with eip_flows)."""
     if ix.edge is None or ix.edge.name != sw.name or sw.uplink is None:
         return
-    uplink_port = sw.uplink.port
-    holders = nat_plan(ix).primary
-    draining = {}
-    for f in ix.elastic_follows:
-        if f.old_interface in holders:
-            draining.setdefault(f.ip, []).append(f)
-    for eip in ix.dep.elastic_ips:
-        ep = holders.get(eip.interface)
-        if ep is None:
-            continue
-        ip, obj = str(eip.ip), f"eip:{eip.ip}"
-        dst = ipv4(ipv4_dst=ip)
-        yield flow("uplink_in", 100, {"in_port": uplink_port, **dst}, (Resubmit("eip_followed"), Goto("eip_new")),
-                   feature="follow", obj=obj)
-        current = (eip.interface, elastic_binding(ip, eip.interface))
-        old = [(f.old_interface, f.binding) for f in draining.get(ip, ())]
-        yield from _recording("eip_new", "eip_followed", "eip_route", dst, ip, current, [current] + old, {}, {},
-                              network=False, obj=obj)
-        here = to_host(ep.switch, eip.ip)
-        yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
-        # a connection that opens goes to the new holder, whatever an old record says
-        yield flow("eip_route", 300, {**dst, "ip_proto": IPPROTO["tcp"], "tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)},
-                   here, feature="follow", obj=obj)
-        for f in draining.get(ip, ()):
-            yield flow("eip_route", 200, {**dst, REG_BINDING: f.binding}, to_host(holders[f.old_interface].switch, eip.ip),
-                       feature="follow", obj=f"remap:{f.remap_id}")
     yield flow("eip_new", 1, {}, (Goto("eip_route"),), feature="follow", obj="not-recorded")
+
+
+def eip_flows(ix: Index, sw: Switch, eip):
+    """Following for one elastic IP whose interface is attached (on the edge that carries NAT)."""
+    if sw.uplink is None:
+        return
+    holders = nat_plan(ix).primary
+    draining = [f for f in ix.elastic_follows if f.ip == str(eip.ip) and f.old_interface in holders]
+    ep = holders[eip.interface]
+    uplink_port = sw.uplink.port
+    ip, obj = str(eip.ip), f"eip:{eip.ip}"
+    dst = ipv4(ipv4_dst=ip)
+    yield flow("uplink_in", 100, {"in_port": uplink_port, **dst}, (Resubmit("eip_followed"), Goto("eip_new")),
+               feature="follow", obj=obj)
+    current = (eip.interface, elastic_binding(ip, eip.interface))
+    old = [(f.old_interface, f.binding) for f in draining]
+    yield from _recording("eip_new", "eip_followed", "eip_route", dst, ip, current, [current] + old, {}, {},
+                          network=False, obj=obj)
+    here = to_host(ep.switch, eip.ip)
+    yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
+    # a connection that opens goes to the new holder, whatever an old record says
+    yield flow("eip_route", 300, {**dst, "ip_proto": IPPROTO["tcp"], "tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)},
+               here, feature="follow", obj=obj)
+    for f in draining:
+        yield flow("eip_route", 200, {**dst, REG_BINDING: f.binding}, to_host(holders[f.old_interface].switch, eip.ip),
+                   feature="follow", obj=f"remap:{f.remap_id}")

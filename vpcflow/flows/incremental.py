@@ -22,10 +22,13 @@ that changed what every switch reads); the others need no sync.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Set, Tuple
+import dataclasses
+from typing import Dict, FrozenSet, Optional, Set, Tuple
 
+from vpcflow.flows import arp, nat
 from vpcflow.flows.compiler import Options, SwitchFlows, compile_switch
 from vpcflow.flows.index import Index
+from vpcflow.topology.model import Deployment
 
 
 class Compiled:
@@ -53,19 +56,54 @@ class Compiled:
         return Compiled(new, kept), changed
 
 
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """The keys of each mapping of the model that a change replaced, added or removed."""
+
+    interfaces: FrozenSet[str]
+    instances: FrozenSet[str]
+    networks: FrozenSet[str]
+    groups: FrozenSet[str]
+
+
+def change_between(o: Deployment, n: Deployment) -> Change:
+    """Compared by identity first: a runtime change replaces a few objects and keeps the others,
+    so this costs a pass over the model's mappings, not a comparison of every value."""
+    return Change(*(frozenset(_changed_keys(getattr(o, name), getattr(n, name)))
+                    for name in ("interfaces", "instances", "networks", "security_groups")))
+
+
+def next_index(old: Optional[Index], dep: Deployment, follows=()) -> Index:
+    """The Index of the model after a change. Where only interfaces and security groups changed
+    (what a runtime change does), it is derived from the old one (Index.derived) and the shared
+    runs and look-ups the change did not touch are carried over (carry_over): a change then costs
+    what it touched. Otherwise it is built anew."""
+    if old is None:
+        return Index(dep, follows)
+    o = old.dep
+    if (o.switches != dep.switches or o.authorizations != dep.authorizations or o.nat != dep.nat
+            or o.elastic_ips != dep.elastic_ips):
+        return Index(dep, follows)
+    change = change_between(o, dep)
+    if change.instances or change.networks or [f for f in follows if f.kind == "elastic_ip"] != old.elastic_follows:
+        return Index(dep, follows)
+    new = Index.derived(old, dep, follows, change.interfaces)
+    new.change = (old, change)
+    carry_over(old, new, change)
+    return new
+
+
 def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
     """Switches of the new model whose flows may differ from the old one's (None: all).
 
-    Found from what changed, not by comparing every switch's inputs: the objects of two models
-    are compared by identity first (a runtime change replaces a few and keeps the others), so
-    this costs a pass over the model's mappings, not a compile."""
+    Found from what changed, not by comparing every switch's inputs."""
     if _shared_inputs(old) != _shared_inputs(new):
         return None
     o, n = old.dep, new.dep
-    interfaces = _changed_keys(o.interfaces, n.interfaces)
-    instances = _changed_keys(o.instances, n.instances)
-    networks = _changed_keys(o.networks, n.networks)
-    groups = _changed_keys(o.security_groups, n.security_groups)
+    known = getattr(new, "change", None)
+    change = known[1] if known is not None and known[0] is old else change_between(o, n)
+    interfaces, instances = set(change.interfaces), set(change.instances)
+    networks, groups = set(change.networks), set(change.groups)
     if instances:  # the interfaces attached to them moved with them
         interfaces |= {i.name for dep in (o, n) for i in dep.interfaces.values() if i.attach_to in instances}
     for name in interfaces:
@@ -96,10 +134,16 @@ def _shared_inputs(ix: Index):
     return (dep.switches, dep.authorizations, dep.nat, dep.elastic_ips, tuple(ix.elastic_follows))
 
 
+_MISSING = object()
+
+
 def _changed_keys(old, new) -> Set[str]:
-    changed = {k for k in old.keys() ^ new.keys()}
-    changed.update(k for k, v in new.items() if k in old and old[k] is not v and old[k] != v)
-    return changed
+    if old is new:  # a runtime change replaces one mapping and keeps the others
+        return set()
+    changed = {k for k, v in new.items() if old.get(k, _MISSING) is not v}
+    if len(old) != len(new) - len(changed) + sum(1 for k in changed if k in old):
+        changed.update(k for k in old if k not in new)
+    return {k for k in changed if k not in old or k not in new or old[k] != new[k]}
 
 
 def _membership_changes(before, after) -> Set[str]:
@@ -114,8 +158,7 @@ def _membership_changes(before, after) -> Set[str]:
 
 
 def _bindings(ix: Index) -> Set[tuple]:
-    return {(ep.network.name, (ep.interface, ep.ip, ep.switch.name, ep.port, ep.binding))
-            for ep in ix.endpoints if ep.binding is not None}
+    return {(ep.network.name, (ep.interface, ep.ip, ep.switch.name, ep.port, ep.binding)) for ep in ix.old_bindings}
 
 
 def _naming_groups(ix: Index) -> Dict[str, Set[str]]:
@@ -139,3 +182,99 @@ def _partners(ix: Index) -> Dict[str, Set[str]]:
             out.setdefault(a.dst, set()).add(a.src)
         return out
     return ix.cached("incremental:partners", make)
+
+
+# --- carrying the old Index's work over ------------------------------------------------------------
+
+def carry_over(old: Index, new: Index, change: Change):
+    """Put into new's cache what old computed and the change cannot have changed: the Shared runs
+    of untouched networks and classes, and the look-ups behind them. What each cached value
+    depends on is said by its key (see the modules that make them); a kind not named here is
+    never carried, only made again."""
+    o, n = old.dep, new.dep
+    names = change.interfaces | {ep.interface.name for ep in old.old_bindings + new.old_bindings}
+    moved = [ep for name in names for ix in (old, new) for ep in ix.by_interface.get(name, ())]
+    moved += old.old_bindings + new.old_bindings
+    networks = {ep.network.name for ep in moved}
+    switches = {ep.switch.name for ep in moved}
+    rules_same = not change.groups
+    membership = set()
+    for name in change.interfaces:
+        membership |= _membership_changes(o.interfaces.get(name), n.interfaces.get(name))
+    same_classes = rules_same and all(
+        o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
+        and o.interfaces[name].security_groups == n.interfaces[name].security_groups for name in change.interfaces)
+    referenced = _naming_groups(old) if rules_same else {}
+    for key, value in old._cache.items():
+        kind = key[0] if isinstance(key, tuple) else key
+        if kind == "nat:edge":  # (edge, object, the interfaces whose place decides it)
+            if not key[3] & names:
+                new._cache[key] = value
+            continue
+        rule = _CARRY.get(kind)
+        if rule is not None and rule(key, networks=networks, switches=switches, rules_same=rules_same,
+                                     membership=membership, same_classes=same_classes, referenced=referenced,
+                                     old=old):
+            new._cache[key] = value
+    arp.carry_classes(old, new, names, change.groups)
+    nat.carry_plan(old, new, names)
+
+
+def _untouched_network(key, networks, **_):
+    return key[1] not in networks
+
+
+def _untouched_networks(key, networks, **_):
+    return key[1] not in networks and key[2] not in networks
+
+
+def _untouched_switch(key, switches, **_):
+    return key[1] not in switches
+
+
+def _arp_class(key, networks, rules_same, **_):
+    return rules_same and key[1][0] not in networks
+
+
+def _arp_network(key, networks, rules_same, **_):
+    return rules_same and key[1] not in networks
+
+
+def _rules_same(key, rules_same, **_):
+    return rules_same
+
+
+def _same_classes(key, same_classes, **_):
+    return same_classes
+
+
+def _members_same(key, membership, **_):
+    return key[1] not in membership
+
+
+def _authz_class(key, same_classes, membership, old, **_):
+    # its rules, the ids of its class and conjunctions, the addresses of the groups it names
+    if not same_classes:
+        return False
+    named = {r.group for g in key[1] for r in old.dep.security_groups[g].ingress + old.dep.security_groups[g].egress
+             if r.group}
+    return not (named & membership)
+
+
+def _always(key, **_):
+    return True
+
+
+_CARRY = {
+    "follow": _untouched_network, "accepts": _untouched_network, "arp_own": _untouched_network,
+    "peers_by_groups": _untouched_network, "edge_accepts": _untouched_network,
+    "routes": _untouched_networks, "reachable": _untouched_networks,
+    "local_networks": _untouched_switch, "local_interfaces": _untouched_switch,
+    "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
+    "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _rules_same,
+    "incremental:naming_groups": _rules_same,
+    "group_classes": _same_classes, "authz:conj_ids": _same_classes,
+    "authz:class": _authz_class, "member_ips": _members_same,
+    "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
+    "authorized_networks": _always, "incremental:partners": _always,
+}

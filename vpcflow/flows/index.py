@@ -55,32 +55,101 @@ class Endpoint:
         return str(self.ip)
 
 
+def _endpoints_of(dep: Deployment, iface: Optional[Interface]) -> Tuple[Endpoint, ...]:
+    """The endpoints of an interface: one per address, where it is attached (none if it is not)."""
+    if iface is None or iface.attach_to is None:
+        return ()
+    inst = dep.instances[iface.attach_to]
+    sw, net = dep.switches[inst.switch], dep.networks[iface.network]
+    return tuple(Endpoint(iface, net, ip, sw, inst.port) for ip in iface.ips)
+
+
 class Index:
     def __init__(self, dep: Deployment, follows=()):
         """follows: draining remaps (flows.follow.Follow): their old bindings stay endpoints,
         reached by the connections recorded under them."""
         self.dep = dep
-        self.endpoints: List[Endpoint] = []
+        self._endpoints: Optional[List[Endpoint]] = []
+        self.by_interface: Dict[str, Tuple[Endpoint, ...]] = {}
         self.by_switch: Dict[str, List[Endpoint]] = collections.defaultdict(list)
         self.by_network: Dict[str, List[Endpoint]] = collections.defaultdict(list)
-        for iface, inst, sw in dep.attached_interfaces():
-            net = dep.networks[iface.network]
-            for ip in iface.ips:
-                self._add(Endpoint(iface, net, ip, sw, inst.port))
-        # an elastic IP's old holder is an endpoint anyway (its own interface): the edge and
-        # the NAT keep reaching it (flows/follow.py, flows/nat.py)
-        self.elastic_follows = [f for f in follows if f.kind == "elastic_ip"]
-        for f in follows:
-            if f.kind != "interface":
-                continue
-            iface = dataclasses.replace(dep.interfaces[f.old_interface], attach_to=f.old_instance)
-            self._add(Endpoint(iface, dep.networks[f.network], IPAddress(f.ip), dep.switches[f.old_switch],
-                               f.old_port, binding=f.binding))
+        for iface in dep.interfaces.values():
+            eps = _endpoints_of(dep, iface)
+            if eps:
+                self.by_interface[iface.name] = eps
+                for ep in eps:
+                    self._add(ep)
+        self.old_bindings = self._follow(follows)
+        for ep in self.old_bindings:
+            self._add(ep)
         self.edges = sorted((s for s in dep.switches.values() if s.role == EDGE), key=lambda s: s.name)
         self.hosts = sorted((s for s in dep.switches.values() if s.role == HOST), key=lambda s: s.name)
         self._zones: Dict[str, Dict[str, int]] = {}
         self._members = None
         self._cache: Dict[object, object] = {}
+
+    def _follow(self, follows) -> List[Endpoint]:
+        """The old bindings of draining interface moves, as endpoints. An elastic IP's old holder
+        is an endpoint anyway (its own interface): the edge and the NAT keep reaching it
+        (flows/follow.py, flows/nat.py)."""
+        self.follows = tuple(follows)
+        self.elastic_follows = [f for f in follows if f.kind == "elastic_ip"]
+        dep, out = self.dep, []
+        for f in follows:
+            if f.kind == "interface":
+                iface = dataclasses.replace(dep.interfaces[f.old_interface], attach_to=f.old_instance)
+                out.append(Endpoint(iface, dep.networks[f.network], IPAddress(f.ip), dep.switches[f.old_switch],
+                                    f.old_port, binding=f.binding))
+        return out
+
+    @classmethod
+    def derived(cls, old: "Index", dep: Deployment, follows, interfaces) -> "Index":
+        """The Index of dep, made from old's where dep differs from old.dep only in the named
+        interfaces (and the follows): what a runtime change does. It costs what changed, not
+        the size of the deployment; lists it does not change are old's own (never changed in
+        place). Its caches start empty (flows/incremental.py carries some over)."""
+        ix = cls.__new__(cls)
+        ix.dep = dep
+        ix._endpoints = None  # made when first asked for
+        ix.by_interface = dict(old.by_interface)
+        removed = list(old.old_bindings)
+        added = []
+        for name in interfaces:
+            removed += ix.by_interface.pop(name, ())
+            eps = _endpoints_of(dep, dep.interfaces.get(name))
+            if eps:
+                ix.by_interface[name] = eps
+                added += eps
+        ix.old_bindings = ix._follow(follows)
+        added += ix.old_bindings
+        gone = {id(ep) for ep in removed}
+        for attr, key_of in (("by_switch", lambda ep: ep.switch.name), ("by_network", lambda ep: ep.network.name)):
+            table = collections.defaultdict(list, getattr(old, attr))
+            fresh = collections.defaultdict(list)
+            for ep in added:
+                fresh[key_of(ep)].append(ep)
+            for key in {key_of(ep) for ep in removed} | fresh.keys():
+                table[key] = [ep for ep in table.get(key, ()) if id(ep) not in gone] + fresh.get(key, [])
+            setattr(ix, attr, table)
+        ix.edges, ix.hosts = old.edges, old.hosts
+        touched = {ep.switch.name for ep in removed + added}
+        ix._zones = {name: zones for name, zones in old._zones.items() if name not in touched}
+        ix._members = None
+        if old._members is not None:
+            groups = {g for ep in removed + added for g in ep.interface.security_groups}
+            ix._members = collections.defaultdict(list, old._members)
+            for g in groups:
+                ix._members[g] = [ep for ep in old._members.get(g, ()) if id(ep) not in gone] + \
+                    [ep for ep in added if g in ep.interface.security_groups]
+        ix._cache = {}
+        return ix
+
+    @property
+    def endpoints(self) -> List[Endpoint]:
+        """Every endpoint: each interface's addresses, then the old bindings."""
+        if self._endpoints is None:
+            self._endpoints = [ep for eps in self.by_interface.values() for ep in eps] + self.old_bindings
+        return self._endpoints
 
     def cached(self, key, make):
         """make(), computed once per deployment: what every switch's compile asks again (a
@@ -92,7 +161,7 @@ class Index:
             return value
 
     def _add(self, ep: Endpoint):
-        self.endpoints.append(ep)
+        self._endpoints.append(ep)
         self.by_switch[ep.switch.name].append(ep)
         self.by_network[ep.network.name].append(ep)
 
@@ -137,7 +206,7 @@ class Index:
         deployment's, so that an id depends on the groups alone."""
         ids = self.cached("group_classes", lambda: stable_ids(
             [i.security_groups for i in self.dep.interfaces.values()] + [ep.interface.security_groups
-                                                                        for ep in self.endpoints]))
+                                                                        for ep in self.old_bindings]))
         return ids[groups]
 
     def members(self, group: str) -> List[Endpoint]:

@@ -98,6 +98,7 @@ from typing import Dict, List, Optional, Tuple
 
 from netaddr import IPAddress
 
+from vpcflow.flows.assemble import Shared
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, CtNat, Goto, Learn, LearnSpec, Output, SetField,
                                 ct_flags, flow)
@@ -144,14 +145,14 @@ class Source:
 class Plan:
     """Which switch serves which block, forward and elastic IP, for one deployment."""
 
-    def __init__(self, ix: Index):
+    def __init__(self, ix: Index, primary: Optional[Dict[str, Endpoint]] = None):
         dep = ix.dep
         self.ix = ix
         self.nat = dep.nat
-        # an interface's primary address, where it is attached now (not the old binding a moved
-        # record's drain keeps: that one only finishes the connections it had)
-        self.primary: Dict[str, Endpoint] = {ep.interface.name: ep for ep in ix.endpoints if ep.binding is None
-                                             and (ep.ip is ep.interface.primary_ip or ep.ip == ep.interface.primary_ip)}
+        # an interface's primary address (its first), where it is attached now (not the old
+        # binding a moved record's drain keeps: that one only finishes the connections it had)
+        self.primary: Dict[str, Endpoint] = (primary if primary is not None else
+                                             {name: eps[0] for name, eps in ix.by_interface.items()})
         self.blocks: List[Tuple[NatBlock, Switch]] = []
         for b in self.nat.blocks:
             if b.owner in dep.switches:
@@ -173,6 +174,7 @@ class Plan:
         self._served: Dict[str, set] = {}
         self._by_switch: Dict[int, Dict[str, list]] = {}
         self._eip_hosts = None
+        self._icmp_senders = None
         for ip, host in ([(b.ip, host) for b, host in self.blocks] + [(f.public_ip, ep.switch) for f, ep in self.forwards]
                          + [(e.ip, ep.switch) for e, ep in self.eips + self.old_eips]):
             self._served.setdefault(host.name, set()).add(ip)
@@ -213,13 +215,31 @@ class Plan:
 
     def icmp_senders(self) -> List[Tuple[Switch, IPAddress]]:
         """(host, public IP) pairs: the host may send ICMP from that pool address."""
-        pairs = {(host.name, b.ip): host for b, host in self.blocks}
-        pairs.update({(ep.switch.name, f.public_ip): ep.switch for f, ep in self.forwards})
-        return [(pairs[k], k[1]) for k in sorted(pairs)]
+        if self._icmp_senders is None:
+            pairs = {(host.name, b.ip): host for b, host in self.blocks}
+            pairs.update({(ep.switch.name, f.public_ip): ep.switch for f, ep in self.forwards})
+            self._icmp_senders = [(pairs[k], k[1]) for k in sorted(pairs)]
+        return self._icmp_senders
 
     def addresses(self) -> List[IPAddress]:
         """Every public address the edge answers for: the pool and the elastic IPs."""
         return sorted(set(self.nat.public_ips) | {e.ip for e in self.ix.dep.elastic_ips})
+
+
+def carry_plan(old: Index, new: Index, interfaces):
+    """new's Plan from old's (flows/incremental.py): the primary addresses of the changed
+    interfaces looked up again, the rest (blocks, forwards, elastic IPs: a few thousand) made
+    again from them."""
+    prev = old._cache.get("nat:plan")
+    if prev is None:
+        return
+    primary = dict(prev.primary)
+    for name in interfaces:
+        primary.pop(name, None)
+        eps = new.by_interface.get(name)
+        if eps:
+            primary[name] = eps[0]
+    new._cache["nat:plan"] = Plan(new, primary)
 
 
 def nat_plan(ix: Index) -> Plan:
@@ -348,9 +368,29 @@ def to_host(host: Switch, public_ip: IPAddress):
 
 
 def edge_flows(ix: Index, sw: Switch):
+    """The edge's NAT flows, as runs keyed by what they depend on: the last item of each key
+    names the interfaces whose place decides the run (flows/incremental.py carries a run over
+    a change that moves none of them)."""
     if ix.edge is None or ix.edge.name != sw.name:
         return
     plan = nat_plan(ix)
+    yield ix.cached(("nat:edge", sw.name, "static", frozenset()), lambda: Shared(_edge_static(plan, sw)))
+    switches = ix.dep.switches
+    for b, host in plan.blocks:
+        owner = frozenset() if b.owner in switches else frozenset({b.owner})
+        yield ix.cached(("nat:edge", sw.name, block_name(b), owner), lambda: Shared(_edge_block(sw, b, host)))
+    for f, ep in plan.forwards:
+        yield ix.cached(("nat:edge", sw.name, forward_name(f), frozenset({f.interface})),
+                        lambda: Shared(_edge_forward(sw, f, ep)))
+    placed = frozenset({b.owner for b, _ in plan.blocks if b.owner not in switches} | {f.interface for f, _ in plan.forwards})
+    yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
+    for e, ep in plan.eips:
+        # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge)
+        yield ix.cached(("nat:edge", sw.name, eip_name(e), frozenset({e.interface})),
+                        lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+
+
+def _edge_static(plan: Plan, sw: Switch):
     up = sw.uplink
     uplink = {"in_port": up.port}
     for ip in plan.addresses():
@@ -364,29 +404,40 @@ def edge_flows(ix: Index, sw: Switch):
     for ip in plan.nat.public_ips:
         yield flow("uplink_in", PRIORITY - 10, {**uplink, **ipv4(ipv4_dst=str(ip), ip_proto=IPPROTO["icmp"])},
                    (Goto("nat_icmp"),), feature="nat", obj=f"public:{ip}")
-    leave = (SetField("eth_src", up.mac), Goto("edge_out"))
-    for b, host in plan.blocks:
-        for proto in PORTED:
-            for value, mask in value_masks(b):
-                yield flow("uplink_in", PRIORITY,
-                           {**uplink, **ipv4(ipv4_dst=str(b.ip), **_port_match(proto, "dst", value, mask))},
-                           to_host(host, b.ip), feature="nat", obj=block_name(b))
-                yield flow("substrate_in", PRIORITY,
-                           {**_from_host(host), **ipv4(ipv4_src=str(b.ip), **_port_match(proto, "src", value, mask))},
-                           leave, feature="nat", obj=block_name(b))
-    for f, ep in plan.forwards:
-        yield flow("uplink_in", PRIORITY,
-                   {**uplink, **ipv4(ipv4_dst=str(f.public_ip), **_port_match(f.proto, "dst", f.public_port, 0xFFFF))},
-                   to_host(ep.switch, f.public_ip), feature="nat", obj=forward_name(f))
-        yield flow("substrate_in", PRIORITY,
-                   {**_from_host(ep.switch),
-                    **ipv4(ipv4_src=str(f.public_ip), **_port_match(f.proto, "src", f.public_port, 0xFFFF))},
-                   leave, feature="nat", obj=forward_name(f))
+    yield drop_flow("substrate_in", PRIORITY - 90, {"tunnel_id": EXTERNAL_VNI}, "nat_outside_block")
+
+
+def _leave(sw: Switch):
+    return (SetField("eth_src", sw.uplink.mac), Goto("edge_out"))
+
+
+def _edge_block(sw: Switch, b: NatBlock, host: Switch):
+    uplink = {"in_port": sw.uplink.port}
+    for proto in PORTED:
+        for value, mask in value_masks(b):
+            yield flow("uplink_in", PRIORITY, {**uplink, **ipv4(ipv4_dst=str(b.ip), **_port_match(proto, "dst", value, mask))},
+                       to_host(host, b.ip), feature="nat", obj=block_name(b))
+            yield flow("substrate_in", PRIORITY,
+                       {**_from_host(host), **ipv4(ipv4_src=str(b.ip), **_port_match(proto, "src", value, mask))},
+                       _leave(sw), feature="nat", obj=block_name(b))
+
+
+def _edge_forward(sw: Switch, f: Forward, ep: Endpoint):
+    yield flow("uplink_in", PRIORITY,
+               {"in_port": sw.uplink.port,
+                **ipv4(ipv4_dst=str(f.public_ip), **_port_match(f.proto, "dst", f.public_port, 0xFFFF))},
+               to_host(ep.switch, f.public_ip), feature="nat", obj=forward_name(f))
+    yield flow("substrate_in", PRIORITY,
+               {**_from_host(ep.switch), **ipv4(ipv4_src=str(f.public_ip), **_port_match(f.proto, "src", f.public_port, 0xFFFF))},
+               _leave(sw), feature="nat", obj=forward_name(f))
+
+
+def _edge_icmp(plan: Plan, sw: Switch):
     for host, ip in plan.icmp_senders():
         icmp = {**_from_host(host), **ipv4(ipv4_src=str(ip), ip_proto=IPPROTO["icmp"])}
         yield flow("substrate_in", PRIORITY + 10, {**icmp, "icmpv4_type": ICMP_ECHO_REQUEST},
-                   (learn_echo_return(sw),) + leave, feature="nat", obj=f"public:{ip}")
-        yield flow("substrate_in", PRIORITY, icmp, leave, feature="nat", obj=f"public:{ip}")
+                   (learn_echo_return(sw),) + _leave(sw), feature="nat", obj=f"public:{ip}")
+        yield flow("substrate_in", PRIORITY, icmp, _leave(sw), feature="nat", obj=f"public:{ip}")
     for ip in plan.nat.public_ips:
         # An error's inner header (the port) is out of the edge's reach: every host serving the
         # address gets a copy, and only the one whose conntrack relates it delivers it.
@@ -399,12 +450,15 @@ def edge_flows(ix: Index, sw: Switch):
         for icmp_type in ICMP_ERRORS:
             yield flow("nat_icmp", PRIORITY + 10, ipv4(ipv4_dst=str(ip), ip_proto=IPPROTO["icmp"], icmpv4_type=icmp_type),
                        tuple(copies), feature="nat", obj=f"public:{ip}")
-    for e, _ in plan.eips:
-        # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge)
-        for host in plan.eip_hosts(e):
-            yield flow("substrate_in", PRIORITY, {**_from_host(host), **ipv4(ipv4_src=str(e.ip))},
-                       (SetField("eth_src", up.mac), Goto("edge_out")), feature="nat", obj=eip_name(e))
-    yield drop_flow("substrate_in", PRIORITY - 90, {"tunnel_id": EXTERNAL_VNI}, "nat_outside_block")
+
+
+def _edge_eip(ix: Index, plan: Plan, sw: Switch, e: ElasticIp, ep: Endpoint):
+    from vpcflow.flows.follow import eip_flows  # (follow imports this module)
+
+    for host in plan.eip_hosts(e):
+        yield flow("substrate_in", PRIORITY, {**_from_host(host), **ipv4(ipv4_src=str(e.ip))}, _leave(sw),
+                   feature="nat", obj=eip_name(e))
+    yield from eip_flows(ix, sw, e)
 
 
 def _from_host(host: Switch):

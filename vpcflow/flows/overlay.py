@@ -162,11 +162,16 @@ def _deliver(ix: Index, sw: Switch):
 
 
 def edge_flows(ix: Index, sw: Switch):
-    """The edge accepts traffic of an instance only from the switch where that instance lives."""
-    for ep in ix.endpoints:
-        match = {"tunnel_id": ep.network.id, "tun_ipv6_src": cidr(ep.switch.prefix),
-                 **ipv4(ipv4_src=ep.ip_text)}
-        yield flow("substrate_in", PRIORITY, match,
-                   (SetField("eth_src", sw.uplink.mac), Goto("edge_out")),
-                   feature="overlay", obj=ep.interface.name)
+    """The edge accepts traffic of an instance only from the switch where that instance lives:
+    a run per network (a change of one network leaves the others' runs as they are)."""
+    for net in ix.dep.networks.values():
+        if ix.by_network.get(net.name):
+            yield ix.cached(("edge_accepts", net.name, sw.name), lambda: Shared(_edge_accepts(ix, sw, net)))
+
+
+def _edge_accepts(ix: Index, sw: Switch, net: Network):
+    leave = (SetField("eth_src", sw.uplink.mac), Goto("edge_out"))
+    for ep in ix.by_network[net.name]:
+        match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=ep.ip_text)}
+        yield flow("substrate_in", PRIORITY, match, leave, feature="overlay", obj=ep.interface.name)
 
