@@ -68,8 +68,7 @@ def job_scale(size: str, budget: float, yaml_read: bool = False) -> dict:
 
 
 def _with_interface(dep, name, **changes):
-    iface = dataclasses.replace(dep.interfaces[name], **changes)
-    return dataclasses.replace(dep, interfaces=frozen_map({**dep.interfaces, name: iface}))
+    return dep.with_interfaces({name: dataclasses.replace(dep.interfaces[name], **changes)})  # as records.py does
 
 
 def _with_rule(dep, group, direction, index, **changes):

@@ -6,7 +6,6 @@ from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_deployment
 from vpcflow.flows.arp import computed_reply
 from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
-from vpcflow.flows.index import Index
 from vpcflow.flows.ofctl import render
 from vpcflow.topology.model import dummy_mac
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-from vpcflow.topology.model import Deployment, frozen_map
+from vpcflow.topology.model import Deployment
 
 LOG = logging.getLogger("vpcflow.records")
 STATE_VERSION = 1
@@ -183,9 +183,7 @@ def _check_attacher(dep: Deployment, iface, requester: str) -> None:
 
 
 def _with_attachment(dep: Deployment, iface_name: str, instance: Optional[str]) -> Deployment:
-    interfaces = dict(dep.interfaces)
-    interfaces[iface_name] = dataclasses.replace(interfaces[iface_name], attach_to=instance)
-    return dataclasses.replace(dep, interfaces=frozen_map(interfaces))
+    return dep.with_interfaces({iface_name: dataclasses.replace(dep.interfaces[iface_name], attach_to=instance)})
 
 
 def _with_elastic_ip(dep: Deployment, ip, iface_name: str) -> Deployment:

@@ -68,9 +68,12 @@ class Change:
 
 def change_between(o: Deployment, n: Deployment) -> Change:
     """Compared by identity first: a runtime change replaces a few objects and keeps the others,
-    so this costs a pass over the model's mappings, not a comparison of every value."""
-    return Change(*(frozenset(_changed_keys(getattr(o, name), getattr(n, name)))
-                    for name in ("interfaces", "instances", "networks", "security_groups")))
+    so this costs a pass over the model's mappings, not a comparison of every value; the
+    interfaces a runtime change replaced it says itself (Deployment.with_interfaces)."""
+    replaced = n.replaced_from(o)
+    interfaces = replaced if replaced is not None else frozenset(_changed_keys(o.interfaces, n.interfaces))
+    return Change(interfaces, *(frozenset(_changed_keys(getattr(o, name), getattr(n, name)))
+                                for name in ("instances", "networks", "security_groups")))
 
 
 def next_index(old: Optional[Index], dep: Deployment, follows=()) -> Index:
@@ -204,64 +207,75 @@ def carry_over(old: Index, new: Index, change: Change):
     same_classes = rules_same and all(
         o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
         and o.interfaces[name].security_groups == n.interfaces[name].security_groups for name in change.interfaces)
-    referenced = _naming_groups(old) if rules_same else {}
+    touched = _Touched(names, networks, switches, rules_same, membership, same_classes, old)
+    carry, cache = _CARRY.get, new._cache
     for key, value in old._cache.items():
-        kind = key[0] if isinstance(key, tuple) else key
-        if kind == "nat:edge":  # (edge, object, the interfaces whose place decides it)
-            if not key[3] & names:
-                new._cache[key] = value
-            continue
-        rule = _CARRY.get(kind)
-        if rule is not None and rule(key, networks=networks, switches=switches, rules_same=rules_same,
-                                     membership=membership, same_classes=same_classes, referenced=referenced,
-                                     old=old):
-            new._cache[key] = value
+        rule = carry(key[0] if key.__class__ is tuple else key)
+        if rule is not None and rule(key, touched):
+            cache[key] = value
     arp.carry_classes(old, new, names, change.groups)
     nat.carry_plan(old, new, names)
 
 
-def _untouched_network(key, networks, **_):
-    return key[1] not in networks
+@dataclasses.dataclass(frozen=True)
+class _Touched:
+    """What a change touched, as the carry rules ask it."""
+
+    names: Set[str]  # interfaces whose endpoints were made again
+    networks: Set[str]
+    switches: Set[str]
+    rules_same: bool  # no security group changed
+    membership: Set[str]  # groups whose members' addresses changed
+    same_classes: bool  # no interface changed its groups, no rule changed
+    old: Index
 
 
-def _untouched_networks(key, networks, **_):
-    return key[1] not in networks and key[2] not in networks
+def _untouched_network(key, t: _Touched):
+    return key[1] not in t.networks
 
 
-def _untouched_switch(key, switches, **_):
-    return key[1] not in switches
+def _untouched_networks(key, t: _Touched):
+    return key[1] not in t.networks and key[2] not in t.networks
 
 
-def _arp_class(key, networks, rules_same, **_):
-    return rules_same and key[1][0] not in networks
+def _untouched_switch(key, t: _Touched):
+    return key[1] not in t.switches
 
 
-def _arp_network(key, networks, rules_same, **_):
-    return rules_same and key[1] not in networks
+def _arp_class(key, t: _Touched):
+    return t.rules_same and key[1][0] not in t.networks
 
 
-def _rules_same(key, rules_same, **_):
-    return rules_same
+def _arp_network(key, t: _Touched):
+    return t.rules_same and key[1] not in t.networks
 
 
-def _same_classes(key, same_classes, **_):
-    return same_classes
+def _rules_same(key, t: _Touched):
+    return t.rules_same
 
 
-def _members_same(key, membership, **_):
-    return key[1] not in membership
+def _same_classes(key, t: _Touched):
+    return t.same_classes
 
 
-def _authz_class(key, same_classes, membership, old, **_):
+def _members_same(key, t: _Touched):
+    return key[1] not in t.membership
+
+
+def _authz_class(key, t: _Touched):
     # its rules, the ids of its class and conjunctions, the addresses of the groups it names
-    if not same_classes:
+    if not t.same_classes:
         return False
-    named = {r.group for g in key[1] for r in old.dep.security_groups[g].ingress + old.dep.security_groups[g].egress
-             if r.group}
-    return not (named & membership)
+    groups = t.old.dep.security_groups
+    return not any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)
 
 
-def _always(key, **_):
+def _nat_edge(key, t: _Touched):
+    # (edge, object, the interfaces whose place decides it)
+    return not key[3] & t.names
+
+
+def _always(key, t: _Touched):
     return True
 
 
@@ -276,5 +290,5 @@ _CARRY = {
     "group_classes": _same_classes, "authz:conj_ids": _same_classes,
     "authz:class": _authz_class, "member_ips": _members_same,
     "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
-    "authorized_networks": _always, "incremental:partners": _always,
+    "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
 }

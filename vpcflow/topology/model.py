@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import weakref
 from types import MappingProxyType
 from typing import Mapping, Optional, Tuple
 
@@ -193,6 +194,19 @@ class Deployment:
 
     def edges(self):
         return [s for s in self.switches.values() if s.role == EDGE]
+
+    def with_interfaces(self, interfaces: Mapping[str, "Interface"]) -> "Deployment":
+        """This deployment with these interfaces replaced (or added). The new one remembers which
+        (replaced_from), so that what changed need not be found by comparing every interface."""
+        new = dataclasses.replace(self, interfaces=frozen_map({**self.interfaces, **interfaces}))
+        object.__setattr__(new, "_replaced", (weakref.ref(self), frozenset(interfaces)))
+        return new
+
+    def replaced_from(self, other: "Deployment") -> Optional[frozenset]:
+        """The interfaces replaced to make this deployment from other (with_interfaces), or None
+        if it was not made so."""
+        hint = self.__dict__.get("_replaced")
+        return hint[1] if hint is not None and hint[0]() is other else None
 
 
 def derived_mac(seed: str) -> str:
