@@ -156,3 +156,22 @@ def test_a_followed_move_through_a_derived_index(dep):
         fresh = Index(model, follow)
         for name in model.switches:
             assert same(compiled.switch(name), compile_switch(fresh, name)), name
+
+
+def test_an_index_and_its_compiles_go_when_the_model_does(dep):
+    """Compiled objects are kept out of the cyclic collector's sight (compiler._without_gc), so a
+    reference cycle through an Index would keep a whole model alive: there must be none. Freed
+    by reference counting alone, without a collection."""
+    import weakref
+
+    ix = Index(dep)
+    compiled = Compiled(ix)
+    for name in dep.switches:
+        compiled.switch(name)
+    nxt = next_index(ix, _changes(dep)["move"])
+    later, _ = compiled.update(nxt)
+    for name in dep.switches:
+        later.switch(name)
+    gone = [weakref.ref(ix), weakref.ref(compiled), weakref.ref(nxt), weakref.ref(later)]
+    del ix, compiled, nxt, later
+    assert [r() for r in gone] == [None] * 4

@@ -12,7 +12,7 @@ import time
 from typing import Dict, Optional, Tuple
 
 from vpcflow.controller import records
-from vpcflow.flows import cookies, incremental, pipeline
+from vpcflow.flows import compiler, cookies, incremental, pipeline
 from vpcflow.flows.compiler import Options
 from vpcflow.flows.follow import ElasticFollow, Follow
 from vpcflow.flows.index import Index
@@ -204,6 +204,7 @@ class Controller:
 
     def _install(self, dep: Deployment):
         self.deployment = dep
+        compiler.release_frozen()
         # derived from the one in force where a runtime change allows (flows/incremental.py)
         self.index = incremental.next_index(self.index, dep, self.follows())
         self.generation += 1

@@ -70,6 +70,13 @@ def _without_gc():
             gc.enable()
 
 
+def release_frozen():
+    """Give what earlier compiles kept from the cyclic collector back to it (the controller calls
+    this when a new model comes in force): garbage that happened to be alive at a freeze is then
+    collected in time, instead of living as long as the process."""
+    gc.unfreeze()
+
+
 def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:
     sw = ix.dep.switches[name]
     with _without_gc():

@@ -147,7 +147,9 @@ class Plan:
 
     def __init__(self, ix: Index, primary: Optional[Dict[str, Endpoint]] = None):
         dep = ix.dep
-        self.ix = ix
+        # not the Index itself: the Index caches its Plan, and a cycle would outlive the model
+        # (compiled objects are kept out of the cyclic collector's sight, compiler._without_gc)
+        self.elastic_ips = dep.elastic_ips
         self.nat = dep.nat
         # an interface's primary address (its first), where it is attached now (not the old
         # binding a moved record's drain keeps: that one only finishes the connections it had)
@@ -223,7 +225,7 @@ class Plan:
 
     def addresses(self) -> List[IPAddress]:
         """Every public address the edge answers for: the pool and the elastic IPs."""
-        return sorted(set(self.nat.public_ips) | {e.ip for e in self.ix.dep.elastic_ips})
+        return sorted(set(self.nat.public_ips) | {e.ip for e in self.elastic_ips})
 
 
 def carry_plan(old: Index, new: Index, interfaces):
