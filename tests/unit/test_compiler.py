@@ -6,6 +6,7 @@ from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_deployment
 from vpcflow.flows.arp import computed_reply
 from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
+from vpcflow.flows.index import Index
 from vpcflow.flows.ofctl import render
 from vpcflow.topology.model import dummy_mac
 
@@ -85,10 +86,14 @@ def test_port_security_binds_mac_and_ip_to_the_port(two_hosts):
 def answered(flows, port: str, spa: str):
     """The addresses the ARP responder answers for a request from a port and address: those of
     the class that port security loads into reg1 for it."""
-    classes = {a.value for f in flows if f.table == "port_security" and dict(f.match).get("in_port") == port
-               and dict(f.match).get("arp_spa") == spa for a in f.actions if isinstance(a, Load) and a.dst == "reg1"}
+    loads = {(a.dst, a.value) for f in flows if f.table == "port_security" and dict(f.match).get("in_port") == port
+             and dict(f.match).get("arp_spa") == spa for a in f.actions if isinstance(a, Load)}
+    classes = {v for reg, v in loads if reg == "reg1"}
+    networks = {v for reg, v in loads if reg == "reg0"}
     return sorted(dict(f.match)["arp_tpa"] for f in flows
-                  if f.table == "arp_responder" and f.priority == 100 and dict(f.match).get("reg1") in classes)
+                  if f.table == "arp_responder" and f.priority == 100 and
+                  (dict(f.match).get("reg1") in classes or ("reg1" not in dict(f.match)
+                                                           and dict(f.match).get("reg0") in networks)))
 
 
 def test_arp_answers_only_addresses_of_the_network_and_its_gateway(two_hosts):
@@ -175,3 +180,29 @@ def test_no_endpoint_of_a_switch_is_accepted_from_the_substrate(two_hosts):
             and dict(f.match).get("tun_ipv6_src", ("",))[0] == own_prefix]
     assert accepts and len(drop) == 1 and drop[0].priority > max(f.priority for f in accepts)
     assert len(drop[0].match) == 1 and drop[0].obj == "drop:substrate_spoofed"
+
+
+def test_the_arp_responder_answers_exactly_what_each_asker_may_reach():
+    """Classes, their runs and the network's common answers together give every asker what seed
+    004 says: the addresses of its network it may talk to either way (authz.may_send), and the
+    gateway where it talks outside. Checked for every asker of a generated deployment (groups
+    with address ranges, several classes per network)."""
+    from bench import generate
+    from vpcflow.flows.authz import may_send, talks_outside
+    from vpcflow.topology.loader import parse
+
+    dep = parse(generate.generate(160, 16, 20, 4))
+    ix = Index(dep)
+    compiled = compile_deployment(dep)
+    checked = 0
+    for sw in ix.hosts:
+        flows = compiled[sw.name].integration
+        for src in ix.by_switch.get(sw.name, ()):
+            expected = {str(p.ip) for p in ix.by_network[src.network.name]
+                        if may_send(ix, src, p) or may_send(ix, p, src)}
+            if talks_outside(ix, src.interface, src.network.cidr):
+                expected.add(str(src.network.gateway_ip))
+            port = dep.instances[src.interface.attach_to].port
+            assert set(answered(flows, port, src.ip_text)) == expected, (sw.name, src.interface.name)
+            checked += 1
+    assert checked == 160 + sum(1 for i in dep.interfaces.values() if len(i.ips) > 1)

@@ -10,7 +10,8 @@ One flow per (asker, destination) pair would make the responder most of a host's
 that may reach the same destinations for the same reason (their network, their security groups,
 whether they talk outside; their address too where a rule depends on it) form a class: port
 security loads the asker's class into reg1, and the class's flows (one per destination) are the
-same on every switch, built once. The reply itself is the same for every destination, since the
+same on every switch, built once; a destination every class of the network may reach is
+answered by one flow of the network's instead. The reply itself is the same for every destination, since the
 dummy MAC is computed from the requested address.
 """
 from __future__ import annotations
@@ -55,7 +56,7 @@ def integration_flows(ix: Index, sw: Switch):
                              for ep in ix.by_switch.get(sw.name, ())):
         yield ix.cached(("arp_class", key), lambda: Shared(_class_flows(ix, classes, key)))
     for net in ix.local_networks(sw.name):
-        yield ix.cached(("arp_own", net.name), lambda: Shared(_own_address_drops(ix, net)))
+        yield ix.cached(("arp_net", net.name), lambda: Shared(_network_flows(ix, classes, net)))
 
 
 def asker_class(ix: Index, iface_name: str, ip_text: str) -> int:
@@ -81,6 +82,15 @@ class _Classes:
             self.of_endpoint[(ep.interface.name, ep.ip_text)] = key
             self.example.setdefault(key, ep)
         self.ids = stable_ids(self.example)
+        self._by_network = None
+
+    def of_network(self, network: str):
+        """The class keys of a network's askers."""
+        if self._by_network is None:
+            self._by_network = {}
+            for key in self.example:
+                self._by_network.setdefault(key[0], []).append(key)
+        return self._by_network.get(network, ())
 
 
 def carry_classes(old: Index, new: Index, interfaces, changed_groups):
@@ -92,7 +102,7 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     if prev is None:
         return
     c = _Classes.__new__(_Classes)
-    c.of_endpoint, c.example = dict(prev.of_endpoint), dict(prev.example)
+    c.of_endpoint, c.example, c._by_network = dict(prev.of_endpoint), dict(prev.example), None
     again = [ep for name in interfaces for ep in new.by_interface.get(name, ())] + new.old_bindings
     for ep in [ep for name in interfaces for ep in old.by_interface.get(name, ())] + old.old_bindings:
         c.of_endpoint.pop((ep.interface.name, ep.ip_text), None)
@@ -129,17 +139,31 @@ def _class_key(ix: Index, ep) -> tuple:
 
 
 def _class_flows(ix: Index, classes: _Classes, key):
+    """What the class's askers may resolve that not every asker of their network may."""
     cid = classes.ids[key]
     example = classes.example[key]
-    netid = example.network.id
+    common = _common(ix, classes, example.network)
     request = ((REG_SRC_CLASS, cid), ("eth_type", ETH_ARP), ("arp_op", 1))
     for text in _targets(ix, example):
-        yield Flow("arp_responder", PRIORITY, request + (("arp_tpa", text),), computed_reply(), "arp",
-                   f"net{netid}:class{cid}")
+        if text not in common:
+            yield Flow("arp_responder", PRIORITY, request + (("arp_tpa", text),), computed_reply(), "arp",
+                       f"net{example.network.id}:class{cid}")
 
 
-def _own_address_drops(ix: Index, net):
-    """A request for one's own address (a gratuitous ARP or a duplicate check) gets no answer."""
+def _common(ix: Index, classes: _Classes, net) -> frozenset:
+    """The destinations every asker of the network may resolve, whatever its class: answered by
+    one flow each (the network's), not one per class."""
+    def make():
+        reach = [set(_targets(ix, classes.example[key])) for key in classes.of_network(net.name)]
+        return frozenset(set.intersection(*reach)) if reach else frozenset()
+    return ix.cached(("arp_common", net.name), make)
+
+
+def _network_flows(ix: Index, classes: _Classes, net):
+    for text in sorted(_common(ix, classes, net)):
+        yield Flow("arp_responder", PRIORITY, ((REG_NETWORK, net.id), ("eth_type", ETH_ARP), ("arp_op", 1),
+                                              ("arp_tpa", text)), computed_reply(), "arp", f"net{net.id}:all")
+    # A request for one's own address (a gratuitous ARP or a duplicate check) gets no answer.
     for ep in ix.by_network[net.name]:
         yield drop_flow("arp_responder", PRIORITY + 10,
                         {REG_NETWORK: net.id, **arp(arp_spa=ep.ip_text, arp_tpa=ep.ip_text)}, "arp_own_address")

@@ -280,7 +280,8 @@ def _always(key, t: _Touched):
 
 
 _CARRY = {
-    "follow": _untouched_network, "accepts": _untouched_network, "arp_own": _untouched_network,
+    "follow": _untouched_network, "accepts": _untouched_network, "arp_net": _arp_network,
+    "arp_common": _arp_network,
     "peers_by_groups": _untouched_network, "edge_accepts": _untouched_network,
     "routes": _untouched_networks, "reachable": _untouched_networks,
     "local_networks": _untouched_switch, "local_interfaces": _untouched_switch,
