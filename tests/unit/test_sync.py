@@ -29,6 +29,14 @@ def test_missing_flows_are_added_and_changed_ones_replaced():
     assert d.add == [a, changed] and d.delete == []
 
 
+def test_adds_of_new_matches_are_told_from_changes_of_installed_ones():
+    """Make-before-break applies the adds of matches the bridge lacks before anything else."""
+    a, b = f(reg=1), f(reg=2)
+    changed = f(port="p9", reg=2)
+    d = diff({a.key: a, changed.key: changed}, [installed(b)])
+    assert d.new == [a] and d.changes() == [changed]
+
+
 def test_stale_flows_of_ours_are_deleted_foreign_ones_left_alone():
     a = f(reg=1)
     stale = installed(f(reg=7))

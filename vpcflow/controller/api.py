@@ -153,7 +153,7 @@ class Api:
             generation, remap = self.ctl.change(make)
         except records.RecordError as e:
             raise ApiError(e.status, e.message) from None
-        self.app.sync_all()
+        self.app.sync_all(phased=True)
         return {"generation": generation, **({"remap": remap.public()} if remap else {})}
 
     def nat(self, body):

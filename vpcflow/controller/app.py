@@ -64,7 +64,7 @@ class VpcflowApp(AppBase):
         self.datapaths = {}  # dpid -> os-ken Datapath
         self.pending = {}  # xid -> Pending
         self.sync_running = set()
-        self.sync_again = set()
+        self.sync_again = {}  # dpid -> phased (see sync)
         self.claim_running = set()
         self.claim_again = set()
         # dpid -> what the last complete sync left on the bridge (InstalledCache): a model change
@@ -220,22 +220,24 @@ class VpcflowApp(AppBase):
             raise RequestFailed("switch refused the bundle commit: " + _describe(errors[0]))
 
     # --- sync ----------------------------------------------------------------------------------
-    def sync(self, dpid):
-        """Bring one bridge to its desired flows. Runs again if asked while running."""
+    def sync(self, dpid, phased=None):
+        """Bring one bridge to its desired flows. Runs again if asked while running (in one
+        bundle if any of the askers wanted one). phased: apply a runtime change make-before-break
+        (_apply_diff), calling phased() between the two bundles."""
         if dpid in self.sync_running:
-            self.sync_again.add(dpid)
+            self.sync_again[dpid] = self.sync_again.get(dpid, phased) and phased
             return
         self.sync_running.add(dpid)
         try:
             while True:
-                self.sync_again.discard(dpid)
-                self._sync_once(dpid)
+                self._sync_once(dpid, phased)
                 if dpid not in self.sync_again:
                     break
+                phased = self.sync_again.pop(dpid)
         finally:
             self.sync_running.discard(dpid)
 
-    def _sync_once(self, dpid):
+    def _sync_once(self, dpid, phased=None):
         dp = self.datapaths.get(dpid)
         if dp is None or not self.programs(dpid):
             return
@@ -260,11 +262,7 @@ class VpcflowApp(AppBase):
             generation, flows = self.ctl.desired(name, bridge, version)
             desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
             d = diff(desired, installed, lambda f: render.desired_content(f, ports))
-            msgs = [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie))
-                    for i in d.delete]
-            msgs += [render.flow_mod(f, ports) for f in d.add]
-            if msgs:
-                self.apply(dp, msgs)
+            self._apply_diff(dp, d, ports, phased)
             features = collections.Counter(f.feature for f in desired.values())
             if not waiting:
                 self.installed[dpid] = InstalledCache(generation, version, ports, desired, features)
@@ -282,6 +280,28 @@ class VpcflowApp(AppBase):
             self.ctl.sync_failed(dpid, f"{type(e).__name__}: {e}")
             LOG.exception("switch %s bridge %s: sync failed", name, bridge)
 
+    def _apply_diff(self, dp, d, ports, phased=None):
+        """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
+        new to the bridge (a remap's: the edge accepting the new holder's answers, the old
+        holder's records), then, once phased() returns, the changes of installed flows (where
+        the traffic goes) and the deletes. Open vSwitch revalidates its datapath flows after a
+        commit, asynchronously: in one bundle, a datapath flow made before it (one that dropped
+        the new holder's late packets while it held no address) can still drop the first answers
+        the change sends its way; with the new matches committed first, the revalidators have
+        caught up by the time traffic moves."""
+        deletes = [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie))
+                   for i in d.delete]
+        if phased is None:
+            changes = deletes + [render.flow_mod(f, ports) for f in d.add]
+        else:
+            new = [render.flow_mod(f, ports) for f in d.new]
+            if new:
+                self.apply(dp, new)
+            phased()
+            changes = deletes + [render.flow_mod(f, ports) for f in d.changes()]
+        if changes:
+            self.apply(dp, changes)
+
     def _read_bridge(self, dp):
         """(OVS version, port numbers by name, installed flows) as the switch reports them."""
         desc = self.request(dp, parser.OFPDescStatsRequest(dp, 0))[0].body
@@ -296,18 +316,43 @@ class VpcflowApp(AppBase):
                                            st.cookie, st.match, render.installed_content(st)))
         return _sw_version(desc), ports, installed
 
-    def sync_all(self):
-        hub.spawn(self._sync_receivers_first)
+    def sync_all(self, phased: bool = False):
+        """phased: a runtime change (API, a remap's completion), applied make-before-break; a
+        reload is one bundle per bridge."""
+        hub.spawn(self._sync_receivers_first, phased)
 
-    def _sync_receivers_first(self):
+    def _sync_receivers_first(self, phased: bool = False):
         """Every bridge, hosts before edges: the edge is the one sender of everything that comes
         from outside, so it switches to a new destination (an elastic IP's new holder) only once
-        that destination's host is ready for it. Hosts among themselves sync at once."""
+        that destination's host is ready for it. Hosts among themselves sync at once.
+
+        Phased (make-before-break), the edges first add their new matches (which move no
+        traffic), then the hosts sync, then the edges make their changes: the hosts' sync is
+        the time the edges' revalidators get to bring their datapath flows up to the new matches."""
         dpids = list(self.datapaths)
         is_edge = {dpid: self.ctl.deployment.switches[self.ctl.locate(dpid)[0]].role == EDGE
                    for dpid in dpids if self.ctl.locate(dpid)}
-        hub.joinall([hub.spawn(self.sync, d) for d in dpids if not is_edge.get(d, False)])
-        hub.joinall([hub.spawn(self.sync, d) for d in dpids if is_edge.get(d, False)])
+        hosts = [d for d in dpids if not is_edge.get(d, False)]
+        edges = [d for d in dpids if is_edge.get(d, False)]
+        if not phased:
+            hub.joinall([hub.spawn(self.sync, d) for d in hosts])
+            hub.joinall([hub.spawn(self.sync, d) for d in edges])
+            return
+        hosts_done = hub.Event()
+
+        def edge_sync(dpid, added):
+            try:
+                self.sync(dpid, lambda: (added.set(), hosts_done.wait()))
+            finally:
+                added.set()  # also when it had nothing to do, or failed
+
+        added = [hub.Event() for _ in edges]
+        edge_syncs = [hub.spawn(edge_sync, d, a) for d, a in zip(edges, added)]
+        for a in added:
+            a.wait()
+        hub.joinall([hub.spawn(self.sync, d, _go_on) for d in hosts])
+        hosts_done.set()
+        hub.joinall(edge_syncs)
 
     # --- changes -------------------------------------------------------------------------------
     def reload(self):
@@ -464,7 +509,7 @@ class VpcflowApp(AppBase):
                     continue
                 if self.ctl.remap_progress(r.id, left, complete=self.designated()):
                     LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.holder)
-                    self.sync_all()
+                    self.sync_all(phased=True)
 
     def drop_counters(self):
         """{switch: {reason: packets}} from the counted drop flows of every connected switch."""
@@ -507,6 +552,10 @@ class InstalledCache:
     def as_installed(self):
         # the match is the flow itself: _switch_match encodes it only for a delete
         return [Installed(k, f.cookie, f, render.desired_content(f, self.ports)) for k, f in self.desired.items()]
+
+
+def _go_on():
+    """A host's phased sync: its changes follow its new matches at once."""
 
 
 def _switch_match(match, ports):

@@ -4,6 +4,10 @@ Only flows whose cookie names one of our features are ours: a flow of another co
 the switch learned itself, is never deleted. A desired flow whose key (table, priority, match)
 is installed with the same cookie and the same instructions (compared in their wire form, which
 Open vSwitch reports back exactly as it was sent) and timeouts is left alone.
+
+A runtime change can be applied make-before-break (Diff.new first, then Diff.changes()): the adds
+whose key nothing installed has only add a match, and in a change that moves traffic (an elastic
+IP's remap) they are what lets the new path's packets through.
 """
 from __future__ import annotations
 
@@ -27,9 +31,15 @@ class Diff:
     add: List[Flow]
     delete: List[Installed]
     unchanged: int
+    new: List[Flow] = dataclasses.field(default_factory=list)  # the adds whose key nothing installed has
 
     def __bool__(self):
         return bool(self.add or self.delete)
+
+    def changes(self) -> List[Flow]:
+        """The adds that replace an installed flow of the same key (other actions or cookie)."""
+        new = {id(f) for f in self.new}
+        return [f for f in self.add if id(f) not in new]
 
 
 def diff(desired: Dict[tuple, Flow], installed: List[Installed], content=lambda f: None) -> Diff:
@@ -46,7 +56,7 @@ def diff(desired: Dict[tuple, Flow], installed: List[Installed], content=lambda 
     add = [f for k, f in desired.items()
            if k not in have or have[k].cookie != f.cookie or have[k].content != content(f)]
     unchanged = len(desired) - len(add)
-    return Diff(add=add, delete=stale, unchanged=unchanged)
+    return Diff(add=add, delete=stale, unchanged=unchanged, new=[f for k, f in desired.items() if k not in have])
 
 
 def split_by_resolvable(flows, key_of) -> Tuple[Dict[tuple, Flow], List[Flow]]:
