@@ -5,6 +5,7 @@ eni-3 on vm3 (host3), eni-4 on vm4 (host1, beside vm1). Every instance runs a se
 that says its name; the external client's streams check every byte they get back.
 """
 import os
+import re
 
 import pytest
 
@@ -139,6 +140,63 @@ def test_without_following_the_old_connection_breaks(lab):
     remap(lab, target, follow=False)
     summary, _ = old.proc.communicate(timeout=30)
     assert "error=" in summary and not summary.strip().endswith("error="), summary
+    assert answered_by(lab) == f"ok vm{target[-1]}"
+
+
+HOST_OF = {"eni-1": "host1", "eni-2": "host2", "eni-3": "host3", "eni-4": "host1"}
+HOST_PREFIX = {"host1": "fd00:5ee0:0:1::", "host2": "fd00:5ee0:0:2::", "host3": "fd00:5ee0:0:3::"}
+ENTRY = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+)Z\|", re.M)
+
+
+def bundles(log: str):
+    """[(commit time, {flow-mod lines})] of the bundles an ovs-vswitchd's vconn debug log shows
+    committed, in commit order."""
+    adds, out = {}, []
+    starts = [m.start() for m in ENTRY.finditer(log)] + [len(log)]
+    for a, b in zip(starts, starts[1:]):
+        entry = log[a:b]
+        bundle = re.search(r"bundle_id=(\S+)", entry)
+        if "received:" not in entry or bundle is None:
+            continue
+        if "BUNDLE_ADD" in entry:
+            adds.setdefault(bundle.group(1), set()).update(line for line in entry.splitlines() if "FLOW_MOD" in line)
+        elif "type=COMMIT_REQUEST" in entry:
+            out.append((ENTRY.match(entry).group(1), adds.pop(bundle.group(1), set())))
+    return out
+
+
+def test_a_remap_commits_the_edges_new_matches_before_the_hosts_and_its_changes_after(lab):
+    """Make-before-break: the edge first accepts the elastic IP's packets from the new holder's
+    host, in a bundle of its own, before the hosts sync; its datapath flows are revalidated
+    meanwhile, so the new holder's first answers do not meet a datapath flow that still drops
+    them. Where the traffic goes changes in a later bundle, once the hosts are done."""
+    old = holder(lab)
+    target = "eni-2" if HOST_OF[old] != "host2" else "eni-3"
+    new_host, old_host = HOST_OF[target], HOST_OF[old]
+    logs = {n: os.path.join(lab.switches[n].ovs.dir, "ovs-vswitchd.log") for n in ("edge1", new_host)}
+    offsets = {n: os.path.getsize(path) for n, path in logs.items()}
+    for n in logs:
+        lab.switches[n].ovs.appctl("vlog/set", "vconn:file:dbg")
+    try:
+        remap(lab, target, follow=False)
+    finally:
+        for n in logs:
+            lab.switches[n].ovs.appctl("vlog/set", "vconn:file:info")
+    committed = {}
+    for n, path in logs.items():
+        with open(path) as f:
+            f.seek(offsets[n])
+            committed[n] = bundles(f.read())
+    edge = committed["edge1"]
+
+    def edge_bundle(*words):
+        return next(i for i, (_, mods) in enumerate(edge) if any(all(w in m for w in words) for m in mods))
+
+    accept_new = edge_bundle("ADD", f"nw_src={EIP}", HOST_PREFIX[new_host])
+    drop_old = edge_bundle("DEL_STRICT", f"nw_src={EIP}", HOST_PREFIX[old_host])
+    assert accept_new < drop_old, edge
+    host_commits = [t for t, mods in committed[new_host] if mods]
+    assert host_commits and edge[accept_new][0] <= min(host_commits) and max(host_commits) <= edge[drop_old][0]
     assert answered_by(lab) == f"ok vm{target[-1]}"
 
 
