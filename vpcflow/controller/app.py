@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 
-from vpcflow.controller import api, arp_probe, config, membership, render
+from vpcflow.controller import api, arp_probe, config, membership, render, unixctl
 from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, AppBase, hub,
                                           ofp, ofp_event, packet, parser, set_ev_cls)
 from vpcflow.controller.state import Controller
@@ -31,6 +31,7 @@ config.register(CONF)
 
 REPLY_TIMEOUT = 10.0
 REMAP_POLL = 0.5
+BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 
 
 class RequestFailed(Exception):
@@ -203,19 +204,24 @@ class VpcflowApp(AppBase):
 
     def apply(self, dp, msgs):
         """Apply flow-mods ((type, body) each, see render.message) as one atomic bundle; raise,
-        with nothing changed, if any is refused.
+        with nothing changed, if any is refused."""
+        self.commit(dp, self.prepare(dp, msgs))
 
-        The switch checks each message when it is added to the bundle and leaves a refused one
-        out, so the bundle is committed only once every add was accepted, and discarded otherwise.
-        """
+    def prepare(self, dp, msgs) -> int:
+        """Open a bundle with the flow-mods in it, uncommitted: its id. Raise, with the bundle
+        discarded, if any is refused: the switch checks each message when it is added to the
+        bundle and leaves a refused one out, so a bundle is committed only once every add was
+        accepted."""
         bundle_id = dp.xid & 0xFFFFFFFF
-        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, flags, [])],
-                                (bundle_id, flags, msgs))
+        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, BUNDLE_FLAGS, [])],
+                                (bundle_id, BUNDLE_FLAGS, msgs))
         if errors:
-            self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST, flags, [])])
+            self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST, BUNDLE_FLAGS, [])])
             raise RequestFailed(f"switch refused {len(errors)} of {len(msgs)} flow-mods: " + _describe(errors[0]))
-        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])])
+        return bundle_id
+
+    def commit(self, dp, bundle_id: int):
+        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, BUNDLE_FLAGS, [])])
         if errors:
             raise RequestFailed("switch refused the bundle commit: " + _describe(errors[0]))
 
@@ -283,7 +289,7 @@ class VpcflowApp(AppBase):
     def _apply_diff(self, dp, d, ports, phased=None):
         """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
         new to the bridge (a remap's: the edge accepting the new holder's answers, the old
-        holder's records), then, once phased() returns, the changes of installed flows (where
+        holder's records), then, once phased(whether there were any) returns, the changes of installed flows (where
         the traffic goes) and the deletes. Open vSwitch revalidates its datapath flows after a
         commit, asynchronously: in one bundle, a datapath flow made before it (one that dropped
         the new holder's late packets while it held no address) can still drop the first answers
@@ -297,8 +303,12 @@ class VpcflowApp(AppBase):
             new = [render.flow_mod(f, ports) for f in d.new]
             if new:
                 self.apply(dp, new)
-            phased()
             changes = deletes + [render.flow_mod(f, ports) for f in d.changes()]
+            prepared = self.prepare(dp, changes) if changes else None
+            phased(bool(new))  # only the commit is left to wait for
+            if prepared is not None:
+                self.commit(dp, prepared)
+            return
         if changes:
             self.apply(dp, changes)
 
@@ -328,7 +338,8 @@ class VpcflowApp(AppBase):
 
         Phased (make-before-break), the edges first add their new matches (which move no
         traffic), then the hosts sync, then the edges make their changes: the hosts' sync is
-        the time the edges' revalidators get to bring their datapath flows up to the new matches."""
+        the time the edges' revalidators get to bring their datapath flows up to the new matches
+        (and where the edge's control socket is known, the edge's changes also wait for that)."""
         dpids = list(self.datapaths)
         is_edge = {dpid: self.ctl.deployment.switches[self.ctl.locate(dpid)[0]].role == EDGE
                    for dpid in dpids if self.ctl.locate(dpid)}
@@ -341,8 +352,15 @@ class VpcflowApp(AppBase):
         hosts_done = hub.Event()
 
         def edge_sync(dpid, added):
+            def between(new: bool):
+                added.set()
+                revalidated = hub.spawn(self.revalidated, dpid) if new else None
+                hosts_done.wait()
+                if revalidated is not None:
+                    revalidated.wait()
+
             try:
-                self.sync(dpid, lambda: (added.set(), hosts_done.wait()))
+                self.sync(dpid, between)
             finally:
                 added.set()  # also when it had nothing to do, or failed
 
@@ -353,6 +371,18 @@ class VpcflowApp(AppBase):
         hub.joinall([hub.spawn(self.sync, d, _go_on) for d in hosts])
         hosts_done.set()
         hub.joinall(edge_syncs)
+
+    def revalidated(self, dpid):
+        """Wait until the switch's revalidators have been through all its datapath flows once
+        since now (`ovs-appctl revalidator/wait`), where its control socket is known."""
+        name, bridge = self.ctl.locate(dpid)
+        target = self.appctl_targets.get(name)
+        if target is None or bridge != pipeline.INTEGRATION:
+            return
+        try:
+            unixctl.call(target, "revalidator/wait")
+        except unixctl.UnixctlError as e:
+            LOG.warning("switch %s: waiting for its revalidators failed: %s", name, e)
 
     # --- changes -------------------------------------------------------------------------------
     def reload(self):
@@ -557,7 +587,7 @@ class InstalledCache:
         return [Installed(k, f.cookie, f, render.desired_content(f, self.ports)) for k, f in self.desired.items()]
 
 
-def _go_on():
+def _go_on(new: bool):
     """A host's phased sync: its changes follow its new matches at once."""
 
 
