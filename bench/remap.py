@@ -9,17 +9,19 @@ CLOCK_MONOTONIC is one clock for every namespace of the machine, so the bench co
 prober's times with its own.
 
 The figures also say how long the controller itself took (programmed: from the call until the
-edge, synced after the hosts, committed its bundle) and how many of the prober's attempts were
-lost in the switch-over (lost_attempts; each costs it its 0.2 s timeout). A SYN that a datapath
-flow made before the edge's commit still takes to the old holder's host is taken by the old
-holder (Open vSwitch revalidates its flows asynchronously). The attempts still lost in later
-runs were traced with captures: the new holder answers, its SYN-ACK reaches the edge half a
-millisecond after the edge's commit and the edge's pipeline drops it (coverage
-drop_action_of_pipeline) without any drop flow counting it. The likely cause is the same
-asynchronous revalidation on the return path: a datapath flow that dropped a late packet from
-that host while it held no address (after the previous remap completed) still applies for a
-moment after the commit that lets its answers through. Not fixed: the commit is one bundle per
-switch by contract, and OpenFlow has no way to wait for revalidation.
+edge, synced after the hosts, committed its last bundle) and how many of the prober's attempts
+were lost in the switch-over (lost_attempts; each costs it its 0.2 s timeout). A SYN that a
+datapath flow made before the edge's commit still takes to the old holder's host is taken by the
+old holder (Open vSwitch revalidates its flows asynchronously). The same asynchronous
+revalidation cost one attempt in most runs after the first, traced with captures and the edge's
+datapath flows: the new holder answered, and its SYN-ACK met a datapath flow (actions:drop) that
+a late packet from that host had made while it held no address (after the previous remap
+completed). Since the controller applies a runtime change make-before-break (app.py,
+_apply_diff): the edge first commits the flow that accepts the new holder's host, then the hosts
+sync while the edge's revalidators (which it waits for, where its control socket is known:
+revalidator/wait) bring that datapath flow up to date, and only then does the edge move the
+traffic. The wait is one full revalidation round of the edge's datapath flows, and those grow
+with the prober's connections (idle ones go after 10 s): later runs take longer.
 
 Baseline (same run): the time the same prober takes to get an answer when nothing changes (its
 connection set-up plus the interval: what a client would see anyway). Added RTT: the followed

@@ -277,7 +277,7 @@ class Report:
         self.add("| figure | median | runs |", "| --- | --- | --- |",
                  f"| convergence: remap call -> first new connection answered by the new holder | {conv:.1f} ms "
                  f"| {', '.join(f'{x:.1f}' for x in r['convergence_ms'])} |",
-                 f"| programmed: remap call -> edge bundle committed | {prog:.1f} ms "
+                 f"| programmed: remap call -> edge's last bundle committed | {prog:.1f} ms "
                  f"| {', '.join(f'{x:.1f}' for x in r['programmed_ms'])} |",
                  f"| lost attempts (new connections timed out in the switch-over) | {median(r['lost_attempts']):g} "
                  f"({lost} in all) | {', '.join(str(x) for x in r['lost_attempts'])} |",
