@@ -229,7 +229,9 @@ class VpcflowApp(AppBase):
     def sync(self, dpid, phased=None):
         """Bring one bridge to its desired flows. Runs again if asked while running (in one
         bundle if any of the askers wanted one). phased: apply a runtime change make-before-break
-        (_apply_diff), calling phased() between the two bundles."""
+        (_apply_diff), calling phased(new) between the two bundles. The second is prepared
+        before that call, so that only its commit waits: a call that outlasts Open vSwitch's
+        bundle idle timeout (10 s) fails the sync, leaving the first bundle's flows in place."""
         if dpid in self.sync_running:
             self.sync_again[dpid] = self.sync_again.get(dpid, phased) and phased
             return
@@ -289,8 +291,8 @@ class VpcflowApp(AppBase):
     def _apply_diff(self, dp, d, ports, phased=None):
         """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
         new to the bridge (a remap's: the edge accepting the new holder's answers, the old
-        holder's records), then, once phased(whether there were any) returns, the changes of installed flows (where
-        the traffic goes) and the deletes. Open vSwitch revalidates its datapath flows after a
+        holder's records), then, once phased(whether there were any) returns, the changes of
+        installed flows (where the traffic goes) and the deletes. Open vSwitch revalidates its datapath flows after a
         commit, asynchronously: in one bundle, a datapath flow made before it (one that dropped
         the new holder's late packets while it held no address) can still drop the first answers
         the change sends its way; with the new matches committed first, the revalidators have
