@@ -213,15 +213,15 @@ class VpcflowApp(AppBase):
         bundle and leaves a refused one out, so a bundle is committed only once every add was
         accepted."""
         bundle_id = dp.xid & 0xFFFFFFFF
-        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST, BUNDLE_FLAGS, [])],
+        errors = self._exchange(dp, [_bundle_ctrl(dp, bundle_id, ofp.ONF_BCT_OPEN_REQUEST)],
                                 (bundle_id, BUNDLE_FLAGS, msgs))
         if errors:
-            self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST, BUNDLE_FLAGS, [])])
+            self._exchange(dp, [_bundle_ctrl(dp, bundle_id, ofp.ONF_BCT_DISCARD_REQUEST)])
             raise RequestFailed(f"switch refused {len(errors)} of {len(msgs)} flow-mods: " + _describe(errors[0]))
         return bundle_id
 
     def commit(self, dp, bundle_id: int):
-        errors = self._exchange(dp, [parser.ONFBundleCtrlMsg(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, BUNDLE_FLAGS, [])])
+        errors = self._exchange(dp, [_bundle_ctrl(dp, bundle_id, ofp.ONF_BCT_COMMIT_REQUEST)])
         if errors:
             raise RequestFailed("switch refused the bundle commit: " + _describe(errors[0]))
 
@@ -587,6 +587,10 @@ class InstalledCache:
     def as_installed(self):
         # the match is the flow itself: _switch_match encodes it only for a delete
         return [Installed(k, f.cookie, f, render.desired_content(f, self.ports)) for k, f in self.desired.items()]
+
+
+def _bundle_ctrl(dp, bundle_id: int, kind: int):
+    return parser.ONFBundleCtrlMsg(dp, bundle_id, kind, BUNDLE_FLAGS, [])
 
 
 def _go_on(new: bool):
