@@ -175,3 +175,29 @@ def test_an_index_and_its_compiles_go_when_the_model_does(dep):
     gone = [weakref.ref(ix), weakref.ref(compiled), weakref.ref(nxt), weakref.ref(later)]
     del ix, compiled, nxt, later
     assert [r() for r in gone] == [None] * 4
+
+
+def test_an_elastic_ip_remap_through_a_derived_index(dep):
+    """An elastic IP remapped to another interface with its connections followed (the old holder
+    drains), then the drain ends: each step derived, only the holders' switches and the edge
+    recompiled, each switch as from a fresh Index."""
+    from vpcflow.flows.follow import ElasticFollow
+
+    eip = dep.elastic_ips[0]
+    target = next(i.name for i in dep.interfaces.values() if i.network == dep.interfaces[eip.interface].network
+                  and i.name != eip.interface and i.attach_to)
+    remapped = dataclasses.replace(dep, elastic_ips=(dataclasses.replace(eip, interface=target),) + dep.elastic_ips[1:])
+    draining = (ElasticFollow("r1", str(eip.ip), eip.interface),)
+    ix = Index(dep)
+    compiled = Compiled(ix)
+    for name in dep.switches:
+        compiled.switch(name)
+    holders = {dep.instances[dep.interfaces[n].attach_to].switch for n in (eip.interface, target)}
+    for model, follows in ((remapped, draining), (remapped, ())):
+        ix = next_index(ix, model, follows)
+        assert getattr(ix, "change", None) is not None
+        compiled, changed = compiled.update(ix)
+        assert changed is not None and holders | {"edge1"} <= changed < set(model.switches)
+        fresh = Index(model, follows)
+        for name in model.switches:
+            assert same(compiled.switch(name), compile_switch(fresh, name)), name

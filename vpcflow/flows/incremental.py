@@ -5,8 +5,9 @@ What a host switch's flows are made of (flows/*.py) is, besides the switch itsel
   every endpoint of each (interface, address, switch, port, binding);
 - the security groups of those endpoints' interfaces, and the groups their rules name, with
   the addresses of each group's members (rules, conjunctions, the ARP responder's reach);
-- what every switch reads: the switches (prefixes), authorizations, NAT, elastic IPs and the
-  draining elastic-IP remaps.
+- what every switch reads: the switches (prefixes), authorizations, NAT and which addresses the
+  elastic IPs are; an elastic IP remapped (or its drain ending) concerns the switches of its old
+  and new holders and the edge only.
 An edge reads every endpoint. A switch is recompiled when one of its inputs differs between
 the two models (compared by value: objects a change did not touch are the same objects, which
 compare at once); the others keep their compiled flows.
@@ -84,12 +85,15 @@ def next_index(old: Optional[Index], dep: Deployment, follows=()) -> Index:
     if old is None:
         return Index(dep, follows)
     o = old.dep
-    if (o.switches != dep.switches or o.authorizations != dep.authorizations or o.nat != dep.nat
-            or o.elastic_ips != dep.elastic_ips):
+    holders = eip_holders_changed(o, old.elastic_follows, dep, [f for f in follows if f.kind == "elastic_ip"])
+    if o.switches != dep.switches or o.authorizations != dep.authorizations or o.nat != dep.nat or holders is None:
         return Index(dep, follows)
     change = change_between(o, dep)
-    if change.instances or change.networks or [f for f in follows if f.kind == "elastic_ip"] != old.elastic_follows:
+    if change.instances or change.networks:
         return Index(dep, follows)
+    # an elastic IP's old and new holders count as changed: their switches' NAT flows and the
+    # edge's runs keyed by them are made again
+    change = dataclasses.replace(change, interfaces=change.interfaces | holders)
     new = Index.derived(old, dep, follows, change.interfaces)
     new.change = (old, change)
     carry_over(old, new, change)
@@ -103,9 +107,12 @@ def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
     if _shared_inputs(old) != _shared_inputs(new):
         return None
     o, n = old.dep, new.dep
+    holders = eip_holders_changed(o, old.elastic_follows, n, new.elastic_follows)
+    if holders is None:
+        return None
     known = getattr(new, "change", None)
     change = known[1] if known is not None and known[0] is old else change_between(o, n)
-    interfaces, instances = set(change.interfaces), set(change.instances)
+    interfaces, instances = set(change.interfaces) | holders, set(change.instances)
     networks, groups = set(change.networks), set(change.groups)
     if instances:  # the interfaces attached to them moved with them
         interfaces |= {i.name for dep in (o, n) for i in dep.interfaces.values() if i.attach_to in instances}
@@ -134,7 +141,18 @@ def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
 
 def _shared_inputs(ix: Index):
     dep = ix.dep
-    return (dep.switches, dep.authorizations, dep.nat, dep.elastic_ips, tuple(ix.elastic_follows))
+    return (dep.switches, dep.authorizations, dep.nat)
+
+
+def eip_holders_changed(o: Deployment, o_follows, n: Deployment, n_follows) -> Optional[Set[str]]:
+    """The interfaces whose holding of an elastic IP changed between two models (a remap moved
+    one, or a remap's drain began or ended: its old holder), or None where the elastic IPs
+    themselves differ (every switch reads which addresses they are)."""
+    if [e.ip for e in o.elastic_ips] != [e.ip for e in n.elastic_ips]:
+        return None
+    names = {e.interface for a, b in zip(o.elastic_ips, n.elastic_ips) if a != b for e in (a, b)}
+    names |= {f.old_interface for f in set(o_follows) ^ set(n_follows)}
+    return names
 
 
 _MISSING = object()

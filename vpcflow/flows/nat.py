@@ -387,9 +387,10 @@ def edge_flows(ix: Index, sw: Switch):
     placed = frozenset({b.owner for b, _ in plan.blocks if b.owner not in switches} | {f.interface for f, _ in plan.forwards})
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
     for e, ep in plan.eips:
-        # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge)
-        yield ix.cached(("nat:edge", sw.name, eip_name(e), frozenset({e.interface})),
-                        lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+        # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
+        # its holder and the old holders its remaps still drain from decide it
+        held = frozenset({e.interface} | {f.old_interface for f in ix.elastic_follows if f.ip == str(e.ip)})
+        yield ix.cached(("nat:edge", sw.name, eip_name(e), held), lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
 
 
 def _edge_static(plan: Plan, sw: Switch):
