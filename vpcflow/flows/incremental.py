@@ -91,12 +91,9 @@ def next_index(old: Optional[Index], dep: Deployment, follows=()) -> Index:
     change = change_between(o, dep)
     if change.instances or change.networks:
         return Index(dep, follows)
-    # an elastic IP's old and new holders count as changed: their switches' NAT flows and the
-    # edge's runs keyed by them are made again
-    change = dataclasses.replace(change, interfaces=change.interfaces | holders)
     new = Index.derived(old, dep, follows, change.interfaces)
     new.change = (old, change)
-    carry_over(old, new, change)
+    carry_over(old, new, change, holders)
     return new
 
 
@@ -112,7 +109,7 @@ def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
         return None
     known = getattr(new, "change", None)
     change = known[1] if known is not None and known[0] is old else change_between(o, n)
-    interfaces, instances = set(change.interfaces) | holders, set(change.instances)
+    interfaces, instances = set(change.interfaces), set(change.instances)
     networks, groups = set(change.networks), set(change.groups)
     if instances:  # the interfaces attached to them moved with them
         interfaces |= {i.name for dep in (o, n) for i in dep.interfaces.values() if i.attach_to in instances}
@@ -125,8 +122,10 @@ def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
     bindings = _bindings(old) ^ _bindings(new)  # endpoints of draining remaps
     networks |= {network for network, _ in bindings}
     changed = set()
-    if networks:
-        changed |= {sw.name for sw in new.edges}  # an edge reads every endpoint
+    if networks or holders:
+        changed |= {sw.name for sw in new.edges}  # an edge reads every endpoint and elastic IP
+    # an elastic IP's holder is read by its own switch's NAT flows alone (flows/nat.py)
+    changed |= {ep.switch.name for name in holders for ix in (old, new) for ep in ix.by_interface.get(name, ())}
     for ix in (old, new):
         # a group's rules are read by the switches of every network with an interface in it or
         # in a group whose rules name it (the ARP responder, the conjunctions)
@@ -207,11 +206,12 @@ def _partners(ix: Index) -> Dict[str, Set[str]]:
 
 # --- carrying the old Index's work over ------------------------------------------------------------
 
-def carry_over(old: Index, new: Index, change: Change):
+def carry_over(old: Index, new: Index, change: Change, holders=frozenset()):
     """Put into new's cache what old computed and the change cannot have changed: the Shared runs
     of untouched networks and classes, and the look-ups behind them. What each cached value
     depends on is said by its key (see the modules that make them); a kind not named here is
-    never carried, only made again."""
+    never carried, only made again. holders: interfaces whose holding of an elastic IP changed:
+    the NAT plan is made again (the edge's runs of a remapped elastic IP have new keys)."""
     o, n = old.dep, new.dep
     names = change.interfaces | {ep.interface.name for ep in old.old_bindings + new.old_bindings}
     moved = [ep for name in names for ix in (old, new) for ep in ix.by_interface.get(name, ())]
@@ -232,7 +232,7 @@ def carry_over(old: Index, new: Index, change: Change):
         if rule is not None and rule(key, touched):
             cache[key] = value
     arp.carry_classes(old, new, names, change.groups)
-    nat.carry_plan(old, new, names)
+    nat.carry_plan(old, new, names | holders)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +290,7 @@ def _authz_class(key, t: _Touched):
 
 def _nat_edge(key, t: _Touched):
     # (edge, object, the interfaces whose place decides it)
+    # (a remap changes its elastic IP's key itself: who holds it is in key[3])
     return not key[3] & t.names
 
 
