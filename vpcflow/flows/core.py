@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 from typing import Optional, Tuple, Union
 
 from vpcflow.flows import cookies
@@ -260,6 +261,9 @@ def ct_flags(text: str):
 SPECIAL_PORTS = ("IN_PORT", "LOCAL", "CONTROLLER", "NORMAL")
 
 
+_FIELD_NAMES = frozenset(FIELDS)
+_first = operator.itemgetter(0)
+
 _FLOW_FIELDS = ("table", "priority", "match", "actions", "feature", "obj", "idle_timeout", "hard_timeout")
 
 
@@ -278,9 +282,8 @@ class Flow:
 
     def __init__(self, table: str, priority: int, match: Tuple[MatchItem, ...], actions: Tuple[Action, ...],
                  feature: str, obj: str, idle_timeout: int = 0, hard_timeout: int = 0):
-        for name, _ in match:
-            if name not in FIELDS:
-                raise ValueError(f"unknown field {name!r}")
+        if not _FIELD_NAMES.issuperset(map(_first, match)):  # in C: this runs for every compiled flow
+            raise ValueError(f"unknown field {next(n for n, _ in match if n not in FIELDS)!r}")
         self.table = table
         self.priority = priority
         self.match = match

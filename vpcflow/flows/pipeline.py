@@ -23,6 +23,7 @@ Conntrack zones: 1..65535 are interfaces' zones (index.Index.zones); zone 0 is t
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Dict, FrozenSet, Tuple
 
 from vpcflow.flows.core import Ct, Flow, Goto
@@ -157,6 +158,10 @@ def table_id(name: str) -> int:
     return _NAMES[name].id
 
 
+_first = operator.itemgetter(0)
+_GOING = (Goto, Ct)  # the actions that name a next table
+
+
 class PipelineError(ValueError):
     pass
 
@@ -167,12 +172,11 @@ def verify(f: Flow) -> None:
     if t is None:
         raise PipelineError(f"flow for unknown table {f.table!r}")
     allowed = t.matches
-    for name, _ in f.match:  # a loop, not a set difference: this runs for every compiled flow
-        if name not in allowed:
-            extra = {name for name, _ in f.match} - allowed
-            raise PipelineError(f"table {t.name} may not match {sorted(extra)}: {f}")
+    if not allowed.issuperset(map(_first, f.match)):  # in C: this runs for every compiled flow
+        extra = {name for name, _ in f.match} - allowed
+        raise PipelineError(f"table {t.name} may not match {sorted(extra)}: {f}")
     for a in f.actions:
-        if not isinstance(a, (Goto, Ct)) or a.table is None:
+        if a.__class__ not in _GOING or a.table is None:
             continue
         target = a.table
         if target not in t.next_tables:
