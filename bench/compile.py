@@ -15,6 +15,7 @@ import yaml
 from bench import generate
 from bench.util import median, now, peak_rss, profile, rss, worker_main
 from vpcflow.flows.compiler import Options, compile_switch
+from vpcflow.flows.follow import ElasticFollow
 from vpcflow.flows.incremental import Compiled, next_index
 from vpcflow.flows.index import Index
 from vpcflow.flows.portmask import range_to_masks
@@ -80,7 +81,7 @@ def _with_rule(dep, group, direction, index, **changes):
 
 
 def _changes(dep, data):
-    """(what, new deployment, changed file data, tenant concerned, hosts concerned)."""
+    """(what, new deployment, draining remaps, changed file data, tenant concerned, hosts concerned)."""
     racks = sum(1 for n in dep.instances if n.startswith("spare"))
     spare = f"spare{racks - 1}"
     moved = generate.iface_name(1)  # network n0, rack 0
@@ -91,12 +92,24 @@ def _changes(dep, data):
         **data["security_groups"][group],
         "ingress": [{**data["security_groups"][group]["ingress"][0], "ports": "80-81"}]
         + data["security_groups"][group]["ingress"][1:]}}}
+    # an elastic IP remapped to another interface of its network, its connections followed (the
+    # old holder drains): what `vpcflow remap --follow` does
+    eip = dep.elastic_ips[0]
+    holder = dep.interfaces[eip.interface]
+    target = next(i.name for i in dep.interfaces.values()
+                  if i.network == holder.network and i.attach_to and i.name != holder.name
+                  and dep.instances[i.attach_to].switch != dep.instances[holder.attach_to].switch)
+    holders = [dep.instances[dep.interfaces[n].attach_to].switch for n in (eip.interface, target)]
+    remap_data = {**data, "elastic_ips": [{**data["elastic_ips"][0], "interface": target}] + data["elastic_ips"][1:]}
+    remapped = dataclasses.replace(dep, elastic_ips=(dataclasses.replace(eip, interface=target),) + dep.elastic_ips[1:])
     return [
         (f"interface move ({moved}: {old_host} -> {dep.instances[spare].switch})",
-         _with_interface(dep, moved, attach_to=spare), move_data, "t0",
+         _with_interface(dep, moved, attach_to=spare), (), move_data, "t0",
          {old_host, dep.instances[spare].switch}),
         (f"security-group rule edit ({group} ingress[0]: tcp 80 -> 80-81)",
-         _with_rule(dep, group, "ingress", 0, ports=PortRange(80, 81)), rule_data, "t0", set()),
+         _with_rule(dep, group, "ingress", 0, ports=PortRange(80, 81)), (), rule_data, "t0", set()),
+        (f"elastic-IP remap, followed ({eip.ip}: {eip.interface} on {holders[0]} -> {target} on {holders[1]})",
+         remapped, (ElasticFollow("bench", str(eip.ip), eip.interface),), remap_data, "t0", set(holders)),
     ]
 
 
@@ -121,12 +134,12 @@ def job_incremental(size: str, runs: int, others: int, budget: float) -> dict:
     old_ix = Index(dep)
     old = {}
     results = []
-    for what, new_dep, new_data, tenant, named in _changes(dep, data):
+    for what, new_dep, follows, new_data, tenant, named in _changes(dep, data):
         t = now()
         parse(new_data)
         validate = now() - t
         t = now()
-        new_ix = Index(new_dep)
+        new_ix = Index(new_dep, follows)
         index_time = now() - t
         changed, seconds, added, removed = [], index_time, 0, 0
         candidates = _candidates(dep, tenant, named)
@@ -148,7 +161,7 @@ def job_incremental(size: str, runs: int, others: int, budget: float) -> dict:
                 removed += len(before - after)
 
         def recompile(names):
-            ix = Index(new_dep)
+            ix = Index(new_dep, follows)
             for name in names:
                 compile_switch(ix, name)
         times = [seconds]
@@ -156,18 +169,18 @@ def job_incremental(size: str, runs: int, others: int, budget: float) -> dict:
             t = now()
             recompile(changed)
             times.append(now() - t)
-        module = _through_incremental(old_ix, old, new_dep, changed, max(runs, 3))
+        module = _through_incremental(old_ix, old, new_dep, follows, changed, max(runs, 3))
         results.append({"module": module, "what": what, "validate": validate, "times": times, "index": index_time,
                         "changed": changed, "examined": len(examined), "sampled_others": len(sample),
                         "others_changed": [s for s in changed if s in sample],
                         "flows_added": added, "flows_removed": removed,
                         "switch_flows": sum(_count(old[n]) for n in changed)})
     # the last change once more, as the controller runs it, under the profiler
-    results[-1].update(profile=profile(lambda: _through_incremental(old_ix, old, new_dep, changed, 1)))
+    results[-1].update(profile=profile(lambda: _through_incremental(old_ix, old, new_dep, follows, changed, 1)))
     return {"switches_total": len(dep.switches), "changes": results}
 
 
-def _through_incremental(old_ix, old_flows, new_dep, changed, runs: int) -> dict:
+def _through_incremental(old_ix, old_flows, new_dep, follows, changed, runs: int) -> dict:
     """The same change as the controller runs it (state._install): the next Index derived from
     the one in force (incremental.next_index, which carries over what the change did not touch),
     the switches it finds changed, recompiled; the others keep their flows. `before` is not
@@ -176,7 +189,7 @@ def _through_incremental(old_ix, old_flows, new_dep, changed, runs: int) -> dict
     times, found = [], []
     for _ in range(runs):
         t = now()
-        after, flagged = before.update(next_index(old_ix, new_dep))
+        after, flagged = before.update(next_index(old_ix, new_dep, follows))
         found.append(now() - t)
         flagged = set(new_dep.switches) if flagged is None else flagged
         for name in flagged:

@@ -147,8 +147,9 @@ class Report:
                     self.headline(f"{c['what'].split(' (')[0]}, {size}", _s(t), f"validate {_s(c['validate'])}",
                                   f"{t / c['validate']:.2f}", "< 20 ms", t < 0.02)
                 profiles.append((size, c))
-        self.add("", "One remap (an elastic IP moved to another interface, end to end through the controller "
-                     "and the switches): section 6.", "")
+        self.add("", "The remap here is the compile's share (its old holder drains: both holders' switches "
+                     "and the edge change); the same remap end to end, through the controller and the "
+                     "switches to the first connection answered: section 6.", "")
         for size, seconds in getattr(self, "compile_seconds", {}).items():
             if size in inc:
                 yaml_read = self.yaml_read.get(size)
