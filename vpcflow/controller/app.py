@@ -229,9 +229,10 @@ class VpcflowApp(AppBase):
     def sync(self, dpid, phased=None):
         """Bring one bridge to its desired flows. Runs again if asked while running (in one
         bundle if any of the askers wanted one). phased: apply a runtime change make-before-break
-        (_apply_diff), calling phased(new) between the two bundles. The second is prepared
-        before that call, so that only its commit waits: a call that outlasts Open vSwitch's
-        bundle idle timeout (10 s) fails the sync, leaving the first bundle's flows in place."""
+        (_apply_diff), calling phased(new) once the first bundle is committed; what it returns
+        (None, or a function) is called once the second bundle is prepared, and only its commit
+        waits for that: a wait that outlasts Open vSwitch's bundle idle timeout (10 s) fails the
+        sync, leaving the first bundle's flows in place."""
         if dpid in self.sync_running:
             self.sync_again[dpid] = self.sync_again.get(dpid, phased) and phased
             return
@@ -291,9 +292,9 @@ class VpcflowApp(AppBase):
     def _apply_diff(self, dp, d, ports, phased=None):
         """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
         new to the bridge (a remap's: the edge accepting the new holder's answers, the old
-        holder's records), then, once phased(whether there were any) returns, the changes of
-        installed flows (where the traffic goes) and the deletes. Open vSwitch revalidates its datapath flows after a
-        commit, asynchronously: in one bundle, a datapath flow made before it (one that dropped
+        holder's records), then, once what phased(whether there were any) returned has returned
+        in turn, the changes of installed flows (where the traffic goes) and the deletes. Open
+        vSwitch revalidates its datapath flows after a commit, asynchronously: in one bundle, a datapath flow made before it (one that dropped
         the new holder's late packets while it held no address) can still drop the first answers
         the change sends its way; with the new matches committed first, the revalidators have
         caught up by the time traffic moves."""
@@ -305,9 +306,11 @@ class VpcflowApp(AppBase):
             new = [render.flow_mod(f, ports) for f in d.new]
             if new:
                 self.apply(dp, new)
+            wait = phased(bool(new))  # what waits for the new matches starts now, the rest overlaps it
             changes = deletes + [render.flow_mod(f, ports) for f in d.changes()]
             prepared = self.prepare(dp, changes) if changes else None
-            phased(bool(new))  # only the commit is left to wait for
+            if wait is not None:
+                wait()  # only the commit is left to wait for
             if prepared is not None:
                 self.commit(dp, prepared)
             return
@@ -345,6 +348,8 @@ class VpcflowApp(AppBase):
         dpids = list(self.datapaths)
         is_edge = {dpid: self.ctl.deployment.switches[self.ctl.locate(dpid)[0]].role == EDGE
                    for dpid in dpids if self.ctl.locate(dpid)}
+        # integration bridges first: an underlay bridge's flows do not change with a runtime change
+        dpids.sort(key=lambda d: (self.ctl.locate(d) or ("", ""))[1] != pipeline.INTEGRATION)
         hosts = [d for d in dpids if not is_edge.get(d, False)]
         edges = [d for d in dpids if is_edge.get(d, False)]
         if not phased:
@@ -355,11 +360,14 @@ class VpcflowApp(AppBase):
 
         def edge_sync(dpid, added):
             def between(new: bool):
-                added.set()
                 revalidated = hub.spawn(self.revalidated, dpid) if new else None
-                hosts_done.wait()
-                if revalidated is not None:
-                    revalidated.wait()
+                added.set()
+
+                def wait():
+                    hosts_done.wait()
+                    if revalidated is not None:
+                        revalidated.wait()
+                return wait
 
             try:
                 self.sync(dpid, between)
@@ -594,7 +602,8 @@ def _bundle_ctrl(dp, bundle_id: int, kind: int):
 
 
 def _go_on(new: bool):
-    """A host's phased sync: its changes follow its new matches at once."""
+    """A host's phased sync: its changes follow its new matches at once (nothing to wait for)."""
+    return None
 
 
 def _switch_match(match, ports):
