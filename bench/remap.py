@@ -20,8 +20,12 @@ completed). Since the controller applies a runtime change make-before-break (app
 _apply_diff): the edge first commits the flow that accepts the new holder's host, then the hosts
 sync while the edge's revalidators (which it waits for, where its control socket is known:
 revalidator/wait) bring that datapath flow up to date, and only then does the edge move the
-traffic. The wait is one full revalidation round of the edge's datapath flows, and those grow
-with the prober's connections (idle ones go after 10 s): later runs take longer.
+traffic. The wait lasts until a revalidation round that began after that commit has ended (a
+round takes the tables as they were when it began, and with the prober's connections recorded by
+learn one is nearly always in progress: the rest of that one, then a whole one; with the rest
+only, the first attempt after the switch-over was still lost now and then). A round goes through
+every datapath flow of the edge, and those grow with the prober's connections (idle ones go
+after 10 s): later runs take longer.
 
 Baseline (same run): the time the same prober takes to get an answer when nothing changes (its
 connection set-up plus the interval: what a client would see anyway). Added RTT: the followed

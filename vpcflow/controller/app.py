@@ -384,13 +384,22 @@ class VpcflowApp(AppBase):
 
     def revalidated(self, dpid):
         """Wait until the switch's revalidators have been through all its datapath flows once
-        since now (`ovs-appctl revalidator/wait`), where its control socket is known."""
+        since now, where its control socket is known.
+
+        `revalidator/wait` answers at the end of the round in progress, and a round takes the
+        flow tables' version once, when it begins: the flows it went through before a commit
+        are not looked at again in it. An edge that records connections (learn) changes its
+        tables with nearly every new connection, so a round is nearly always in progress: one
+        wait let the remap's first connection meet a datapath flow that still dropped the new
+        holder's answers (traced: the SYN-ACK dropped at the edge, the client's attempt lost).
+        The second wait, asked once the first is answered, ends with a round that began after it."""
         name, bridge = self.ctl.locate(dpid)
         target = self.appctl_targets.get(name)
         if target is None or bridge != pipeline.INTEGRATION:
             return
         try:
-            unixctl.call(target, "revalidator/wait")
+            for _ in range(2):
+                unixctl.call(target, "revalidator/wait")
         except unixctl.UnixctlError as e:
             LOG.warning("switch %s: waiting for its revalidators failed: %s", name, e)
 
