@@ -194,9 +194,13 @@ def test_an_elastic_ip_remap_through_a_derived_index(dep):
     for name in dep.switches:
         compiled.switch(name)
     old_host, new_host = (dep.instances[dep.interfaces[n].attach_to].switch for n in (eip.interface, target))
-    # the remap concerns both holders' switches; the drain's end the old holder's alone
+    back = (ElasticFollow("r2", str(eip.ip), target),)
+    # the remap concerns both holders' switches; the drain's end the old holder's alone; then the
+    # address goes back to its first holder (the same two holders as the first remap's drain,
+    # the other way round: nothing of that drain may be taken for it)
     for model, follows, expected in ((remapped, draining, {old_host, new_host, "edge1"}),
-                                     (remapped, (), {old_host, "edge1"})):
+                                     (remapped, (), {old_host, "edge1"}),
+                                     (dep, back, {old_host, new_host, "edge1"})):
         ix = next_index(ix, model, follows)
         assert getattr(ix, "change", None) is not None
         compiled, changed = compiled.update(ix)

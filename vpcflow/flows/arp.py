@@ -72,17 +72,31 @@ class _Classes:
     def __init__(self, ix: Index):
         self.of_endpoint: Dict[Tuple[str, str], tuple] = {}
         self.example = {}
+        self.count: Dict[tuple, int] = {}  # endpoints per class: a change then knows, without a
+        # pass over every endpoint, whether the set of classes changed
         reasons = {}  # (network, groups) -> (its class key, or None where the address decides)
         for ep in ix.endpoints:
             reason = (ep.network.name, ep.interface.security_groups)
             if reason not in reasons:
                 key = _class_key(ix, ep)
                 reasons[reason] = key if len(key) == 3 else None
-            key = reasons[reason] or _class_key(ix, ep)
-            self.of_endpoint[(ep.interface.name, ep.ip_text)] = key
-            self.example.setdefault(key, ep)
+            self._add(ep, reasons[reason] or _class_key(ix, ep))
         self.ids = stable_ids(self.example)
         self._by_network = None
+
+    def _add(self, ep, key):
+        self.of_endpoint[(ep.interface.name, ep.ip_text)] = key
+        self.example.setdefault(key, ep)
+        self.count[key] = self.count.get(key, 0) + 1
+
+    def _drop(self, key):
+        """One endpoint less in class key (None: the endpoint had no class)."""
+        if key is None:
+            return
+        if self.count[key] == 1:
+            del self.count[key]
+        else:
+            self.count[key] -= 1
 
     def of_network(self, network: str):
         """The class keys of a network's askers."""
@@ -98,30 +112,28 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     interfaces are classed again, and, where rules changed, those of the networks where a
     changed group has members. Where the set of classes changes, the ids are made again and a
     carried run whose class id changed is dropped."""
-    prev = old._cache.get("arp_classes")
+    prev = old.of_kind("arp_classes").get("arp_classes")
     if prev is None:
         return
     c = _Classes.__new__(_Classes)
     c.of_endpoint, c.example, c._by_network = dict(prev.of_endpoint), dict(prev.example), None
+    c.count = prev.count.copy()
     again = [ep for name in interfaces for ep in new.by_interface.get(name, ())] + new.old_bindings
     for ep in [ep for name in interfaces for ep in old.by_interface.get(name, ())] + old.old_bindings:
-        c.of_endpoint.pop((ep.interface.name, ep.ip_text), None)
+        c._drop(c.of_endpoint.pop((ep.interface.name, ep.ip_text), None))
     if changed_groups:
         networks = {ep.network.name for g in changed_groups for ix in (old, new) for ep in ix.members(g)}
         again += [ep for net in networks for ep in new.by_network.get(net, ())]
     for ep in again:
-        key = c.of_endpoint[(ep.interface.name, ep.ip_text)] = _class_key(new, ep)
-        c.example.setdefault(key, ep)
-    keys = set(c.of_endpoint.values())
-    if keys == prev.ids.keys():
+        c._drop(c.of_endpoint.get((ep.interface.name, ep.ip_text)))
+        c._add(ep, _class_key(new, ep))
+    if c.count.keys() == prev.ids.keys():
         c.ids = prev.ids
     else:
-        c.example = {k: ep for k, ep in c.example.items() if k in keys}
-        c.ids = stable_ids(keys)
-        for key in [k for k in new._cache if isinstance(k, tuple) and k[0] == "arp_class"]:
-            if c.ids.get(key[1]) != prev.ids.get(key[1]):
-                del new._cache[key]
-    new._cache["arp_classes"] = c
+        c.example = {k: ep for k, ep in c.example.items() if k in c.count}
+        c.ids = stable_ids(c.count)
+        new.forget("arp_class", [k for k in new.of_kind("arp_class") if c.ids.get(k[1]) != prev.ids.get(k[1])])
+    new.keep("arp_classes", c)
 
 
 def _classes(ix: Index) -> _Classes:

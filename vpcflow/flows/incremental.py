@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, FrozenSet, Optional, Set, Tuple
 
-from vpcflow.flows import arp, nat
+from vpcflow.flows import arp
 from vpcflow.flows.compiler import Options, SwitchFlows, compile_switch
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import Deployment
@@ -85,15 +85,17 @@ def next_index(old: Optional[Index], dep: Deployment, follows=()) -> Index:
     if old is None:
         return Index(dep, follows)
     o = old.dep
-    holders = eip_holders_changed(o, old.elastic_follows, dep, [f for f in follows if f.kind == "elastic_ip"])
-    if o.switches != dep.switches or o.authorizations != dep.authorizations or o.nat != dep.nat or holders is None:
+    # a remap (an elastic IP's holder) is read by the NAT plan alone, which is never carried over
+    remaps = [f for f in follows if f.kind == "elastic_ip"]
+    if (o.switches != dep.switches or o.authorizations != dep.authorizations or o.nat != dep.nat
+            or eip_holders_changed(o, old.elastic_follows, dep, remaps) is None):
         return Index(dep, follows)
     change = change_between(o, dep)
     if change.instances or change.networks:
         return Index(dep, follows)
     new = Index.derived(old, dep, follows, change.interfaces)
     new.change = (old, change)
-    carry_over(old, new, change, holders)
+    carry_over(old, new, change)
     return new
 
 
@@ -206,12 +208,11 @@ def _partners(ix: Index) -> Dict[str, Set[str]]:
 
 # --- carrying the old Index's work over ------------------------------------------------------------
 
-def carry_over(old: Index, new: Index, change: Change, holders=frozenset()):
+def carry_over(old: Index, new: Index, change: Change):
     """Put into new's cache what old computed and the change cannot have changed: the Shared runs
     of untouched networks and classes, and the look-ups behind them. What each cached value
     depends on is said by its key (see the modules that make them); a kind not named here is
-    never carried, only made again. holders: interfaces whose holding of an elastic IP changed:
-    the NAT plan is made again (the edge's runs of a remapped elastic IP have new keys)."""
+    never carried, only made again (the NAT plan among them: it costs a few thousand look-ups)."""
     o, n = old.dep, new.dep
     names = change.interfaces | {ep.interface.name for ep in old.old_bindings + new.old_bindings}
     moved = [ep for name in names for ix in (old, new) for ep in ix.by_interface.get(name, ())]
@@ -226,13 +227,18 @@ def carry_over(old: Index, new: Index, change: Change, holders=frozenset()):
         o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
         and o.interfaces[name].security_groups == n.interfaces[name].security_groups for name in change.interfaces)
     touched = _Touched(names, networks, switches, rules_same, membership, same_classes, old)
-    carry, cache = _CARRY.get, new._cache
-    for key, value in old._cache.items():
-        rule = carry(key[0] if key.__class__ is tuple else key)
-        if rule is not None and rule(key, touched):
-            cache[key] = value
+    # kind by kind: a whole kind is copied without hashing its keys again (tens of thousands of
+    # tuples at 100k interfaces), and only the keys a rule drops are hashed
+    for kind, values in old._by_kind.items():
+        rule = _CARRY.get(kind)
+        if rule is None or (rule in _WHOLE_KIND and not rule(None, touched)):
+            continue
+        kept = values.copy()
+        if rule not in _WHOLE_KIND:
+            for key in [key for key in values if not rule(key, touched)]:
+                del kept[key]
+        new.keep_kind(kind, kept)
     arp.carry_classes(old, new, names, change.groups)
-    nat.carry_plan(old, new, names | holders)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +302,9 @@ def _nat_edge(key, t: _Touched):
 
 def _always(key, t: _Touched):
     return True
+
+
+_WHOLE_KIND = (_rules_same, _same_classes, _always)  # rules that do not read the key
 
 
 _CARRY = {

@@ -87,6 +87,7 @@ class Index:
         self._zones: Dict[str, Dict[str, int]] = {}
         self._members = None
         self._cache: Dict[object, object] = {}
+        self._by_kind: Dict[str, Dict[object, object]] = {}  # the same values, by kind
 
     def _follow(self, follows) -> List[Endpoint]:
         """The old bindings of draining interface moves, as endpoints. An elastic IP's old holder
@@ -141,7 +142,7 @@ class Index:
             for g in groups:
                 ix._members[g] = [ep for ep in old._members.get(g, ()) if id(ep) not in gone] + \
                     [ep for ep in added if g in ep.interface.security_groups]
-        ix._cache = {}
+        ix._cache, ix._by_kind = {}, {}
         return ix
 
     @property
@@ -153,12 +154,40 @@ class Index:
 
     def cached(self, key, make):
         """make(), computed once per deployment: what every switch's compile asks again (a
-        network's flows toward its endpoints, a group's addresses, ...)."""
+        network's flows toward its endpoints, a group's addresses, ...). key: a kind (a
+        string), or a tuple whose first item is its kind. The values are also kept by kind:
+        flows/incremental.py carries a runtime change's untouched values over kind by kind."""
         try:
             return self._cache[key]
         except KeyError:
-            value = self._cache[key] = make()
+            value = make()
+            self.keep(key, value)
             return value
+
+    def keep(self, key, value):
+        """Put a value into the cache (made here, or carried over from another Index)."""
+        self._cache[key] = value
+        kind = key[0] if key.__class__ is tuple else key
+        try:
+            self._by_kind[kind][key] = value
+        except KeyError:
+            self._by_kind[kind] = {key: value}
+
+    def keep_kind(self, kind: str, values: Dict[object, object]):
+        """Take over every value of one kind (a dict of the same keys' values, not copied:
+        dict.update reuses its stored hashes, which keys of tuples and addresses make costly)."""
+        self._by_kind[kind] = values
+        self._cache.update(values)
+
+    def of_kind(self, kind: str) -> Dict[object, object]:
+        return self._by_kind.get(kind, {})
+
+    def forget(self, kind: str, keys):
+        """Take these keys of one kind out of the cache."""
+        values = self._by_kind.get(kind, {})
+        for key in keys:
+            self._cache.pop(key, None)
+            values.pop(key, None)
 
     def _add(self, ep: Endpoint):
         self._endpoints.append(ep)

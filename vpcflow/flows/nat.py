@@ -142,10 +142,26 @@ class Source:
     obj: str  # the cookie object: the block or the elastic IP
 
 
+class FirstEndpoints:
+    """interface name -> its first endpoint, read from the Index's by_interface as it is: a view,
+    not a copy (a copy of 100k entries was most of what a runtime change cost the Plan)."""
+
+    __slots__ = ("_by_interface",)
+
+    def __init__(self, by_interface: Dict[str, Tuple[Endpoint, ...]]):
+        self._by_interface = by_interface
+
+    def __contains__(self, name) -> bool:
+        return name in self._by_interface
+
+    def __getitem__(self, name) -> Endpoint:
+        return self._by_interface[name][0]
+
+
 class Plan:
     """Which switch serves which block, forward and elastic IP, for one deployment."""
 
-    def __init__(self, ix: Index, primary: Optional[Dict[str, Endpoint]] = None):
+    def __init__(self, ix: Index):
         dep = ix.dep
         # not the Index itself: the Index caches its Plan, and a cycle would outlive the model
         # (compiled objects are kept out of the cyclic collector's sight, compiler._without_gc)
@@ -153,8 +169,7 @@ class Plan:
         self.nat = dep.nat
         # an interface's primary address (its first), where it is attached now (not the old
         # binding a moved record's drain keeps: that one only finishes the connections it had)
-        self.primary: Dict[str, Endpoint] = (primary if primary is not None else
-                                             {name: eps[0] for name, eps in ix.by_interface.items()})
+        self.primary = FirstEndpoints(ix.by_interface)
         self.blocks: List[Tuple[NatBlock, Switch]] = []
         for b in self.nat.blocks:
             if b.owner in dep.switches:
@@ -226,22 +241,6 @@ class Plan:
     def addresses(self) -> List[IPAddress]:
         """Every public address the edge answers for: the pool and the elastic IPs."""
         return sorted(set(self.nat.public_ips) | {e.ip for e in self.elastic_ips})
-
-
-def carry_plan(old: Index, new: Index, interfaces):
-    """new's Plan from old's (flows/incremental.py): the primary addresses of the changed
-    interfaces looked up again, the rest (blocks, forwards, elastic IPs: a few thousand) made
-    again from them."""
-    prev = old._cache.get("nat:plan")
-    if prev is None:
-        return
-    primary = dict(prev.primary)
-    for name in interfaces:
-        primary.pop(name, None)
-        eps = new.by_interface.get(name)
-        if eps:
-            primary[name] = eps[0]
-    new._cache["nat:plan"] = Plan(new, primary)
 
 
 def nat_plan(ix: Index) -> Plan:
@@ -388,9 +387,12 @@ def edge_flows(ix: Index, sw: Switch):
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
     for e, ep in plan.eips:
         # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
-        # its holder and the old holders its remaps still drain from decide it
-        held = frozenset({e.interface} | {f.old_interface for f in ix.elastic_follows if f.ip == str(e.ip)})
-        yield ix.cached(("nat:edge", sw.name, eip_name(e), held), lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+        # its holder and the remaps still draining from old holders decide it: the key says
+        # which is which (a remap back to an old holder is another run) and names each remap
+        draining = tuple(sorted((f.remap_id, f.old_interface) for f in ix.elastic_follows if f.ip == str(e.ip)))
+        held = frozenset({e.interface} | {old for _, old in draining})
+        yield ix.cached(("nat:edge", sw.name, (eip_name(e), e.interface, draining), held),
+                        lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
 
 
 def _edge_static(plan: Plan, sw: Switch):
