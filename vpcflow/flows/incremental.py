@@ -227,16 +227,17 @@ def carry_over(old: Index, new: Index, change: Change):
         o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
         and o.interfaces[name].security_groups == n.interfaces[name].security_groups for name in change.interfaces)
     touched = _Touched(names, networks, switches, rules_same, membership, same_classes, old)
-    # kind by kind: a whole kind is copied without hashing its keys again (tens of thousands of
-    # tuples at 100k interfaces), and only the keys a rule drops are hashed
+    # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
+    # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
+    # kind in one pass, not through a call per key
     for kind, values in old._by_kind.items():
         rule = _CARRY.get(kind)
-        if rule is None or (rule in _WHOLE_KIND and not rule(None, touched)):
+        dropped = ALL if rule is None else rule(values, touched)
+        if dropped is ALL:
             continue
         kept = values.copy()
-        if rule not in _WHOLE_KIND:
-            for key in [key for key in values if not rule(key, touched)]:
-                del kept[key]
+        for key in dropped:
+            del kept[key]
         new.keep_kind(kind, kept)
     arp.carry_classes(old, new, names, change.groups)
 
@@ -254,65 +255,67 @@ class _Touched:
     old: Index
 
 
-def _untouched_network(key, t: _Touched):
-    return key[1] not in t.networks
+# A rule: (the cached values of one kind, what the change touched) -> the keys that go, or ALL.
+ALL = object()
 
 
-def _untouched_networks(key, t: _Touched):
-    return key[1] not in t.networks and key[2] not in t.networks
+def _by_network(values, t: _Touched):
+    return [key for key in values if key[1] in t.networks]
 
 
-def _untouched_switch(key, t: _Touched):
-    return key[1] not in t.switches
+def _by_networks(values, t: _Touched):
+    return [key for key in values if key[1] in t.networks or key[2] in t.networks]
 
 
-def _arp_class(key, t: _Touched):
-    return t.rules_same and key[1][0] not in t.networks
+def _by_switch(values, t: _Touched):
+    return [key for key in values if key[1] in t.switches]
 
 
-def _arp_network(key, t: _Touched):
-    return t.rules_same and key[1] not in t.networks
+def _arp_class(values, t: _Touched):
+    return ALL if not t.rules_same else [key for key in values if key[1][0] in t.networks]
 
 
-def _rules_same(key, t: _Touched):
-    return t.rules_same
+def _arp_network(values, t: _Touched):
+    return ALL if not t.rules_same else _by_network(values, t)
 
 
-def _same_classes(key, t: _Touched):
-    return t.same_classes
+def _rules_same(values, t: _Touched):
+    return () if t.rules_same else ALL
 
 
-def _members_same(key, t: _Touched):
-    return key[1] not in t.membership
+def _same_classes(values, t: _Touched):
+    return () if t.same_classes else ALL
 
 
-def _authz_class(key, t: _Touched):
+def _members_same(values, t: _Touched):
+    return [key for key in values if key[1] in t.membership]
+
+
+def _authz_class(values, t: _Touched):
     # its rules, the ids of its class and conjunctions, the addresses of the groups it names
     if not t.same_classes:
-        return False
+        return ALL
     groups = t.old.dep.security_groups
-    return not any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)
+    return [key for key in values
+            if any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)]
 
 
-def _nat_edge(key, t: _Touched):
-    # (edge, object, the interfaces whose place decides it)
-    # (a remap changes its elastic IP's key itself: who holds it is in key[3])
-    return not key[3] & t.names
+def _nat_edge(values, t: _Touched):
+    # (edge, object, the interfaces whose place decides it): a remap changes its elastic IP's
+    # key itself (who holds it is in the object)
+    return [key for key in values if key[3] & t.names]
 
 
-def _always(key, t: _Touched):
-    return True
-
-
-_WHOLE_KIND = (_rules_same, _same_classes, _always)  # rules that do not read the key
+def _always(values, t: _Touched):
+    return ()
 
 
 _CARRY = {
-    "follow": _untouched_network, "accepts": _untouched_network, "arp_net": _arp_network,
+    "follow": _by_network, "accepts": _by_network, "arp_net": _arp_network,
     "arp_common": _arp_network,
-    "peers_by_groups": _untouched_network, "edge_accepts": _untouched_network,
-    "routes": _untouched_networks, "reachable": _untouched_networks,
-    "local_networks": _untouched_switch, "local_interfaces": _untouched_switch,
+    "peers_by_groups": _by_network, "edge_accepts": _by_network,
+    "routes": _by_networks, "reachable": _by_networks,
+    "local_networks": _by_switch, "local_interfaces": _by_switch,
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
     "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _rules_same,
     "incremental:naming_groups": _rules_same,

@@ -86,8 +86,7 @@ class Index:
         self.hosts = sorted((s for s in dep.switches.values() if s.role == HOST), key=lambda s: s.name)
         self._zones: Dict[str, Dict[str, int]] = {}
         self._members = None
-        self._cache: Dict[object, object] = {}
-        self._by_kind: Dict[str, Dict[object, object]] = {}  # the same values, by kind
+        self._by_kind: Dict[str, Dict[object, object]] = {}  # the cache, by kind
 
     def _follow(self, follows) -> List[Endpoint]:
         """The old bindings of draining interface moves, as endpoints. An elastic IP's old holder
@@ -142,7 +141,7 @@ class Index:
             for g in groups:
                 ix._members[g] = [ep for ep in old._members.get(g, ()) if id(ep) not in gone] + \
                     [ep for ep in added if g in ep.interface.security_groups]
-        ix._cache, ix._by_kind = {}, {}
+        ix._by_kind = {}
         return ix
 
     @property
@@ -155,29 +154,27 @@ class Index:
     def cached(self, key, make):
         """make(), computed once per deployment: what every switch's compile asks again (a
         network's flows toward its endpoints, a group's addresses, ...). key: a kind (a
-        string), or a tuple whose first item is its kind. The values are also kept by kind:
-        flows/incremental.py carries a runtime change's untouched values over kind by kind."""
+        string), or a tuple whose first item is its kind. The cache is kept by kind:
+        flows/incremental.py carries a runtime change's untouched values over kind by kind,
+        each kind's dict copied as it is (a copy reuses the stored hashes of its keys, which
+        tuples and addresses make costly to compute again)."""
+        kind = key[0] if key.__class__ is tuple else key
+        values = self._by_kind.get(kind)
+        if values is None:
+            values = self._by_kind[kind] = {}
         try:
-            return self._cache[key]
+            return values[key]
         except KeyError:
-            value = make()
-            self.keep(key, value)
+            value = values[key] = make()
             return value
 
     def keep(self, key, value):
         """Put a value into the cache (made here, or carried over from another Index)."""
-        self._cache[key] = value
-        kind = key[0] if key.__class__ is tuple else key
-        try:
-            self._by_kind[kind][key] = value
-        except KeyError:
-            self._by_kind[kind] = {key: value}
+        self._by_kind.setdefault(key[0] if key.__class__ is tuple else key, {})[key] = value
 
     def keep_kind(self, kind: str, values: Dict[object, object]):
-        """Take over every value of one kind (a dict of the same keys' values, not copied:
-        dict.update reuses its stored hashes, which keys of tuples and addresses make costly)."""
+        """Take over every value of one kind (a dict this Index then owns)."""
         self._by_kind[kind] = values
-        self._cache.update(values)
 
     def of_kind(self, kind: str) -> Dict[object, object]:
         return self._by_kind.get(kind, {})
@@ -186,7 +183,6 @@ class Index:
         """Take these keys of one kind out of the cache."""
         values = self._by_kind.get(kind, {})
         for key in keys:
-            self._cache.pop(key, None)
             values.pop(key, None)
 
     def _add(self, ep: Endpoint):
