@@ -94,6 +94,7 @@ Limits
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Dict, List, Optional, Tuple
 
 from netaddr import IPAddress
@@ -120,14 +121,19 @@ ICMP_ERRORS = (3, 11, 12)  # destination unreachable, time exceeded, parameter p
 PORTED = ("tcp", "udp")
 
 
+# The cookie objects of the NAT's parts: asked for each part at every compile of the edge, and
+# netaddr's str() is slow; kept per part (a deployment has a few thousand).
+@functools.lru_cache(maxsize=1 << 15)
 def block_name(b: NatBlock) -> str:
     return f"block:{b.ip}:{b.ports}"
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def forward_name(f: Forward) -> str:
     return f"forward:{f.public_ip}:{f.public_port}/{f.proto}"
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def eip_name(e: ElasticIp) -> str:
     return f"eip:{e.ip}"
 
@@ -181,20 +187,17 @@ class Plan:
         self._eip_of = {ep.interface.name: e for e, ep in self.eips}
         # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
         # the translation of the connections its conntrack knows
-        by_ip = {str(e.ip): e for e in dep.elastic_ips}
+        by_ip = {str(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}
         self.old_eips = [(by_ip[f.ip], self.primary[f.old_interface]) for f in ix.elastic_follows
                          if f.ip in by_ip and f.old_interface in self.primary]
         # looked up per address and per switch by every host's compile: indexed once
         self._block_of: Dict[str, NatBlock] = {}
         for b in self.nat.blocks:
             self._block_of.setdefault(b.owner, b)
-        self._served: Dict[str, set] = {}
+        self._served: Optional[Dict[str, set]] = None  # made when a host first asks (the edge does not)
         self._by_switch: Dict[int, Dict[str, list]] = {}
         self._eip_hosts = None
         self._icmp_senders = None
-        for ip, host in ([(b.ip, host) for b, host in self.blocks] + [(f.public_ip, ep.switch) for f, ep in self.forwards]
-                         + [(e.ip, ep.switch) for e, ep in self.eips + self.old_eips]):
-            self._served.setdefault(host.name, set()).add(ip)
 
     def on_switch(self, pairs, sw: Switch):
         """The (forward or elastic IP, endpoint) pairs of self.forwards or self.eips on one switch."""
@@ -228,6 +231,12 @@ class Plan:
 
     def served(self, sw: Switch) -> List[IPAddress]:
         """Public addresses whose traffic this switch sends and receives."""
+        if self._served is None:
+            self._served = {}
+            for ip, host in ([(b.ip, host) for b, host in self.blocks]
+                             + [(f.public_ip, ep.switch) for f, ep in self.forwards]
+                             + [(e.ip, ep.switch) for e, ep in self.eips + self.old_eips]):
+                self._served.setdefault(host.name, set()).add(ip)
         return sorted(self._served.get(sw.name, ()))
 
     def icmp_senders(self) -> List[Tuple[Switch, IPAddress]]:
