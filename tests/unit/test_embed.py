@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from netaddr import IPAddress, IPNetwork
 
-from vpcflow.topology.model import decode, embed
+from vpcflow.topology.model import decode, embed, embed_text
 
 pytestmark = pytest.mark.overlay
 
@@ -62,6 +62,19 @@ def test_embed_matches_the_spec_formula(prefix, netid, ipv4):
     got = embed(prefix, netid, ipv4)
     assert got.version == 6
     assert ipaddress.IPv6Address(str(got)) == oracle
+
+
+@given(prefixes(), st.integers(0, (1 << 24) - 1), ipv4s)
+def test_embed_text_writes_what_netaddr_writes(prefix, netid, ipv4):
+    """The compiler's fast text of an embedded address is netaddr's, zero words and all
+    (prefixes of any bits, the all-zero one included, netid 0 as the NAT's external VNI)."""
+    assert embed_text(prefix, netid, ipv4) == str(embed(prefix, netid, ipv4))
+
+
+def test_embed_text_of_a_mostly_zero_address():
+    # the forms with an IPv4 tail (IPv4-mapped, IPv4-compatible) and long zero runs
+    for prefix in ("::/64", "::ffff:0:0/96", "0:0:0:0:1::/80"):
+        assert embed_text(IPNetwork(prefix), 0, IPAddress("10.0.0.1")) == str(embed(IPNetwork(prefix), 0, IPAddress("10.0.0.1")))
 
 
 @given(prefixes(), netids, ipv4s)

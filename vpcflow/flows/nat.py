@@ -107,7 +107,7 @@ from vpcflow.flows.edge import learn_gateway
 from vpcflow.flows.index import Endpoint, Index
 from vpcflow.flows.matches import arp, arp_reply, cidr, embedded_address_actions, ipv4, load_network
 from vpcflow.flows.pipeline import REG_NETWORK
-from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Switch, embed
+from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Switch, embed_text
 from vpcflow.topology.nat_alloc import value_masks
 
 NAT_ZONE = 0
@@ -373,7 +373,7 @@ def learn_echo_return(sw: Switch) -> Learn:
 
 
 def to_host(host: Switch, public_ip: IPAddress):
-    return (SetField("tunnel_id", EXTERNAL_VNI), SetField("tun_ipv6_dst", str(embed(host.prefix, EXTERNAL_VNI, public_ip))),
+    return (SetField("tunnel_id", EXTERNAL_VNI), SetField("tun_ipv6_dst", embed_text(host.prefix, EXTERNAL_VNI, public_ip)),
             Output(TUNNEL_PORT))
 
 
@@ -460,7 +460,7 @@ def _edge_icmp(plan: Plan, sw: Switch):
             continue
         copies = [SetField("tunnel_id", EXTERNAL_VNI)]
         for host in hosts:
-            copies += [SetField("tun_ipv6_dst", str(embed(host.prefix, EXTERNAL_VNI, ip))), Output(TUNNEL_PORT)]
+            copies += [SetField("tun_ipv6_dst", embed_text(host.prefix, EXTERNAL_VNI, ip)), Output(TUNNEL_PORT)]
         for icmp_type in ICMP_ERRORS:
             yield flow("nat_icmp", PRIORITY + 10, ipv4(ipv4_dst=str(ip), ip_proto=IPPROTO["icmp"], icmpv4_type=icmp_type),
                        tuple(copies), feature="nat", obj=f"public:{ip}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from netaddr import IPAddress, IPNetwork
+from netaddr import IPNetwork
 
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.base import drop_flow
@@ -19,7 +19,7 @@ from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4
 from vpcflow.flows.pipeline import REG_BINDING, REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK
-from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embed
+from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embed_text
 
 PRIORITY = 100
 
@@ -39,7 +39,7 @@ def encapsulate(sender: Switch, net: Network, prefix: IPNetwork, dst_ip, embed_s
     if dst_ip is None:
         actions += embedded_address_actions("tun_ipv6_dst", prefix, dst_id, "ipv4_dst")
     else:
-        actions.append(SetField("tun_ipv6_dst", str(embed(prefix, dst_id, IPAddress(dst_ip)))))
+        actions.append(SetField("tun_ipv6_dst", embed_text(prefix, dst_id, dst_ip)))
     if embed_source:
         actions += embedded_address_actions("tun_ipv6_src", sender.prefix, net.id, "ipv4_src")
     actions.append(Output(TUNNEL_PORT))
