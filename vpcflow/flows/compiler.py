@@ -12,7 +12,7 @@ from typing import Dict, FrozenSet, Tuple
 
 from vpcflow.flows import arp, authz, base, edge, follow, nat, networks, overlay, pipeline, port_security, underlay
 from vpcflow.flows.assemble import finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
-from vpcflow.flows.core import Flow
+from vpcflow.flows.core import Flow, forget_items
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
 
@@ -74,8 +74,10 @@ def _without_gc():
 def release_frozen():
     """Give what earlier compiles kept from the cyclic collector back to it (the controller calls
     this when a new model comes in force): garbage that happened to be alive at a freeze is then
-    collected in time, instead of living as long as the process."""
+    collected in time, instead of living as long as the process. The match items kept for
+    sharing (core.Flow) go too."""
     gc.unfreeze()
+    forget_items()
 
 
 def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:

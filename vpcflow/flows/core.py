@@ -262,6 +262,13 @@ SPECIAL_PORTS = ("IN_PORT", "LOCAL", "CONTROLLER", "NORMAL")
 
 
 _FIELD_NAMES = frozenset(FIELDS)
+_ITEMS: dict = {}  # the one copy of each match item (Flow.__init__)
+
+
+def forget_items():
+    """Let go of the match items kept for sharing (when a new model comes in force: the flows
+    in use keep theirs; new flows share among themselves again)."""
+    _ITEMS.clear()
 _first = operator.itemgetter(0)
 
 _FLOW_FIELDS = ("table", "priority", "match", "actions", "feature", "obj", "idle_timeout", "hard_timeout")
@@ -286,7 +293,9 @@ class Flow:
             raise ValueError(f"unknown field {next(n for n, _ in match if n not in FIELDS)!r}")
         self.table = table
         self.priority = priority
-        self.match = match
+        # each (field, value) pair once: most repeat across flows (eth_type, a network's id, an
+        # address), and they were a third of a big compile's memory
+        self.match = tuple(map(_ITEMS.setdefault, match, match))
         self.actions = actions  # empty: drop
         self.feature = feature
         self.obj = obj  # the object that made the flow: "eni-web1", "drop:spoofed", ...
