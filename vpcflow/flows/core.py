@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import operator
 from typing import Optional, Tuple, Union
 
 from vpcflow.flows import cookies
@@ -261,7 +260,6 @@ def ct_flags(text: str):
 SPECIAL_PORTS = ("IN_PORT", "LOCAL", "CONTROLLER", "NORMAL")
 
 
-_FIELD_NAMES = frozenset(FIELDS)
 _ITEMS: dict = {}  # the one copy of each match item (Flow.__init__)
 
 
@@ -269,8 +267,6 @@ def forget_items():
     """Let go of the match items kept for sharing (when a new model comes in force: the flows
     in use keep theirs; new flows share among themselves again)."""
     _ITEMS.clear()
-_first = operator.itemgetter(0)
-
 _FLOW_FIELDS = ("table", "priority", "match", "actions", "feature", "obj", "idle_timeout", "hard_timeout")
 
 
@@ -289,8 +285,7 @@ class Flow:
 
     def __init__(self, table: str, priority: int, match: Tuple[MatchItem, ...], actions: Tuple[Action, ...],
                  feature: str, obj: str, idle_timeout: int = 0, hard_timeout: int = 0):
-        if not _FIELD_NAMES.issuperset(map(_first, match)):  # in C: this runs for every compiled flow
-            raise ValueError(f"unknown field {next(n for n, _ in match if n not in FIELDS)!r}")
+        # the fields are checked by pipeline.verify (every compiled flow, against its table)
         self.table = table
         self.priority = priority
         # each (field, value) pair once: most repeat across flows (eth_type, a network's id, an
