@@ -169,11 +169,13 @@ def test_a_remap_commits_the_edges_new_matches_before_the_hosts_and_its_changes_
     """Make-before-break: the edge first accepts the elastic IP's packets from the new holder's
     host, in a bundle of its own, before the hosts sync; its datapath flows are revalidated
     meanwhile, so the new holder's first answers do not meet a datapath flow that still drops
-    them. Where the traffic goes changes in a later bundle, once the hosts are done."""
+    them. Where the traffic goes changes in a later bundle, once the hosts are ready; the old
+    holder's host lets go of the address (its translation) only after that, so that the new
+    connections the edge sends it until then are still taken (not followed: nothing keeps them)."""
     old = holder(lab)
     target = "eni-2" if HOST_OF[old] != "host2" else "eni-3"
     new_host, old_host = HOST_OF[target], HOST_OF[old]
-    logs = {n: os.path.join(lab.switches[n].ovs.dir, "ovs-vswitchd.log") for n in ("edge1", new_host)}
+    logs = {n: os.path.join(lab.switches[n].ovs.dir, "ovs-vswitchd.log") for n in ("edge1", new_host, old_host)}
     offsets = {n: os.path.getsize(path) for n, path in logs.items()}
     for n in logs:
         lab.switches[n].ovs.appctl("vlog/set", "vconn:file:dbg")
@@ -195,8 +197,10 @@ def test_a_remap_commits_the_edges_new_matches_before_the_hosts_and_its_changes_
     accept_new = edge_bundle("ADD", f"nw_src={EIP}", HOST_PREFIX[new_host])
     drop_old = edge_bundle("DEL_STRICT", f"nw_src={EIP}", HOST_PREFIX[old_host])
     assert accept_new < drop_old, edge
-    host_commits = [t for t, mods in committed[new_host] if mods]
+    host_commits = [t for t, mods in committed[new_host] if any("DEL" not in m for m in mods)]
     assert host_commits and edge[accept_new][0] <= min(host_commits) and max(host_commits) <= edge[drop_old][0]
+    let_go = [t for t, mods in committed[old_host] if any("DEL_STRICT" in m and f"nw_dst={EIP}" in m for m in mods)]
+    assert let_go and min(let_go) >= edge[drop_old][0], (let_go, edge[drop_old][0])
     assert answered_by(lab) == f"ok vm{target[-1]}"
 
 

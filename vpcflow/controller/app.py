@@ -226,27 +226,28 @@ class VpcflowApp(AppBase):
             raise RequestFailed("switch refused the bundle commit: " + _describe(errors[0]))
 
     # --- sync ----------------------------------------------------------------------------------
-    def sync(self, dpid, phased=None):
+    def sync(self, dpid, phased=None, break_after=None):
         """Bring one bridge to its desired flows. Runs again if asked while running (in one
         bundle if any of the askers wanted one). phased: apply a runtime change make-before-break
         (_apply_diff), calling phased(new) once the first bundle is committed; what it returns
         (None, or a function) is called once the second bundle is prepared, and only its commit
         waits for that: a wait that outlasts Open vSwitch's bundle idle timeout (10 s) fails the
-        sync, leaving the first bundle's flows in place."""
+        sync, leaving the first bundle's flows in place. break_after (phased only): the deletes
+        go in a third bundle, once break_after(), called after the second commit, returns."""
         if dpid in self.sync_running:
             self.sync_again[dpid] = self.sync_again.get(dpid, phased) and phased
             return
         self.sync_running.add(dpid)
         try:
             while True:
-                self._sync_once(dpid, phased)
+                self._sync_once(dpid, phased, break_after)
                 if dpid not in self.sync_again:
                     break
-                phased = self.sync_again.pop(dpid)
+                phased, break_after = self.sync_again.pop(dpid), None
         finally:
             self.sync_running.discard(dpid)
 
-    def _sync_once(self, dpid, phased=None):
+    def _sync_once(self, dpid, phased=None, break_after=None):
         dp = self.datapaths.get(dpid)
         if dp is None or not self.programs(dpid):
             return
@@ -271,7 +272,7 @@ class VpcflowApp(AppBase):
             generation, flows = self.ctl.desired(name, bridge, version)
             desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
             d = diff(desired, installed, lambda f: render.desired_content(f, ports))
-            self._apply_diff(dp, d, ports, phased)
+            self._apply_diff(dp, d, ports, phased, break_after)
             features = collections.Counter(f.feature for f in desired.values())
             if not waiting:
                 self.installed[dpid] = InstalledCache(generation, version, ports, desired, features)
@@ -289,7 +290,7 @@ class VpcflowApp(AppBase):
             self.ctl.sync_failed(dpid, f"{type(e).__name__}: {e}")
             LOG.exception("switch %s bridge %s: sync failed", name, bridge)
 
-    def _apply_diff(self, dp, d, ports, phased=None):
+    def _apply_diff(self, dp, d, ports, phased=None, break_after=None):
         """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
         new to the bridge (a remap's: the edge accepting the new holder's answers, the old
         holder's records), then, once what phased(whether there were any) returned has returned
@@ -297,7 +298,9 @@ class VpcflowApp(AppBase):
         vSwitch revalidates its datapath flows after a commit, asynchronously: in one bundle, a datapath flow made before it (one that dropped
         the new holder's late packets while it held no address) can still drop the first answers
         the change sends its way; with the new matches committed first, the revalidators have
-        caught up by the time traffic moves."""
+        caught up by the time traffic moves. With break_after, the deletes come last, in a third
+        bundle, once break_after() has returned (a host: once the edges have moved the traffic,
+        so that the old holder of an elastic IP takes new connections until then)."""
         deletes = [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie))
                    for i in d.delete]
         if phased is None:
@@ -307,12 +310,18 @@ class VpcflowApp(AppBase):
             if new:
                 self.apply(dp, new)
             wait = phased(bool(new))  # what waits for the new matches starts now, the rest overlaps it
-            changes = deletes + [render.flow_mod(f, ports) for f in d.changes()]
+            changes = [render.flow_mod(f, ports) for f in d.changes()]
+            if break_after is None:
+                changes, deletes = deletes + changes, []
             prepared = self.prepare(dp, changes) if changes else None
             if wait is not None:
                 wait()  # only the commit is left to wait for
             if prepared is not None:
                 self.commit(dp, prepared)
+            if break_after is not None:
+                break_after()
+                if deletes:
+                    self.apply(dp, deletes)
             return
         if changes:
             self.apply(dp, changes)
@@ -341,10 +350,14 @@ class VpcflowApp(AppBase):
         from outside, so it switches to a new destination (an elastic IP's new holder) only once
         that destination's host is ready for it. Hosts among themselves sync at once.
 
-        Phased (make-before-break), the edges first add their new matches (which move no
-        traffic), then the hosts sync, then the edges make their changes: the hosts' sync is
-        the time the edges' revalidators get to bring their datapath flows up to the new matches
-        (and where the edge's control socket is known, the edge's changes also wait for that)."""
+        Phased (make-before-break): the edges add their new matches (which move no traffic);
+        the hosts add theirs (an interface's new home ready to deliver, an elastic IP's new
+        holder ready to translate), and only once every host has, make their changes (where
+        senders send); then the edges make theirs, and only then do the hosts delete what is
+        gone (an elastic IP's old holder takes the new connections the edge still sends it
+        until the edge has moved them). The hosts' work is the time the edges' revalidators get
+        to bring their datapath flows up to the new matches (and where the edge's control socket
+        is known, the edge's changes also wait for that)."""
         dpids = list(self.datapaths)
         is_edge = {dpid: self.ctl.deployment.switches[self.ctl.locate(dpid)[0]].role == EDGE
                    for dpid in dpids if self.ctl.locate(dpid)}
@@ -378,9 +391,35 @@ class VpcflowApp(AppBase):
         edge_syncs = [hub.spawn(edge_sync, d, a) for d, a in zip(edges, added)]
         for a in added:
             a.wait()
-        hub.joinall([hub.spawn(self.sync, d, _go_on) for d in hosts])
-        hosts_done.set()
-        hub.joinall(edge_syncs)
+        hosts_added = [hub.Event() for _ in hosts]
+        hosts_changed = [hub.Event() for _ in hosts]
+        edges_done = hub.Event()
+
+        def host_sync(dpid, added, changed):
+            def between(new: bool):
+                added.set()
+                return lambda: [a.wait() for a in hosts_added]
+
+            def break_after():
+                changed.set()
+                edges_done.wait()
+
+            try:
+                self.sync(dpid, between, break_after)
+            finally:
+                added.set()  # also when it had nothing to do, or failed
+                changed.set()
+
+        host_syncs = [hub.spawn(host_sync, d, a, c) for d, a, c in zip(hosts, hosts_added, hosts_changed)]
+        try:
+            for c in hosts_changed:
+                c.wait()
+            hosts_done.set()
+            hub.joinall(edge_syncs)
+        finally:
+            hosts_done.set()
+            edges_done.set()
+        hub.joinall(host_syncs)
 
     def revalidated(self, dpid):
         """Wait until the switch's revalidators have been through all its datapath flows once
@@ -608,11 +647,6 @@ class InstalledCache:
 
 def _bundle_ctrl(dp, bundle_id: int, kind: int):
     return parser.ONFBundleCtrlMsg(dp, bundle_id, kind, BUNDLE_FLAGS, [])
-
-
-def _go_on(new: bool):
-    """A host's phased sync: its changes follow its new matches at once (nothing to wait for)."""
-    return None
 
 
 def _switch_match(match, ports):
