@@ -29,11 +29,12 @@ def dep():
 def _changes(dep):
     spare = sorted(n for n in dep.instances if n.startswith("spare"))[-1]
     moved = generate.iface_name(1)
-    web, app, _ = generate.group_names(0)
+    web, app, db = generate.group_names(0)
+    assert dep.interfaces[moved].security_groups == (app,)
     return {
         "move": _with_interface(dep, moved, attach_to=spare),
         "detach": _with_interface(dep, moved, attach_to=None),
-        "groups": _with_interface(dep, moved, security_groups=(app,)),
+        "groups": _with_interface(dep, moved, security_groups=(web, db)),  # a class no interface had
         "rule": _with_rule(dep, web, "ingress", 0, ports=PortRange(80, 81)),
         "nothing": dep,
     }
@@ -103,15 +104,17 @@ def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
     change did not touch carried over, then the changed switches recompiled."""
     old_ix = Index(dep)
     before = Compiled(old_ix)
-    for name in dep.switches:
+    for name in dep.switches:  # with the outer source embedded too (then nothing is shared)
         before.switch(name)
+        before.switch(name, Options(embed_outer_source=frozenset({name})))
     new_dep = _changes(dep)[change]
     new_ix = next_index(old_ix, new_dep)
     assert getattr(new_ix, "change", None) is not None  # derived, not built anew
     after, changed = before.update(new_ix)
     fresh = Index(new_dep)
     for name in new_dep.switches:
-        assert same(after.switch(name), compile_switch(fresh, name)), (change, name)
+        for options in (Options(), Options(embed_outer_source=frozenset({name}))):
+            assert same(after.switch(name, options), compile_switch(fresh, name, options)), (change, name)
 
 
 def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep):

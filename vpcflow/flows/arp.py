@@ -136,6 +136,12 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     new.keep("arp_classes", c)
 
 
+def same_class_ids(old: Index, new: Index) -> bool:
+    """Whether new's ARP classes have old's ids (both made)."""
+    a, b = old.of_kind("arp_classes").get("arp_classes"), new.of_kind("arp_classes").get("arp_classes")
+    return a is not None and b is not None and a.ids is b.ids
+
+
 def _classes(ix: Index) -> _Classes:
     return ix.cached("arp_classes", lambda: _Classes(ix))
 

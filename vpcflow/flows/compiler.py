@@ -11,7 +11,7 @@ import gc
 from typing import Dict, FrozenSet, Tuple
 
 from vpcflow.flows import arp, authz, base, edge, follow, nat, networks, overlay, pipeline, port_security, underlay
-from vpcflow.flows.assemble import finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
+from vpcflow.flows.assemble import Shared, finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
 from vpcflow.flows.core import Flow, forget_items
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
@@ -41,13 +41,25 @@ def integration_flows(ix: Index, sw: Switch, options: Options):
         yield from nat.edge_flows(ix, sw)
         yield from follow.edge_flows(ix, sw)
         return
-    yield from port_security.integration_flows(ix, sw)
+    embed = sw.name in options.embed_outer_source
+    # A host's own flows are runs too, one per feature, kept in the Index: a runtime change
+    # carries those its switch did not change (flows/incremental.py) and the switch's compile
+    # then only gathers them.
+    yield _own(ix, sw, "port_security", embed, lambda: port_security.integration_flows(ix, sw))
     yield from arp.integration_flows(ix, sw)
     yield from authz.integration_flows(ix, sw)
-    yield from overlay.host_flows(ix, sw, sw.name in options.embed_outer_source)
-    yield from networks.host_flows(ix, sw, sw.name in options.embed_outer_source)
-    yield from nat.host_flows(ix, sw, sw.name in options.embed_outer_source)
+    yield from overlay.host_runs(ix, sw, embed)
+    yield _own(ix, sw, "overlay", embed, lambda: overlay.host_own(ix, sw, embed))
+    yield from networks.host_runs(ix, sw, embed)
+    yield _own(ix, sw, "networks", embed, lambda: networks.host_own(ix, sw, embed))
+    yield _own(ix, sw, "nat", embed, lambda: nat.host_flows(ix, sw, embed))
     yield from follow.host_flows(ix, sw)
+
+
+def _own(ix: Index, sw: Switch, feature: str, embed: bool, make):
+    """One feature's own flows of a host, as a run kept in the Index (key: own:FEATURE, switch,
+    whether the outer source is embedded there)."""
+    return ix.cached((f"own:{feature}", sw.name, embed), lambda: Shared(make()))
 
 
 @contextlib.contextmanager

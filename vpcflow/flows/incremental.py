@@ -226,11 +226,17 @@ def carry_over(old: Index, new: Index, change: Change):
     same_classes = rules_same and all(
         o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
         and o.interfaces[name].security_groups == n.interfaces[name].security_groups for name in change.interfaces)
-    touched = _Touched(names, networks, switches, rules_same, membership, same_classes, old)
+    groups_same = all(o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
+                      and o.interfaces[name].security_groups == n.interfaces[name].security_groups
+                      for name in change.interfaces)
+    holders = eip_holders_changed(o, old.elastic_follows, n, new.elastic_follows) or set()
+    holder_switches = {ep.switch.name for name in holders for ix in (old, new) for ep in ix.by_interface.get(name, ())}
+    touched = _Touched(names, networks, switches, rules_same, membership, same_classes, old, groups_same,
+                       holder_switches)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
-    for kind, values in old._by_kind.items():
+    for kind, values in list(old._by_kind.items()):  # (a rule may ask old for a look-up it caches)
         rule = _CARRY.get(kind)
         dropped = ALL if rule is None else rule(values, touched)
         if dropped is ALL:
@@ -240,6 +246,8 @@ def carry_over(old: Index, new: Index, change: Change):
             del kept[key]
         new.keep_kind(kind, kept)
     arp.carry_classes(old, new, names, change.groups)
+    if not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
+        new.forget("own:port_security", list(new.of_kind("own:port_security")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +261,8 @@ class _Touched:
     membership: Set[str]  # groups whose members' addresses changed
     same_classes: bool  # no interface changed its groups, no rule changed
     old: Index
+    groups_same: bool  # no interface changed its groups (the ids of group classes stay)
+    holder_switches: Set[str]  # switches of interfaces whose holding of an elastic IP changed
 
 
 # A rule: (the cached values of one kind, what the change touched) -> the keys that go, or ALL.
@@ -310,6 +320,41 @@ def _always(values, t: _Touched):
     return ()
 
 
+# A host's own flows, by feature (compiler._own; key: kind, switch, outer source embedded). Each
+# reads the switch's own endpoints (their zones and group classes) and what is said here.
+
+def _own_port_security(values, t: _Touched):
+    # and the ARP asker classes of its endpoints, which rules decide (ids: carry_over)
+    if not (t.rules_same and t.groups_same):
+        return ALL
+    return _by_switch(values, t)
+
+
+def _own_overlay(values, t: _Touched):
+    # and, where the outer source is embedded (nothing shared), every endpoint of its networks
+    if not t.groups_same:
+        return ALL
+    return [key for key in values if key[1] in t.switches or (key[2] and _local_networks(t.old, key[1]) & t.networks)]
+
+
+def _own_networks(values, t: _Touched):
+    # and whether the other network of each of its authorized pairs has endpoints to reach
+    if not t.groups_same:
+        return ALL
+    partners = _partners(t.old)
+    return [key for key in values if key[1] in t.switches
+            or any(n in t.networks or partners.get(n, set()) & t.networks for n in _local_networks(t.old, key[1]))]
+
+
+def _own_nat(values, t: _Touched):
+    # and the elastic IPs its interfaces hold (or held, while a remap drains)
+    return [key for key in values if key[1] in t.switches or key[1] in t.holder_switches]
+
+
+def _local_networks(ix: Index, switch: str) -> Set[str]:
+    return {net.name for net in ix.local_networks(switch)}
+
+
 _CARRY = {
     "follow": _by_network, "accepts": _by_network, "arp_net": _arp_network,
     "arp_common": _arp_network,
@@ -323,4 +368,6 @@ _CARRY = {
     "authz:class": _authz_class, "member_ips": _members_same,
     "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
     "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
+    "own:port_security": _own_port_security, "own:overlay": _own_overlay, "own:networks": _own_networks,
+    "own:nat": _own_nat,
 }

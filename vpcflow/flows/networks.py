@@ -19,7 +19,7 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
-from vpcflow.flows.overlay import PRIORITY, network_accepts, routes
+from vpcflow.flows.overlay import OWN, OWN_NOT, PRIORITY, network_accepts, routes
 from vpcflow.flows.pipeline import REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
 from vpcflow.topology.model import Authorization, Network, Switch
 
@@ -60,7 +60,18 @@ def _talking_by_network(ix: Index) -> Dict[str, List[Tuple[str, str]]]:
     return ix.cached("talking_by_network", make)
 
 
-def host_flows(ix: Index, sw: Switch, embed_source: bool):
+def host_runs(ix: Index, sw: Switch, embed_source: bool):
+    """The Shared runs of the host's authorized pairs (routes toward the other network, the
+    checks on where its senders live)."""
+    return _host_flows(ix, sw, embed_source, OWN_NOT)
+
+
+def host_own(ix: Index, sw: Switch, embed_source: bool):
+    """The host's own flows of its authorized pairs: the checks, its destinations."""
+    return _host_flows(ix, sw, embed_source, OWN)
+
+
+def _host_flows(ix: Index, sw: Switch, embed_source: bool, own: bool):
     nets = ix.dep.networks
     local = {n.name for n in ix.local_networks(sw.name)}
     authz = _pairs(ix)
@@ -68,27 +79,30 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool):
     for a_name, b_name in sorted({pair for name in local for pair in by_network.get(name, ())}):
         a, b = nets[a_name], nets[b_name]
         if a_name in local:
-            yield from _send(ix, sw, a, b, authz, embed_source)
+            yield from _send(ix, sw, a, b, authz, embed_source, own)
         if b_name in local:
-            yield from _receive(ix, sw, a, b, authz)
+            yield from _receive(ix, sw, a, b, authz, own)
 
 
-def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bool):
+def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bool, own: bool):
     obj = f"{a.name}->{b.name}"
     targets = _reachable(ix, a, b)
     if not targets:
         return
-    yield from routes(ix, sw, a, targets, "authz", embed_source, dst_net=b)
-    peer = {"ipv4_dst": cidr(b.cidr)}
-    yield from _check("network_acl", "follow", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
+    yield from routes(ix, sw, a, targets, "authz", embed_source, own, dst_net=b)
+    if own:
+        peer = {"ipv4_dst": cidr(b.cidr)}
+        yield from _check("network_acl", "follow", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
 
 
-def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz):
+def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
     """Packets from network a to local endpoints of network b."""
+    if not own:
+        # a's senders are checked against where they live, as for b's own.
+        yield network_accepts(ix, a)
+        return
     obj = f"{a.name}->{b.name}"
     zones = ix.zones(sw.name)
-    # a's senders are checked against where they live, as for b's own.
-    yield network_accepts(ix, a)
     for ep in _reachable(ix, a, b):
         if ep.switch.name != sw.name:
             continue

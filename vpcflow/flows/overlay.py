@@ -46,16 +46,28 @@ def encapsulate(sender: Switch, net: Network, prefix: IPNetwork, dst_ip, embed_s
     return tuple(actions)
 
 
-def host_flows(ix: Index, sw: Switch, embed_source: bool):
+def host_runs(ix: Index, sw: Switch, embed_source: bool):
+    """The Shared runs of the host's networks (routes, accepts)."""
+    for net in ix.local_networks(sw.name):
+        yield from routes(ix, sw, net, ix.by_network[net.name], "overlay", embed_source, OWN_NOT)
+        yield network_accepts(ix, net)
+
+
+def host_own(ix: Index, sw: Switch, embed_source: bool):
+    """The host's own flows: what only this switch has (its destinations, its prefix)."""
     for net in ix.local_networks(sw.name):
         yield from _route(ix, sw, net, embed_source)
-        yield network_accepts(ix, net)
     yield own_prefix_is_spoofed(sw)
     yield from _deliver(ix, sw)
 
 
+# which part of routes() to make: the Shared run every switch of the network shares, or the
+# switch's own routes (a local destination's, or every one where nothing is shared)
+OWN_NOT, OWN = False, True
+
+
 def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
-    yield from routes(ix, sw, net, ix.by_network[net.name], "overlay", embed_source)
+    yield from routes(ix, sw, net, ix.by_network[net.name], "overlay", embed_source, OWN)
     # An unused address of the network is not external: it goes nowhere.
     yield drop_flow("route", PRIORITY - 50, {REG_NETWORK: net.id, **ipv4(ipv4_dst=cidr(net.cidr))},
                     "no_destination")
@@ -68,13 +80,13 @@ def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
                    feature="overlay", obj=f"{net.name}:to-edge")
 
 
-def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_source: bool,
+def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_source: bool, own: bool,
            dst_net: Optional[Network] = None):
     """The route flows from net to endpoints (of dst_net: net unless an authorization lets net
     reach another). Every switch that serves net has the same flows toward every endpoint's
     switch, built once (Shared); a destination on this switch takes a local route above its
     shared one (LOCAL). Where the outer source embeds the inner one it is the sender's own: then
-    nothing is shared."""
+    nothing is shared. own: the switch's own routes (OWN), else the Shared run (OWN_NOT)."""
     def route(ep, local: bool):
         match = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
         if local:
@@ -83,8 +95,9 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
                                                      embed_source, dst_net=dst_net), feature)
 
     if embed_source:
-        for ep in endpoints:
-            yield route(ep, ep.switch.name == sw.name)
+        if own:
+            for ep in endpoints:
+                yield route(ep, ep.switch.name == sw.name)
         return
 
     def make():
@@ -93,7 +106,9 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
             by_switch.setdefault(ep.switch.name, []).append(ep)
         return Shared(route(ep, False) for ep in endpoints), by_switch
     shared, by_switch = ix.cached(("routes", net.name, (dst_net or net).name, feature), make)
-    yield shared
+    if not own:
+        yield shared
+        return
     for ep in by_switch.get(sw.name, ()):
         yield route(ep, True)
 
