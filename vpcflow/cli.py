@@ -100,7 +100,8 @@ def cmd_bridge(args):
 
     dep, sw = _switch(args)
     try:
-        result = ovsdb.ensure_bridges(ovsdb.bridge_specs(dep, sw), args.controller, args.db, args.datapath_type)
+        result = ovsdb.ensure_bridges(ovsdb.bridge_specs(dep, sw), args.controller, args.db, args.datapath_type,
+                                      in_band=args.in_band)
     except ovsdb.OvsdbError as e:
         print(f"vpcflow bridge: {e}", file=sys.stderr)
         return 2
@@ -297,6 +298,9 @@ def parser():
     c.add_argument("--controller", action="append", default=[],
                    help="OpenFlow controller target, e.g. tcp:127.0.0.1:6653 (repeatable)")
     c.add_argument("--datapath-type", default="netdev")
+    c.add_argument("--in-band", action="store_true",
+                   help="reach the controller in band, through these bridges (default: out of band, "
+                        "over a management network; in-band control costs the data path)")
     c.set_defaults(func=cmd_bridge)
 
     c = sub.add_parser("trace", help="explain a packet through the live pipeline of a switch (ofproto/trace)")

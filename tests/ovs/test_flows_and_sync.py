@@ -209,3 +209,26 @@ def test_a_refused_bundle_add_is_answered_with_its_own_xid(private_ovs):
         answers += exchange(ctrl(8, ofp.ONF_BCT_COMMIT_REQUEST), barrier(9), until=9)
         assert not [a for a in answers if a[0] == ofp.OFPT_ERROR]
     assert len(private_ovs.flows("br-int", "table=5")) == len(good)
+
+
+def test_the_controller_is_reached_out_of_band_unless_asked(private_ovs):
+    """`vpcflow bridge` sets connection_mode=out-of-band: no hidden in-band flows, which on the
+    userspace datapath the forwarding thread would refresh for every bridge. --in-band brings
+    them back (a switch that reaches its controller through these bridges); a later run
+    without it takes them away again."""
+    def hidden_in_band_flows():
+        return [ln for ln in private_ovs.appctl("bridge/dump-flows", "br-ul").splitlines() if "priority=180000" in ln]
+
+    def modes():
+        return private_ovs.vsctl("--columns=connection_mode", "--bare", "list", "controller").split()
+
+    target = "tcp:127.0.0.1:6653"  # no controller listens: the hidden flows come with the record
+    for flags, mode in (((), "out-of-band"), (("--in-band",), "in-band"), ((), "out-of-band")):
+        subprocess.run([bin_path("vpcflow"), "bridge", TOPOLOGY, "--switch", "host1", "--db", private_ovs.db,
+                        "--datapath-type", "dummy", "--controller", target, *flags], check=True, capture_output=True)
+        private_ovs.wait_bridge_mgmt("br-ul")
+        assert set(modes()) == {mode}
+        if mode == "in-band":
+            wait_for(lambda: hidden_in_band_flows(), 10, "the in-band flows")
+        else:
+            wait_for(lambda: not hidden_in_band_flows(), 10, "no in-band flows")
