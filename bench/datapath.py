@@ -1,7 +1,9 @@
 """Data path: iperf3 TCP and ping between two instances on two hosts.
 
 - vpcflow: the Lab (each host its own namespace and ovs-vswitchd, the controller's full
-  pipeline: port security, conntrack authorization, Geneve with embedded IPv6 addresses).
+  pipeline: port security, conntrack authorization, Geneve with embedded IPv6 addresses; the
+  bridges made by `vpcflow bridge`, controller out of band; the substrate a Linux bridge in a
+  namespace of its own, without bridge netfilter).
 - baseline: the same shape without vpcflow: two switch namespaces, each its own ovs-vswitchd
   (userspace datapath) with NORMAL bridges br-int and br-ul, a plain Geneve port over IPv6 and
   a veth as the substrate; the instances are namespaces on a veth into br-int.
