@@ -211,3 +211,24 @@ def test_an_elastic_ip_remap_through_a_derived_index(dep):
         fresh = Index(model, follows)
         for name in model.switches:
             assert same(compiled.switch(name), compile_switch(fresh, name)), name
+
+
+def test_a_partner_network_emptied_through_a_derived_index(dep):
+    """Every interface of a network that another is authorized to reach is detached at once:
+    the senders' switches lose their checks toward it (there is nothing left to reach), though
+    none of their own interfaces changed."""
+    a = dep.authorizations[0]
+    emptied = {name: dataclasses.replace(i, attach_to=None) for name, i in dep.interfaces.items()
+               if i.network == a.dst and i.attach_to}
+    assert emptied
+    new_dep = dep.with_interfaces(emptied)
+    ix = Index(dep)
+    before = Compiled(ix)
+    for name in dep.switches:
+        before.switch(name)
+    new_ix = next_index(ix, new_dep)
+    assert getattr(new_ix, "change", None) is not None
+    after, _ = before.update(new_ix)
+    fresh = Index(new_dep)
+    for name in new_dep.switches:
+        assert same(after.switch(name), compile_switch(fresh, name)), name
