@@ -127,7 +127,7 @@ def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
     if networks or holders:
         changed |= {sw.name for sw in new.edges}  # an edge reads every endpoint and elastic IP
     # an elastic IP's holder is read by its own switch's NAT flows alone (flows/nat.py)
-    changed |= {ep.switch.name for name in holders for ix in (old, new) for ep in ix.by_interface.get(name, ())}
+    changed |= _switches_of(holders, old, new)
     for ix in (old, new):
         # a group's rules are read by the switches of every network with an interface in it or
         # in a group whose rules name it (the ARP responder, the conjunctions)
@@ -138,6 +138,11 @@ def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
         touched |= {p for t in touched for p in partners.get(t, ())}
         changed |= {ep.switch.name for t in touched for ep in ix.by_network.get(t, ())}
     return changed & set(n.switches)
+
+
+def _switches_of(interfaces, *indexes: Index) -> Set[str]:
+    """The switches where these interfaces are attached in any of the indexes."""
+    return {ep.switch.name for name in interfaces for ix in indexes for ep in ix.by_interface.get(name, ())}
 
 
 def _shared_inputs(ix: Index):
@@ -223,16 +228,12 @@ def carry_over(old: Index, new: Index, change: Change):
     membership = set()
     for name in change.interfaces:
         membership |= _membership_changes(o.interfaces.get(name), n.interfaces.get(name))
-    same_classes = rules_same and all(
-        o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
-        and o.interfaces[name].security_groups == n.interfaces[name].security_groups for name in change.interfaces)
     groups_same = all(o.interfaces.get(name) is not None and n.interfaces.get(name) is not None
                       and o.interfaces[name].security_groups == n.interfaces[name].security_groups
                       for name in change.interfaces)
     holders = eip_holders_changed(o, old.elastic_follows, n, new.elastic_follows) or set()
-    holder_switches = {ep.switch.name for name in holders for ix in (old, new) for ep in ix.by_interface.get(name, ())}
-    touched = _Touched(names, networks, switches, rules_same, membership, same_classes, old, groups_same,
-                       holder_switches)
+    touched = _Touched(names, networks, switches, rules_same, membership, rules_same and groups_same, old,
+                       groups_same, _switches_of(holders, old, new))
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
