@@ -267,6 +267,8 @@ def forget_items():
     """Let go of the match items kept for sharing (when a new model comes in force: the flows
     in use keep theirs; new flows share among themselves again)."""
     _ITEMS.clear()
+
+
 _FLOW_FIELDS = ("table", "priority", "match", "actions", "feature", "obj", "idle_timeout", "hard_timeout")
 
 

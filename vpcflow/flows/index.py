@@ -34,6 +34,11 @@ def stable_ids(keys) -> Dict[object, int]:
     return ids
 
 
+def _kind(key) -> str:
+    """The kind of a cache key (Index.cached): the key itself, or a tuple's first item."""
+    return key[0] if key.__class__ is tuple else key
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
     """One address of an attached interface: where it lives and how to reach it."""
@@ -158,7 +163,7 @@ class Index:
         flows/incremental.py carries a runtime change's untouched values over kind by kind,
         each kind's dict copied as it is (a copy reuses the stored hashes of its keys, which
         tuples and addresses make costly to compute again)."""
-        kind = key[0] if key.__class__ is tuple else key
+        kind = _kind(key)
         values = self._by_kind.get(kind)
         if values is None:
             values = self._by_kind[kind] = {}
@@ -170,7 +175,7 @@ class Index:
 
     def keep(self, key, value):
         """Put a value into the cache (made here, or carried over from another Index)."""
-        self._by_kind.setdefault(key[0] if key.__class__ is tuple else key, {})[key] = value
+        self._by_kind.setdefault(_kind(key), {})[key] = value
 
     def keep_kind(self, kind: str, values: Dict[object, object]):
         """Take over every value of one kind (a dict this Index then owns)."""
