@@ -219,14 +219,17 @@ def derived_mac(seed: str) -> str:
 
 def embed(prefix: IPNetwork, netid: int, ipv4: IPAddress) -> IPAddress:
     """Seed 004: the substrate address = prefix | netid << 32 | ipv4."""
-    return IPAddress(int(prefix.network) | (netid << 32) | int(ipv4), 6)
+    return IPAddress(_embedded(prefix, netid, ipv4), 6)
 
 
 def embed_text(prefix: IPNetwork, netid: int, ipv4) -> str:
     """str(embed(...)), without netaddr's slow formatting (the compiler asks for one per route):
     inet_ntop writes the same compact form (tests/unit/test_embed.py checks it)."""
-    value = _prefix_value(prefix) | (netid << 32) | int(ipv4)
-    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+    return socket.inet_ntop(socket.AF_INET6, _embedded(prefix, netid, ipv4).to_bytes(16, "big"))
+
+
+def _embedded(prefix: IPNetwork, netid: int, ipv4) -> int:
+    return _prefix_value(prefix) | (netid << 32) | int(ipv4)
 
 
 @functools.lru_cache(maxsize=1 << 14)  # a prefix per switch, asked for every route toward it
