@@ -348,7 +348,7 @@ class VpcflowApp(AppBase):
     def _sync_receivers_first(self, phased: bool = False):
         """Every bridge, hosts before edges: the edge is the one sender of everything that comes
         from outside, so it switches to a new destination (an elastic IP's new holder) only once
-        that destination's host is ready for it. Hosts among themselves sync at once.
+        that destination's host is ready for it. Hosts among themselves sync at once (a reload).
 
         Phased (make-before-break): the edges add their new matches (which move no traffic);
         the hosts add theirs (an interface's new home ready to deliver, an elastic IP's new
