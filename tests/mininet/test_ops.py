@@ -10,7 +10,7 @@ import pytest
 from scapy.layers.l2 import Ether
 
 from tests.conftest import data_file, require_system
-from vpcflow.harness.controller import bin_path, wait_for
+from vpcflow.harness.controller import ControllerError, bin_path, wait_for
 
 pytestmark = pytest.mark.ops
 
@@ -168,10 +168,18 @@ def test_garbage_packet_ins_do_not_hurt_the_controller(lab):
         for i in range(2000):
             payload = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 60)))
             frames.append(bytes(Ether(src="02:00:00:00:00:13", dst="ff:ff:ff:ff:ff:ff", type=0x88B5)) + payload)
-        lab.inject(web3, "eth0", frames)
         # The veth drops part of a burst this fast, and OVS drops packet-ins its controller
-        # connection cannot queue: hundreds still arrive, each one handled.
-        wait_for(lambda: _packet_ins(lab, "host1") >= 300, 30, "hundreds of packet-ins handled")
+        # connection cannot queue (how many depends on how busy the machine is: once, in a CI
+        # run, fewer than 300 of a burst arrived): bursts go on, five at most, until hundreds
+        # have arrived, each one handled.
+        for _ in range(5):
+            lab.inject(web3, "eth0", frames)
+            try:
+                wait_for(lambda: _packet_ins(lab, "host1") >= 300, 10, "hundreds of packet-ins handled")
+                break
+            except ControllerError:
+                continue
+        assert _packet_ins(lab, "host1") >= 300
         assert lab.ctl.proc.poll() is None
         assert lab.client(lab.host("web1"), "10.0.0.12", 7000) == "ok web2"
     finally:
