@@ -24,8 +24,9 @@ traffic. The wait lasts until a revalidation round that began after that commit 
 round takes the tables as they were when it began, and with the prober's connections recorded by
 learn one is nearly always in progress: the rest of that one, then a whole one; with the rest
 only, the first attempt after the switch-over was still lost now and then). A round goes through
-every datapath flow of the edge, and those grow with the prober's connections (idle ones go
-after 10 s): later runs take longer.
+every datapath flow of the edge, and those grow with the prober's connections: idle ones go
+after a second (`vpcflow bridge` sets Open vSwitch's max-idle to 1000 ms; with its default,
+10 s, the flows of ended connections piled up and each run took longer than the one before).
 
 Baseline (same run): the time the same prober takes to get an answer when nothing changes (its
 connection set-up plus the interval: what a client would see anyway). Added RTT: the followed

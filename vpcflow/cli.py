@@ -99,9 +99,13 @@ def cmd_bridge(args):
     from vpcflow import ovsdb
 
     dep, sw = _switch(args)
+    if args.max_idle is not None and args.max_idle < 0:
+        print(f"vpcflow bridge: --max-idle {args.max_idle}: a time in milliseconds, 0 or more", file=sys.stderr)
+        return 2
     try:
         result = ovsdb.ensure_bridges(ovsdb.bridge_specs(dep, sw), args.controller, args.db, args.datapath_type,
-                                      in_band=args.in_band)
+                                      in_band=args.in_band,
+                                      max_idle_ms=ovsdb.MAX_IDLE_MS if args.max_idle is None else args.max_idle or None)
     except ovsdb.OvsdbError as e:
         print(f"vpcflow bridge: {e}", file=sys.stderr)
         return 2
@@ -301,6 +305,10 @@ def parser():
     c.add_argument("--in-band", action="store_true",
                    help="reach the controller in band, through these bridges (default: out of band, "
                         "over a management network; in-band control costs the data path)")
+    c.add_argument("--max-idle", type=int, metavar="MS",
+                   help="how long Open vSwitch keeps an idle datapath flow (other_config:max-idle; default "
+                        "1000: vpcflow's connection records change the tables often, and each change "
+                        "revalidates every datapath flow; 0 leaves the setting as it is)")
     c.set_defaults(func=cmd_bridge)
 
     c = sub.add_parser("trace", help="explain a packet through the live pipeline of a switch (ofproto/trace)")

@@ -232,3 +232,33 @@ def test_the_controller_is_reached_out_of_band_unless_asked(private_ovs):
             wait_for(lambda: hidden_in_band_flows(), 10, "the in-band flows")
         else:
             wait_for(lambda: not hidden_in_band_flows(), 10, "no in-band flows")
+
+
+def test_bridge_keeps_idle_datapath_flows_one_second(private_ovs):
+    """`vpcflow bridge` sets other_config:max-idle to 1000 ms (Open vSwitch's default is 10 s):
+    a datapath flow a packet made goes once idle for about a second. --max-idle chooses another
+    value, 0 leaves the setting alone, and a negative one is refused with nothing changed."""
+    def bridge(*flags):
+        return subprocess.run([bin_path("vpcflow"), "bridge", TOPOLOGY, "--switch", "host1", "--db", private_ovs.db,
+                               "--datapath-type", "dummy", *flags], capture_output=True, text=True)
+
+    def max_idle():
+        return private_ovs.vsctl("get", "Open_vSwitch", ".", "other_config").strip()
+
+    def datapath_flows():
+        return [ln for ln in private_ovs.appctl("dpctl/dump-flows").splitlines() if "eth_type(0x0800)" in ln]
+
+    assert bridge().returncode == 0
+    assert max_idle() == '{max-idle="1000"}'
+    private_ovs.appctl("netdev-dummy/receive", "br-int",
+                       "in_port(1),eth(src=50:54:00:00:00:01,dst=50:54:00:00:00:02),eth_type(0x0800),"
+                       "ipv4(src=10.0.0.1,dst=10.0.0.2,proto=6,tos=0,ttl=64,frag=no),tcp(src=1,dst=2)")
+    assert datapath_flows(), "the packet made no datapath flow"
+    wait_for(lambda: not datapath_flows(), 5, "the idle datapath flow to go")  # the default keeps it 10 s
+
+    assert "max-idle: set to 20000 ms" in bridge("--max-idle", "20000").stdout
+    assert max_idle() == '{max-idle="20000"}'
+    assert "max-idle" not in bridge("--max-idle", "0").stdout
+    refused = bridge("--max-idle", "-5")
+    assert refused.returncode == 2 and "--max-idle -5" in refused.stderr
+    assert max_idle() == '{max-idle="20000"}'
