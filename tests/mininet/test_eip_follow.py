@@ -217,3 +217,40 @@ def test_a_refused_remap_changes_nothing(lab):
         assert got == status and reply["error"], (body, reply)
     assert lab.api("POST", "/v1/elastic-ips/198.51.100.99/remap", {"interface": "eni-1"})[0] == 404
     assert (holder(lab), installed(lab)) == before
+
+
+def test_two_remaps_asked_at_once_each_let_go_only_after_the_edge_moved(lab):
+    """A failover script remaps back to back: the second change comes while the first one's
+    switches are syncing. Runtime changes' runs go one at a time and every switch of a run syncs
+    to one model, so each change keeps make-before-break: a host lets go of the address (its
+    translation) only after the edge stopped sending the address's traffic to it."""
+    first = holder(lab)
+    targets = [e for e in ("eni-1", "eni-2", "eni-3") if HOST_OF[e] != HOST_OF[first]]
+    logs = {n: os.path.join(sw.ovs.dir, "ovs-vswitchd.log") for n, sw in lab.switches.items()}
+    offsets = {n: os.path.getsize(path) for n, path in logs.items()}
+    for n in logs:
+        lab.switches[n].ovs.appctl("vlog/set", "vconn:file:dbg")
+    try:
+        for target in targets:  # not waiting for the first to be synced
+            status, body = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap",
+                                   {"interface": target, "follow_connections": False})
+            assert status == 200, body
+        lab.wait_synced()
+    finally:
+        for n in logs:
+            lab.switches[n].ovs.appctl("vlog/set", "vconn:file:info")
+    committed = {}
+    for n, path in logs.items():
+        with open(path) as f:
+            f.seek(offsets[n])
+            committed[n] = bundles(f.read())
+    let_go_hosts = 0
+    for host in {HOST_OF[first], HOST_OF[targets[0]]}:
+        let_go = [t for t, mods in committed[host] if any("DEL_STRICT" in m and f"nw_dst={EIP}" in m for m in mods)]
+        stopped = [t for t, mods in committed["edge1"]
+                   if any("DEL_STRICT" in m and f"nw_src={EIP}" in m and HOST_PREFIX[host] in m for m in mods)]
+        if let_go:
+            let_go_hosts += 1
+            assert stopped and min(let_go) >= min(stopped), (host, let_go, stopped, committed["edge1"])
+    assert let_go_hosts >= 1  # the first holder's host at least let go
+    assert holder(lab) == targets[1] and answered_by(lab) == f"ok vm{targets[1][-1]}"

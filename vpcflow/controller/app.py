@@ -65,7 +65,10 @@ class VpcflowApp(AppBase):
         self.datapaths = {}  # dpid -> os-ken Datapath
         self.pending = {}  # xid -> Pending
         self.sync_running = set()
-        self.sync_again = {}  # dpid -> phased (see sync)
+        self.sync_again = set()  # dpids whose running sync is to run again (see sync)
+        self.sync_ended = {}  # dpid -> hub.Event, set while no sync of it runs
+        self.phased_lock = hub.Semaphore(1)  # one runtime change's phases at a time
+        self.phased_queued = False  # a phased run waits to start: a later change needs no other
         self.claim_running = set()
         self.claim_again = set()
         # dpid -> what the last complete sync left on the bridge (InstalledCache): a model change
@@ -226,28 +229,39 @@ class VpcflowApp(AppBase):
             raise RequestFailed("switch refused the bundle commit: " + _describe(errors[0]))
 
     # --- sync ----------------------------------------------------------------------------------
-    def sync(self, dpid, phased=None, break_after=None):
-        """Bring one bridge to its desired flows. Runs again if asked while running (in one
-        bundle if any of the askers wanted one). phased: apply a runtime change make-before-break
+    def sync(self, dpid, phased=None, break_after=None, model=None):
+        """Bring one bridge to its desired flows. phased: apply a runtime change make-before-break
         (_apply_diff), calling phased(new) once the first bundle is committed; what it returns
         (None, or a function) is called once the second bundle is prepared, and only its commit
         waits for that: a wait that outlasts Open vSwitch's bundle idle timeout (10 s) fails the
         sync, leaving the first bundle's flows in place. break_after (phased only): the deletes
-        go in a third bundle, once break_after(), called after the second commit, returns."""
-        if dpid in self.sync_running:
-            self.sync_again[dpid] = self.sync_again.get(dpid, phased) and phased
+        go in a third bundle, once break_after(), called after the second commit, returns.
+        model (a Controller.model_in_force()): sync to it rather than to the one in force now.
+
+        Asked while the bridge syncs: a plain sync runs once more after it (in one bundle, however
+        many asked); a phased one waits for it to end and then runs with its own steps (folded
+        into the other, its run's other switches would wait for steps never taken, or see them
+        taken without its deletes held back)."""
+        ended = self.sync_ended.setdefault(dpid, hub.Event())
+        if dpid in self.sync_running and phased is None:
+            self.sync_again.add(dpid)
             return
+        while dpid in self.sync_running:
+            ended.wait()
         self.sync_running.add(dpid)
+        ended.clear()
         try:
             while True:
-                self._sync_once(dpid, phased, break_after)
+                self._sync_once(dpid, phased, break_after, model)
                 if dpid not in self.sync_again:
                     break
-                phased, break_after = self.sync_again.pop(dpid), None
+                self.sync_again.discard(dpid)
+                phased = break_after = model = None
         finally:
             self.sync_running.discard(dpid)
+            ended.set()
 
-    def _sync_once(self, dpid, phased=None, break_after=None):
+    def _sync_once(self, dpid, phased=None, break_after=None, model=None):
         dp = self.datapaths.get(dpid)
         if dp is None or not self.programs(dpid):
             return
@@ -255,7 +269,7 @@ class VpcflowApp(AppBase):
         started = time.monotonic()
         cache = self.installed.pop(dpid, None)
         try:
-            generation = self.ctl.unchanged_since(name, cache.generation) if cache is not None else None
+            generation = self.ctl.unchanged_since(name, cache.generation, model) if cache is not None else None
             if generation is not None:
                 # no change since the last sync touched this switch: the bridge has what it should
                 cache.generation = generation
@@ -269,7 +283,7 @@ class VpcflowApp(AppBase):
                 installed = cache.as_installed()
             else:
                 version, ports, installed = self._read_bridge(dp)
-            generation, flows = self.ctl.desired(name, bridge, version)
+            generation, flows = self.ctl.desired(name, bridge, version, model)
             desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
             d = diff(desired, installed, lambda f: render.desired_content(f, ports))
             self._apply_diff(dp, d, ports, phased, break_after)
@@ -342,10 +356,21 @@ class VpcflowApp(AppBase):
 
     def sync_all(self, phased: bool = False):
         """phased: a runtime change (API, a remap's completion), applied make-before-break; a
-        reload is one bundle per bridge."""
-        hub.spawn(self._sync_receivers_first, phased)
+        reload is one bundle per bridge. Runtime changes' runs go one at a time (each takes its
+        phases across all switches, to the model in force when it began), and one waiting to
+        start also brings in the changes made meanwhile."""
+        if not phased:
+            hub.spawn(self._sync_receivers_first, phased)
+        elif not self.phased_queued:
+            self.phased_queued = True
+            hub.spawn(self._phased_run)
 
-    def _sync_receivers_first(self, phased: bool = False):
+    def _phased_run(self):
+        with self.phased_lock:
+            self.phased_queued = False  # this run has begun: a change from now on needs one more
+            self._sync_receivers_first(True, self.ctl.model_in_force())
+
+    def _sync_receivers_first(self, phased: bool = False, model=None):
         """Every bridge, hosts before edges: the edge is the one sender of everything that comes
         from outside, so it switches to a new destination (an elastic IP's new holder) only once
         that destination's host is ready for it. Hosts among themselves sync at once (a reload).
@@ -357,7 +382,8 @@ class VpcflowApp(AppBase):
         gone (an elastic IP's old holder takes the new connections the edge still sends it
         until the edge has moved them). The hosts' work is the time the edges' revalidators get
         to bring their datapath flows up to the new matches (and where the edge's control socket
-        is known, the edge's changes also wait for that)."""
+        is known, the edge's changes also wait for that). model: what every switch syncs to
+        (phased; Controller.model_in_force)."""
         dpids = list(self.datapaths)
         is_edge = {dpid: self.ctl.deployment.switches[self.ctl.locate(dpid)[0]].role == EDGE
                    for dpid in dpids if self.ctl.locate(dpid)}
@@ -383,7 +409,7 @@ class VpcflowApp(AppBase):
                 return wait
 
             try:
-                self.sync(dpid, between)
+                self.sync(dpid, between, model=model)
             finally:
                 added.set()  # also when it had nothing to do, or failed
 
@@ -405,7 +431,7 @@ class VpcflowApp(AppBase):
                 edges_done.wait()
 
             try:
-                self.sync(dpid, between, break_after)
+                self.sync(dpid, between, break_after, model)
             finally:
                 added.set()  # also when it had nothing to do, or failed
                 changed.set()

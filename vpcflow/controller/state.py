@@ -224,21 +224,37 @@ class Controller:
     def locate(self, dpid: int) -> Optional[Tuple[str, str]]:
         return self._locations.get(dpid)
 
-    def desired(self, name: str, bridge: str, version: str):
-        """(generation, flows) for one bridge, compiled once per model and OVS capability."""
+    def model_in_force(self):
+        """(generation, compiled flows) of the model in force: what all the syncs of one runtime
+        change sync to, though another change may come into force meanwhile (its own syncs
+        follow). Mixed, the change's phases would not hold across switches: an elastic IP's old
+        holder could let go of it (the new model) before the edge, synced to the old one, stopped
+        sending it the address's new connections."""
         with self.lock:
+            return self.generation, self._switches
+
+    def desired(self, name: str, bridge: str, version: str, model=None):
+        """(generation, flows) for one bridge, compiled once per model and OVS capability; of
+        `model` (model_in_force()) when given, else of the model in force."""
+        with self.lock:
+            generation, switches = model or (self.generation, self._switches)
             embed = honours_tun_ipv6_src(version)
             options = Options(embed_outer_source=frozenset({name}) if embed else frozenset())
-            return self.generation, self._switches.switch(name, options).bridge(bridge)
+            return generation, switches.switch(name, options).bridge(bridge)
 
-    def unchanged_since(self, name: str, generation: int) -> Optional[int]:
-        """The generation in force if no model change after `generation` can have changed this
-        switch's flows, else None."""
+    def unchanged_since(self, name: str, generation: int, model=None) -> Optional[int]:
+        """The generation in force (or `model`'s) if no model change after `generation` up to it
+        can have changed this switch's flows, else None; `generation` itself if it is already
+        as new (a later sync got there first: nothing to take back)."""
         with self.lock:
+            upto = self.generation if model is None else model[0]
+            if generation >= upto:
+                return generation
             if generation < self._changes[0][0] - 1:
                 return None  # older than what is remembered
-            if all(changed is not None and name not in changed for g, changed in self._changes if g > generation):
-                return self.generation
+            if all(changed is not None and name not in changed
+                   for g, changed in self._changes if generation < g <= upto):
+                return upto
             return None
 
     def name_of(self, cookie: int):
