@@ -165,6 +165,25 @@ def bundles(log: str):
     return out
 
 
+def committed_during(lab, names, action):
+    """{switch: bundles(...)} of the named switches while action() runs (vconn debug log)."""
+    logs = {n: os.path.join(lab.switches[n].ovs.dir, "ovs-vswitchd.log") for n in names}
+    offsets = {n: os.path.getsize(path) for n, path in logs.items()}
+    for n in logs:
+        lab.switches[n].ovs.appctl("vlog/set", "vconn:file:dbg")
+    try:
+        action()
+    finally:
+        for n in logs:
+            lab.switches[n].ovs.appctl("vlog/set", "vconn:file:info")
+    committed = {}
+    for n, path in logs.items():
+        with open(path) as f:
+            f.seek(offsets[n])
+            committed[n] = bundles(f.read())
+    return committed
+
+
 def test_a_remap_commits_the_edges_new_matches_before_the_hosts_and_its_changes_after(lab):
     """Make-before-break: the edge first accepts the elastic IP's packets from the new holder's
     host, in a bundle of its own, before the hosts sync; its datapath flows are revalidated
@@ -175,20 +194,7 @@ def test_a_remap_commits_the_edges_new_matches_before_the_hosts_and_its_changes_
     old = holder(lab)
     target = "eni-2" if HOST_OF[old] != "host2" else "eni-3"
     new_host, old_host = HOST_OF[target], HOST_OF[old]
-    logs = {n: os.path.join(lab.switches[n].ovs.dir, "ovs-vswitchd.log") for n in ("edge1", new_host, old_host)}
-    offsets = {n: os.path.getsize(path) for n, path in logs.items()}
-    for n in logs:
-        lab.switches[n].ovs.appctl("vlog/set", "vconn:file:dbg")
-    try:
-        remap(lab, target, follow=False)
-    finally:
-        for n in logs:
-            lab.switches[n].ovs.appctl("vlog/set", "vconn:file:info")
-    committed = {}
-    for n, path in logs.items():
-        with open(path) as f:
-            f.seek(offsets[n])
-            committed[n] = bundles(f.read())
+    committed = committed_during(lab, ("edge1", new_host, old_host), lambda: remap(lab, target, follow=False))
     edge = committed["edge1"]
 
     def edge_bundle(*words):
@@ -226,24 +232,14 @@ def test_two_remaps_asked_at_once_each_let_go_only_after_the_edge_moved(lab):
     translation) only after the edge stopped sending the address's traffic to it."""
     first = holder(lab)
     targets = [e for e in ("eni-1", "eni-2", "eni-3") if HOST_OF[e] != HOST_OF[first]]
-    logs = {n: os.path.join(sw.ovs.dir, "ovs-vswitchd.log") for n, sw in lab.switches.items()}
-    offsets = {n: os.path.getsize(path) for n, path in logs.items()}
-    for n in logs:
-        lab.switches[n].ovs.appctl("vlog/set", "vconn:file:dbg")
-    try:
+
+    def remap_twice():
         for target in targets:  # not waiting for the first to be synced
             status, body = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap",
                                    {"interface": target, "follow_connections": False})
             assert status == 200, body
         lab.wait_synced()
-    finally:
-        for n in logs:
-            lab.switches[n].ovs.appctl("vlog/set", "vconn:file:info")
-    committed = {}
-    for n, path in logs.items():
-        with open(path) as f:
-            f.seek(offsets[n])
-            committed[n] = bundles(f.read())
+    committed = committed_during(lab, list(lab.switches), remap_twice)
     let_go_hosts = 0
     for host in {HOST_OF[first], HOST_OF[targets[0]]}:
         let_go = [t for t, mods in committed[host] if any("DEL_STRICT" in m and f"nw_dst={EIP}" in m for m in mods)]
