@@ -99,3 +99,36 @@ def test_the_state_file_keeps_elastic_ip_remaps(tmp_path):
     # an entry that no longer fits the file is skipped, the rest is kept
     gone = dataclasses.replace(dep, elastic_ips=())
     assert records.restore(path, gone).elastic_ips == ()
+
+
+def test_after_any_moves_the_carried_lookups_equal_a_fresh_scan():
+    """A runtime change carries two look-ups over instead of scanning every interface: which
+    interfaces an instance has (the attach checks) and the state file's attachments. After each
+    move, detach and refused move, both equal what a scan of the new deployment finds."""
+    import random
+
+    base = load_file(data_file("two-hosts.yaml"))
+    rnd = random.Random(7)
+    dep, saved = base, (base, {})
+    dep.interfaces_of("web1")  # made once; every later deployment carries it over
+    entity = {name: base.networks[i.network].entity for name, i in base.interfaces.items()}
+    moves = 0
+    for _ in range(200):
+        iface = rnd.choice(sorted(base.interfaces))
+        if rnd.random() < 0.2:
+            if dep.interfaces[iface].attach_to is None:
+                continue
+            new = records.detach(dep, iface, {"requester": entity[iface]})
+        else:
+            try:
+                new, _ = records.attach(dep, iface, {"instance": rnd.choice(sorted(base.instances)),
+                                                     "requester": entity[iface], "follow_connections": False}, "r")
+            except records.RecordError:
+                continue  # refused: nothing changed
+        moves += 1
+        fresh = dataclasses.replace(new)  # the same deployment without what was carried over
+        assert {i: new.interfaces_of(i) for i in base.instances} == {i: fresh.interfaces_of(i) for i in base.instances}
+        saved = (new, records.attachments(new, base, saved))
+        assert saved[1] == records.attachments(fresh, base)
+        dep = new
+    assert moves > 100 and saved[1]  # the walk moved things, and some stayed away from home

@@ -103,9 +103,9 @@ def attach(dep: Deployment, iface_id: str, body: dict, remap_id: str, draining=(
     if instance not in dep.instances:
         raise RecordError(404, f"no instance {instance!r}")
     _check_attacher(dep, iface, requester)
-    for other in dep.interfaces.values():
-        if other.name != iface.name and other.attach_to == instance and other.network == iface.network:
-            raise RecordError(409, f"instance {instance} already has {other.name} in network {iface.network}")
+    for other in dep.interfaces_of(instance):
+        if other != iface.name and dep.interfaces[other].network == iface.network:
+            raise RecordError(409, f"instance {instance} already has {other} in network {iface.network}")
     new_switch = dep.instances[instance].switch
     for r in draining:
         if r.interface == iface.name and r.old_switch == new_switch:
@@ -192,10 +192,23 @@ def _with_elastic_ip(dep: Deployment, ip, iface_name: str) -> Deployment:
 
 
 # --- the state file --------------------------------------------------------------------------
-def attachments(dep: Deployment, base: Deployment) -> Dict[str, Optional[str]]:
-    """The attachments in which `dep` differs from the deployment file's `base`."""
-    return {name: iface.attach_to for name, iface in dep.interfaces.items()
-            if name in base.interfaces and base.interfaces[name].attach_to != iface.attach_to}
+def attachments(dep: Deployment, base: Deployment, previous=None) -> Dict[str, Optional[str]]:
+    """The attachments in which `dep` differs from the deployment file's `base`. previous: (a
+    deployment of the same base, its attachments); where dep has its interfaces, or was made from
+    it by with_interfaces (a runtime change), only the interfaces replaced since are compared
+    (every interface, at each change, was 53 ms at 100,000 interfaces)."""
+    if previous is not None and previous[0].interfaces is dep.interfaces:  # an elastic IP's remap, say
+        return previous[1]
+    names = dep.replaced_from(previous[0]) if previous is not None else None
+    if names is None:
+        names, out = dep.interfaces, {}
+    else:
+        out = {name: instance for name, instance in previous[1].items() if name not in names}
+    for name in names:
+        iface = dep.interfaces.get(name)
+        if iface is not None and name in base.interfaces and base.interfaces[name].attach_to != iface.attach_to:
+            out[name] = iface.attach_to
+    return out
 
 
 def elastic_ips(dep: Deployment, base: Deployment) -> Dict[str, str]:
@@ -204,19 +217,22 @@ def elastic_ips(dep: Deployment, base: Deployment) -> Dict[str, str]:
     return {str(e.ip): e.interface for e in dep.elastic_ips if before.get(str(e.ip), e.interface) != e.interface}
 
 
-def save(path: Optional[str], dep: Deployment, base: Deployment, remaps: Dict[str, Remap]) -> None:
+def save(path: Optional[str], dep: Deployment, base: Deployment, remaps: Dict[str, Remap], previous=None):
     """Write the state file atomically (a crash leaves the old one or the new one): what `dep`
-    changed at runtime from the deployment file's `base`, and the remaps."""
+    changed at runtime from the deployment file's `base`, and the remaps. Returns (dep, its
+    attachments): the `previous` of the next save (see attachments), None without a file."""
     if not path:
-        return
+        return None
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    state = {"version": STATE_VERSION, "attachments": attachments(dep, base), "elastic_ips": elastic_ips(dep, base),
+    attached = attachments(dep, base, previous)
+    state = {"version": STATE_VERSION, "attachments": attached, "elastic_ips": elastic_ips(dep, base),
              "remaps": {k: dataclasses.asdict(r) for k, r in remaps.items()}}
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
         json.dump(state, f, indent=1, sort_keys=True)
         tmp = f.name
     os.replace(tmp, path)
+    return dep, attached
 
 
 def restore_remaps(path: Optional[str]) -> Dict[str, Remap]:

@@ -73,6 +73,7 @@ class Controller:
         self.index: Optional[Index] = None
         self._changes = []
         self.base = deployment  # as the deployment file says, before runtime changes
+        self._saved = None  # (deployment, attachments) the state file was last written with
         if store is None:
             self.remaps: Dict[str, records.Remap] = records.restore_remaps(state_file)
             self._install(records.restore(state_file, deployment))
@@ -107,7 +108,7 @@ class Controller:
             remaps = dict(self.remaps)
             if remap is not None:
                 remaps[remap.id] = remap
-            records.save(self.state_file, new, self.base, remaps)
+            self._saved = records.save(self.state_file, new, self.base, remaps, self._saved)
             self.remaps = remaps
             self._install(new)
             return self.generation, remap
@@ -177,7 +178,7 @@ class Controller:
                 return False
             if self.store is None:
                 r.state = "complete"
-                records.save(self.state_file, self.deployment, self.base, self.remaps)
+                self._saved = records.save(self.state_file, self.deployment, self.base, self.remaps, self._saved)
                 self._install(self.deployment)
                 return True
             done = dataclasses.replace(r, state="complete", connections=0)
@@ -277,7 +278,7 @@ class Controller:
         except DeploymentError as e:
             return e.problems
         with self.lock:
-            self.base = dep
+            self.base, self._saved = dep, None
             self._install(records.restore(self.state_file, dep))
         return []
 

@@ -200,9 +200,34 @@ class Deployment:
     def with_interfaces(self, interfaces: Mapping[str, "Interface"]) -> "Deployment":
         """This deployment with these interfaces replaced (or added). The new one remembers which
         (replaced_from), so that what changed need not be found by comparing every interface."""
-        new = dataclasses.replace(self, interfaces=frozen_map({**self.interfaces, **interfaces}))
+        merged = self.interfaces.copy()  # the mapping's own copy: {**proxy} took 40 ms at 100k
+        merged.update(interfaces)
+        new = dataclasses.replace(self, interfaces=MappingProxyType(merged))
         object.__setattr__(new, "_replaced", (weakref.ref(self), frozenset(interfaces)))
+        attached = self.__dict__.get("_attached")
+        if attached is not None:  # carried over: only the replaced interfaces' instances change
+            attached = dict(attached)
+            for name in interfaces:
+                for iface in (self.interfaces.get(name), interfaces[name]):
+                    if iface is not None and iface.attach_to is not None:
+                        attached[iface.attach_to] = tuple(sorted(
+                            n for n in {*attached.get(iface.attach_to, ()), name}
+                            if merged[n].attach_to == iface.attach_to))
+            object.__setattr__(new, "_attached", attached)
         return new
+
+    def interfaces_of(self, instance: str) -> Tuple[str, ...]:
+        """The names of the interfaces attached to an instance. Made once per deployment (a scan of
+        every interface: 30 ms at 100k) and carried over by with_interfaces."""
+        attached = self.__dict__.get("_attached")
+        if attached is None:
+            lists = {}
+            for iface in self.interfaces.values():
+                if iface.attach_to is not None:
+                    lists.setdefault(iface.attach_to, []).append(iface.name)
+            attached = {inst: tuple(sorted(names)) for inst, names in lists.items()}
+            object.__setattr__(self, "_attached", attached)
+        return attached.get(instance, ())
 
     def replaced_from(self, other: "Deployment") -> Optional[frozenset]:
         """The interfaces replaced to make this deployment from other (with_interfaces), or None
