@@ -8,12 +8,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import shutil
 import tempfile
 
 import yaml
 
 from bench import generate
 from bench.util import median, now, peak_rss, profile, rss, worker_main
+from vpcflow.controller import records
 from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.follow import ElasticFollow
 from vpcflow.flows.incremental import Compiled, next_index
@@ -68,10 +70,6 @@ def job_scale(size: str, budget: float, yaml_read: bool = False) -> dict:
     return out
 
 
-def _with_interface(dep, name, **changes):
-    return dep.with_interfaces({name: dataclasses.replace(dep.interfaces[name], **changes)})  # as records.py does
-
-
 def _with_rule(dep, group, direction, index, **changes):
     sg = dep.security_groups[group]
     rules = list(getattr(sg, direction))
@@ -80,8 +78,25 @@ def _with_rule(dep, group, direction, index, **changes):
     return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
 
 
+def _api_call(dep, make):
+    """The API's own work for a change (records.py, as state.change runs it): the checks and the
+    new model (make), then the state file. The controller has looked up instances' interfaces
+    and written the state file before: both are carried over, as they are in a running one."""
+    directory = tempfile.mkdtemp(prefix="vpcflow-bench-state-")
+    path = os.path.join(directory, "state.json")
+    dep.interfaces_of("")
+    previous = records.save(path, dep, dep, {})
+
+    def call():
+        new, remap = make()
+        records.save(path, new, dep, {remap.id: remap} if remap else {}, previous)
+        return new
+    return call, directory
+
+
 def _changes(dep, data):
-    """(what, new deployment, draining remaps, changed file data, tenant concerned, hosts concerned)."""
+    """(what, new deployment, draining remaps, changed file data, tenant concerned, hosts concerned,
+    the API call that makes the change or None: _api_call)."""
     racks = sum(1 for n in dep.instances if n.startswith("spare"))
     spare = f"spare{racks - 1}"
     moved = generate.iface_name(1)  # network n0, rack 0
@@ -101,15 +116,21 @@ def _changes(dep, data):
                   and dep.instances[i.attach_to].switch != dep.instances[holder.attach_to].switch)
     holders = [dep.instances[dep.interfaces[n].attach_to].switch for n in (eip.interface, target)]
     remap_data = {**data, "elastic_ips": [{**data["elastic_ips"][0], "interface": target}] + data["elastic_ips"][1:]}
-    remapped = dataclasses.replace(dep, elastic_ips=(dataclasses.replace(eip, interface=target),) + dep.elastic_ips[1:])
+    requester = dep.networks[dep.interfaces[moved].network].entity
+
+    def move():
+        return records.attach(dep, moved, {"instance": spare, "requester": requester, "follow_connections": False},
+                              "bench")
+
+    def remap():
+        return records.remap_elastic_ip(dep, str(eip.ip), {"interface": target, "follow_connections": True}, "bench")
     return [
         (f"interface move ({moved}: {old_host} -> {dep.instances[spare].switch})",
-         _with_interface(dep, moved, attach_to=spare), (), move_data, "t0",
-         {old_host, dep.instances[spare].switch}),
+         move()[0], (), move_data, "t0", {old_host, dep.instances[spare].switch}, move),
         (f"security-group rule edit ({group} ingress[0]: tcp 80 -> 80-81)",
-         _with_rule(dep, group, "ingress", 0, ports=PortRange(80, 81)), (), rule_data, "t0", set()),
+         _with_rule(dep, group, "ingress", 0, ports=PortRange(80, 81)), (), rule_data, "t0", set(), None),
         (f"elastic-IP remap, followed ({eip.ip}: {eip.interface} on {holders[0]} -> {target} on {holders[1]})",
-         remapped, (ElasticFollow("bench", str(eip.ip), eip.interface),), remap_data, "t0", set(holders)),
+         remap()[0], (ElasticFollow("bench", str(eip.ip), eip.interface),), remap_data, "t0", set(holders), remap),
     ]
 
 
@@ -134,7 +155,7 @@ def job_incremental(size: str, runs: int, others: int, budget: float) -> dict:
     old_ix = Index(dep)
     old = {}
     results = []
-    for what, new_dep, follows, new_data, tenant, named in _changes(dep, data):
+    for what, new_dep, follows, new_data, tenant, named, make in _changes(dep, data):
         t = now()
         parse(new_data)
         validate = now() - t
@@ -170,7 +191,18 @@ def job_incremental(size: str, runs: int, others: int, budget: float) -> dict:
             recompile(changed)
             times.append(now() - t)
         module = _through_incremental(old_ix, old, new_dep, follows, changed, max(runs, 3))
-        results.append({"module": module, "what": what, "validate": validate, "times": times, "index": index_time,
+        api = None
+        if make is not None:
+            call, directory = _api_call(dep, make)
+            try:
+                api = []
+                for _ in range(max(runs, 3)):
+                    t = now()
+                    call()
+                    api.append(now() - t)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+        results.append({"module": module, "api": api, "what": what, "validate": validate, "times": times, "index": index_time,
                         "changed": changed, "examined": len(examined), "sampled_others": len(sample),
                         "others_changed": [s for s in changed if s in sample],
                         "flows_added": added, "flows_removed": removed,

@@ -111,11 +111,14 @@ class Report:
 
     def incremental(self):
         self.add("## 2. Incremental change", "",
-                 "A change is applied to the model value (`dataclasses.replace`, as an API call would). "
+                 "A move and a remap are made by the API's own functions (`controller/records.py`: checks, new "
+                 "model); a rule edit, which comes with a reload, is applied to the model value "
+                 "(`dataclasses.replace`). "
                  "Switches examined: every switch hosting an interface of the tenant concerned, the hosts "
                  "named by the change, the edge, and a few others far away (a check that they do not "
                  "change); they were compiled before the change. **Time to new desired flows** is what the "
-                 "controller runs (`state._install`): `incremental.next_index` (the next Index derived from "
+                 "controller runs from an API call (`state.change`): the API's own work (its checks, the new "
+                 "model, the state file written), then `incremental.next_index` (the next Index derived from "
                  "the one in force, with the work the change did not touch carried over), "
                  "`Compiled.update` (which finds the switches to recompile), and the compile of those "
                  "switches. For comparison, the same switches compiled from a fresh `Index` (what a "
@@ -134,13 +137,16 @@ class Report:
                 continue
             for c in r["changes"]:
                 m = c["module"]
-                t = m["seconds"]
+                api = median(c["api"]) if c.get("api") else None
+                t = m["seconds"] + (api or 0)
                 self.change_seconds.setdefault(size, {})[c["what"].split(" (")[0]] = t
                 others = "none of the far ones" if not c["others_changed"] else "far ones too: " + ", ".join(c["others_changed"])
                 missed = f"; **missed {', '.join(m['missed'])}**" if m["missed"] else ""
                 self.add(f"| {size} | {c['what']} | {len(c['changed'])} ({c['examined']}; {others}{missed}) "
                          f"| {c['flows_added']:,} / {c['flows_removed']:,} ({c['switch_flows']:,}) "
-                         f"| {_s(t)} ({_n(len(m['times']), 'run')}; finding the switches {_s(m['find'])}) "
+                         f"| {_s(t)} ({_n(len(m['times']), 'run')}; "
+                         f"{'API checks and state file ' + _s(api) + '; ' if api is not None else ''}"
+                         f"finding the switches {_s(m['find'])}) "
                          f"| {_s(median(c['times']))} (Index {_s(c['index'])}) | {_s(c['validate'])} "
                          f"| {t / c['validate']:.2f} | {_met(t < 0.02)} |")
                 if size in ("100k", "smoke"):
