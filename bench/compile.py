@@ -20,6 +20,7 @@ from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.follow import ElasticFollow
 from vpcflow.flows.incremental import Compiled, next_index
 from vpcflow.flows.index import Index
+from vpcflow.flows.nat import PORTED, block_name
 from vpcflow.flows.portmask import range_to_masks
 from vpcflow.topology.loader import load_file, parse
 from vpcflow.topology.model import EDGE, PortRange, frozen_map
@@ -244,8 +245,12 @@ def job_host_growth(interfaces: int, hosts: int, net_size: int, rack: int) -> di
     t = now()
     edge = compile_switch(ix, "edge1")
     edge_time = now() - t
-    edge_nat = sum(1 for f in edge.integration if f.feature == "nat")
-    cover = sum(len(range_to_masks(b.ports.lo, b.ports.hi)) for b in dep.nat.blocks)
+    # the demultiplexing: the edge's flows that send a block's ports (to the block's host), and the
+    # fewest value/mask pairs that match each block's ports, for TCP and for UDP (no OpenFlow
+    # field matches the ports of both)
+    blocks = {block_name(b) for b in dep.nat.blocks}
+    edge_nat = sum(1 for f in edge.integration if f.table == "uplink_in" and f.obj in blocks)
+    cover = sum(len(range_to_masks(b.ports.lo, b.ports.hi)) for b in dep.nat.blocks) * len(PORTED)
     return {"interfaces": interfaces, "hosts": hosts, "host0_interfaces": len(ix.local_interfaces("host0")),
             "host0_networks": len(ix.local_networks("host0")), "host0_flows": _count(sf),
             "by_table": dict(by_table), "index": index_time, "host0_compile": host_time,

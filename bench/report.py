@@ -173,9 +173,10 @@ class Report:
     def growth(self):
         self.add("## 3. Flows per switch", "",
                  "host0 keeps the same 50 interfaces (5 networks of its rack) while the deployment grows "
-                 "around it (racks of 10 hosts, 50 interfaces each). The edge's NAT demultiplexing flows "
-                 "are compared with the minimal value/mask cover of the NAT blocks (`portmask.range_to_masks`, "
-                 "the **baseline**).", "",
+                 "around it (racks of 10 hosts, 50 interfaces each). The edge's NAT demultiplexing flows (those "
+                 "that send a block's ports from the uplink to the block's host) are compared with the minimal "
+                 "value/mask cover of the NAT blocks (`portmask.range_to_masks` of each block, for TCP and for "
+                 "UDP: no OpenFlow field matches the ports of both; the **baseline**).", "",
                  "| deployment (interfaces / hosts) | host0 interfaces / networks | host0 flows | host0 compile | Index "
                  "| edge flows | edge NAT demux flows / minimal cover of the blocks |",
                  "| --- | --- | --- | --- | --- | --- | --- |")
@@ -201,6 +202,10 @@ class Report:
             self.headline("host0 flows, deployment x{:.0f}".format(ok[-1]["interfaces"] / ok[0]["interfaces"]),
                           f"{last:,}", f"{first:,} (smallest)", f"{last / first:.2f}", "flat",
                           last <= first * 1.05)
+            demux, cover = ok[-1]["edge_nat_flows"], ok[-1]["block_cover"]
+            if demux:
+                self.headline("edge NAT demux flows (largest deployment)", f"{demux:,}", f"minimal cover {cover:,}",
+                              f"{demux / cover:.2f}", "the minimum", demux <= cover)
 
     def install(self):
         self.add("## 4. Install rate", "", *_doc(install))
