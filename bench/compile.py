@@ -71,6 +71,10 @@ def job_scale(size: str, budget: float, yaml_read: bool = False) -> dict:
     return out
 
 
+def _with_interface(dep, name, **changes):
+    return dep.with_interfaces({name: dataclasses.replace(dep.interfaces[name], **changes)})  # as records.py does
+
+
 def _with_rule(dep, group, direction, index, **changes):
     sg = dep.security_groups[group]
     rules = list(getattr(sg, direction))
