@@ -140,3 +140,47 @@ def test_wire_form_follows_the_port_numbers():
     assert render.desired_key(fl, {}) is None
     one, two = render.desired_content(fl, {"p1": 1}), render.desired_content(fl, {"p1": 2})
     assert one != two and render.desired_content(fl, {"p1": 1}) == one
+
+
+def test_a_diff_from_what_a_bridge_holds_equals_the_full_diff():
+    """diff_since compares only the flows that are not the objects the bridge holds: after any
+    mix of kept, dropped, added, re-made (equal, other object), changed and port-waiting flows,
+    it gives the full diff's adds, new matches, deletes and count, and what the bridge then holds."""
+    import collections
+    import random
+
+    from vpcflow.controller.sync import diff_since, held
+
+    def key_of(fl):
+        return None if fl.actions[0].port == "absent" else fl.key
+
+    def content(fl):
+        return fl.actions
+
+    rnd = random.Random(5)
+    hold = held({fl.key: fl for fl in (f(reg=i) for i in range(40))})
+    for _ in range(300):
+        flows = []
+        for fl in hold.desired.values():
+            roll = rnd.random()
+            if roll < 0.1:
+                continue  # dropped
+            flows.append(fl if roll < 0.8 else f(reg=fl.match[0][1]) if roll < 0.9  # kept, or re-made equal
+                         else f(port=rnd.choice(["p2", "p3"]), reg=fl.match[0][1]))  # or changed
+        present = {fl.key for fl in flows}
+        for _ in range(rnd.randrange(4)):
+            fl = f(port=rnd.choice(["p1", "absent"]), reg=rnd.randrange(60))
+            if fl.key not in present:
+                present.add(fl.key)
+                flows.append(fl)
+        rnd.shuffle(flows)
+        desired, waiting = split_by_resolvable(flows, key_of)
+        full = diff(desired, [Installed(k, fl.cookie, fl, content(fl)) for k, fl in hold.desired.items()], content)
+        quick, now, quick_waiting = diff_since(hold, flows, key_of, content)
+        assert {fl.key for fl in quick.add} == {fl.key for fl in full.add}
+        assert {fl.key for fl in quick.new} == {fl.key for fl in full.new}
+        assert {i.key for i in quick.delete} == {i.key for i in full.delete} and quick.unchanged == full.unchanged
+        assert set(map(id, quick_waiting)) == set(map(id, waiting))
+        assert now.desired == desired and now.ids == set(map(id, desired.values()))
+        assert now.features == collections.Counter(fl.feature for fl in desired.values())
+        hold = now

@@ -11,7 +11,6 @@ Store mode, several instances (membership.py, roles.py): on connect and at every
 """
 from __future__ import annotations
 
-import collections
 import logging
 import signal
 import time
@@ -20,7 +19,7 @@ from vpcflow.controller import api, arp_probe, config, membership, render, unixc
 from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, AppBase, hub,
                                           ofp, ofp_event, packet, parser, set_ev_cls)
 from vpcflow.controller.state import Controller
-from vpcflow.controller.sync import Installed, diff, split_by_resolvable
+from vpcflow.controller.sync import Installed, diff, diff_since, held, split_by_resolvable
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.core import Flow
 from vpcflow.flows.follow import record_name
@@ -275,24 +274,26 @@ class VpcflowApp(AppBase):
                 cache.generation = generation
                 self.installed[dpid] = cache
                 self.ctl.synced(dpid, generation, version=cache.version, ports=cache.ports,
-                                installed=len(cache.desired), added=0, deleted=0, waiting=0,
-                                seconds=time.monotonic() - started, features=cache.features)
+                                installed=len(cache.held.desired), added=0, deleted=0, waiting=0,
+                                seconds=time.monotonic() - started, features=cache.held.features)
                 return
             if cache is not None:  # the bridge holds what the last sync left: no need to read it
                 version, ports = cache.version, cache.ports
-                installed = cache.as_installed()
             else:
                 version, ports, installed = self._read_bridge(dp)
             generation, flows = self.ctl.desired(name, bridge, version, model)
-            desired, waiting = split_by_resolvable(flows, lambda f: render.desired_key(f, ports))
-            d = diff(desired, installed, lambda f: render.desired_content(f, ports))
+            key, content = (lambda f: render.desired_key(f, ports)), (lambda f: render.desired_content(f, ports))
+            if cache is not None:  # compared by what changed since (sync.diff_since)
+                d, now, waiting = diff_since(cache.held, flows, key, content)
+            else:
+                desired, waiting = split_by_resolvable(flows, key)
+                d, now = diff(desired, installed, content), held(desired)
             self._apply_diff(dp, d, ports, phased, break_after)
-            features = collections.Counter(f.feature for f in desired.values())
             if not waiting:
-                self.installed[dpid] = InstalledCache(generation, version, ports, desired, features)
-            self.ctl.synced(dpid, generation, version=version, ports=ports, installed=len(desired), added=len(d.add), deleted=len(d.delete),
-                            waiting=len(waiting), seconds=time.monotonic() - started,
-                            features=features)
+                self.installed[dpid] = InstalledCache(generation, version, ports, now)
+            self.ctl.synced(dpid, generation, version=version, ports=ports, installed=len(now.desired),
+                            added=len(d.add), deleted=len(d.delete), waiting=len(waiting),
+                            seconds=time.monotonic() - started, features=now.features)
             if bridge == pipeline.INTEGRATION and self.ctl.deployment.switches[name].role == EDGE:
                 hub.spawn(arp_probe.probe_once, self)  # learn the gateway now, not at the next tick
             LOG.info("switch %s bridge %s synced: %d added, %d deleted, %d unchanged, %d waiting for ports",
@@ -660,15 +661,11 @@ class VpcflowApp(AppBase):
 
 
 class InstalledCache:
-    """The flows a complete sync left on a bridge, with the port numbers they were encoded with."""
+    """The flows a complete sync left on a bridge (sync.Held), with the port numbers they were
+    encoded with."""
 
-    def __init__(self, generation, version, ports, desired, features):
-        self.generation, self.version, self.ports, self.desired = generation, version, dict(ports), dict(desired)
-        self.features = features
-
-    def as_installed(self):
-        # the match is the flow itself: _switch_match encodes it only for a delete
-        return [Installed(k, f.cookie, f, render.desired_content(f, self.ports)) for k, f in self.desired.items()]
+    def __init__(self, generation, version, ports, held):
+        self.generation, self.version, self.ports, self.held = generation, version, dict(ports), held
 
 
 def _bundle_ctrl(dp, bundle_id: int, kind: int):

@@ -11,8 +11,11 @@ IP's remap) they are what lets the new path's packets through.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
-from typing import Dict, List, Tuple
+import itertools
+import operator
+from typing import Dict, List, Sequence, Set, Tuple
 
 from vpcflow.flows import cookies
 from vpcflow.flows.core import Flow
@@ -69,3 +72,64 @@ def split_by_resolvable(flows, key_of) -> Tuple[Dict[tuple, Flow], List[Flow]]:
         else:
             keyed[k] = f
     return keyed, waiting
+
+
+@dataclasses.dataclass
+class Held:
+    """What a bridge holds after a complete sync: the desired flows by key (all installed), the
+    ids of those very flow objects, and how many of each feature."""
+
+    desired: Dict[tuple, Flow]
+    ids: Set[int]
+    features: collections.Counter
+
+
+def held(desired: Dict[tuple, Flow]) -> Held:
+    return Held(desired, set(map(id, desired.values())), collections.Counter(f.feature for f in desired.values()))
+
+
+def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: None) -> Tuple[Diff, Held, List[Flow]]:
+    """diff(...) of `flows` against a bridge that holds exactly `before`, what it holds once the
+    diff is applied, and the flows waiting for ports (as split_by_resolvable). `before` is taken
+    over and changed (the cache of a bridge's last sync: a failed sync reads the bridge again).
+
+    A recompiled switch keeps most of its flows as the very same objects (the runs a change did
+    not touch), and those are installed as they are: only the flows that are not the objects
+    `before` holds, and the ones it holds that are gone, are keyed and compared (the full diff
+    keyed and compared every flow: 1.2 s of a runtime change at an edge of 142,000 flows). The
+    held flows that are gone are looked for only when some of them are not replaced by a flow
+    of the same match."""
+    desired, ids = before.desired, before.ids
+    fresh = list(itertools.compress(flows, map(operator.not_, map(ids.__contains__, map(id, flows)))))
+    gone_count = len(ids) - (len(flows) - len(fresh))
+    features = before.features.copy()
+    add, new, waiting, delete = [], [], [], []
+    for f in fresh:
+        k = key_of(f)
+        if k is None:
+            waiting.append(f)
+            continue
+        old = desired.get(k)
+        if old is None:
+            new.append(f)
+            add.append(f)
+        else:  # replaced: the same match
+            gone_count -= 1
+            ids.discard(id(old))
+            features[old.feature] -= 1
+            if old.cookie != f.cookie or content(old) != content(f):
+                add.append(f)
+        desired[k] = f
+        ids.add(id(f))
+        features[f.feature] += 1
+    if gone_count:  # matches no flow has any more
+        kept = set(map(id, flows))
+        values = list(desired.values())
+        for g in itertools.compress(values, map(operator.not_, map(kept.__contains__, map(id, values)))):
+            k = key_of(g)
+            delete.append(Installed(k, g.cookie, g, content(g)))
+            del desired[k]
+            ids.discard(id(g))
+            features[g.feature] -= 1
+    return Diff(add=add, delete=delete, unchanged=len(desired) - len(add), new=new), \
+        Held(desired, ids, +features), waiting
