@@ -181,6 +181,6 @@ def test_a_diff_from_what_a_bridge_holds_equals_the_full_diff():
         assert {fl.key for fl in quick.new} == {fl.key for fl in full.new}
         assert {i.key for i in quick.delete} == {i.key for i in full.delete} and quick.unchanged == full.unchanged
         assert set(map(id, quick_waiting)) == set(map(id, waiting))
-        assert now.desired == desired and now.ids == set(map(id, desired.values()))
+        assert now.desired == desired and all(now.desired[k] is fl for k, fl in desired.items())
         assert now.features == collections.Counter(fl.feature for fl in desired.values())
         hold = now

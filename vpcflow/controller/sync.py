@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import itertools
 import operator
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from vpcflow.flows import cookies
 from vpcflow.flows.core import Flow
@@ -76,16 +76,15 @@ def split_by_resolvable(flows, key_of) -> Tuple[Dict[tuple, Flow], List[Flow]]:
 
 @dataclasses.dataclass
 class Held:
-    """What a bridge holds after a complete sync: the desired flows by key (all installed), the
-    ids of those very flow objects, and how many of each feature."""
+    """What a bridge holds after a complete sync: the desired flows by key (all installed) and
+    how many of each feature."""
 
     desired: Dict[tuple, Flow]
-    ids: Set[int]
     features: collections.Counter
 
 
 def held(desired: Dict[tuple, Flow]) -> Held:
-    return Held(desired, set(map(id, desired.values())), collections.Counter(f.feature for f in desired.values()))
+    return Held(desired, collections.Counter(f.feature for f in desired.values()))
 
 
 def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: None) -> Tuple[Diff, Held, List[Flow]]:
@@ -98,8 +97,10 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
     `before` holds, and the ones it holds that are gone, are keyed and compared (the full diff
     keyed and compared every flow: 1.2 s of a runtime change at an edge of 142,000 flows). The
     held flows that are gone are looked for only when some of them are not replaced by a flow
-    of the same match."""
-    desired, ids = before.desired, before.ids
+    of the same match. (The ids of the held flows are gathered for each diff, not kept: kept
+    for every bridge, they took more memory than the flows' keys.)"""
+    desired = before.desired
+    ids = set(map(id, desired.values()))
     fresh = list(itertools.compress(flows, map(operator.not_, map(ids.__contains__, map(id, flows)))))
     gone_count = len(ids) - (len(flows) - len(fresh))
     features = before.features.copy()
@@ -115,12 +116,10 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
             add.append(f)
         else:  # replaced: the same match
             gone_count -= 1
-            ids.discard(id(old))
             features[old.feature] -= 1
             if old.cookie != f.cookie or content(old) != content(f):
                 add.append(f)
         desired[k] = f
-        ids.add(id(f))
         features[f.feature] += 1
     if gone_count:  # matches no flow has any more
         kept = set(map(id, flows))
@@ -129,7 +128,5 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
             k = key_of(g)
             delete.append(Installed(k, g.cookie, g, content(g)))
             del desired[k]
-            ids.discard(id(g))
             features[g.feature] -= 1
-    return Diff(add=add, delete=delete, unchanged=len(desired) - len(add), new=new), \
-        Held(desired, ids, +features), waiting
+    return Diff(add=add, delete=delete, unchanged=len(desired) - len(add), new=new), Held(desired, +features), waiting
