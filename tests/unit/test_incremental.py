@@ -10,7 +10,7 @@ from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.incremental import Compiled, next_index
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import parse
-from vpcflow.topology.model import PortRange
+from vpcflow.topology.model import PortRange, frozen_map
 
 pytestmark = pytest.mark.foundation
 
@@ -26,6 +26,14 @@ def dep():
     return parse(generate.generate(160, 16, 20, 4))
 
 
+def _naming(dep, group, named):
+    """group's first ingress rule, from an address range to the members of `named`."""
+    sg = dep.security_groups[group]
+    rule = dataclasses.replace(sg.ingress[0], cidr=None, group=named)
+    sg = dataclasses.replace(sg, ingress=(rule,) + sg.ingress[1:])
+    return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
+
+
 def _changes(dep):
     spare = sorted(n for n in dep.instances if n.startswith("spare"))[-1]
     moved = generate.iface_name(1)
@@ -36,6 +44,8 @@ def _changes(dep):
         "detach": _with_interface(dep, moved, attach_to=None),
         "groups": _with_interface(dep, moved, security_groups=(web, db)),  # a class no interface had
         "rule": _with_rule(dep, web, "ingress", 0, ports=PortRange(80, 81)),
+        # a rule that names a group now: conjunction ids are numbered anew
+        "rule names a group": _naming(dep, web, app),
         "nothing": dep,
     }
 
@@ -98,7 +108,7 @@ def test_a_followed_move_recompiles_the_old_binding_switch(dep):
         assert done.switch(name) == compile_switch(fresh, name), name
 
 
-@pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "nothing"])
+@pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "rule names a group", "nothing"])
 def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
     """The controller's path: the next Index derived from the one in force, with the work the
     change did not touch carried over, then the changed switches recompiled."""

@@ -232,8 +232,9 @@ def carry_over(old: Index, new: Index, change: Change):
                       and o.interfaces[name].security_groups == n.interfaces[name].security_groups
                       for name in change.interfaces)
     holders = eip_holders_changed(o, old.elastic_follows, n, new.elastic_follows) or set()
+    conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
     touched = _Touched(names, networks, switches, rules_same, membership, rules_same and groups_same, old,
-                       groups_same, _switches_of(holders, old, new))
+                       groups_same, _switches_of(holders, old, new), conj_same)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -264,6 +265,16 @@ class _Touched:
     old: Index
     groups_same: bool  # no interface changed its groups (the ids of group classes stay)
     holder_switches: Set[str]  # switches of interfaces whose holding of an elastic IP changed
+    conj_same: bool  # the conjunction ids stay: no interface changed its groups, no rule that names
+    # a group came or went (what authz._conj_ids numbers)
+
+
+def _naming_rules(dep: Deployment, group: str):
+    """Where a group's rules name a group (authz._conj_ids numbers those), or None without it."""
+    sg = dep.security_groups.get(group)
+    if sg is None:
+        return None
+    return [(d, i) for d in ("ingress", "egress") for i, rule in enumerate(getattr(sg, d)) if rule.group is not None]
 
 
 # A rule: (the cached values of one kind, what the change touched) -> the keys that go, or ALL.
@@ -296,6 +307,14 @@ def _rules_same(values, t: _Touched):
 
 def _same_classes(values, t: _Touched):
     return () if t.same_classes else ALL
+
+
+def _groups_same(values, t: _Touched):
+    return () if t.groups_same else ALL
+
+
+def _conj_same(values, t: _Touched):
+    return () if t.conj_same else ALL
 
 
 def _members_same(values, t: _Touched):
@@ -365,7 +384,7 @@ _CARRY = {
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
     "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _rules_same,
     "incremental:naming_groups": _rules_same,
-    "group_classes": _same_classes, "authz:conj_ids": _same_classes,
+    "group_classes": _groups_same, "authz:conj_ids": _conj_same,
     "authz:class": _authz_class, "member_ips": _members_same,
     "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
     "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
