@@ -10,7 +10,7 @@ from __future__ import annotations
 import array
 import collections
 import itertools
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from vpcflow.flows import pipeline
 from vpcflow.flows.core import Conjunction, Flow
@@ -81,10 +81,65 @@ def _finish_keyed(flows) -> Tuple[Tuple[Flow, ...], List[tuple]]:
     return tuple(unique.values()), list(unique)
 
 
-def finish(items) -> Tuple[Flow, ...]:
+class Overlaps:
+    """The key hashes of one switch's runs, counted: a compile of the switch with mostly the same
+    runs (a runtime change) checks that its runs do not overlap by counting in the runs that came
+    and out those that went, instead of hashing all of them again (142k at a 100k-interface edge:
+    half of its recompile). It says which runs it counts (it holds them), so it stays right
+    whichever compile updated it last: Indexes derived one from another share it
+    (flows/incremental.py carries it over)."""
+
+    __slots__ = ("_runs", "_counts", "_surplus")
+
+    def __init__(self):
+        self._runs = {}  # id -> run, of the runs counted
+        self._counts = {}  # key hash -> how many runs have it
+        self._surplus = 0  # hashes counted more than once, beyond the first
+
+    def clear_of(self, runs: List[Shared], own: List[int]) -> bool:
+        """Whether these runs and the own flows' key hashes are all distinct."""
+        try:
+            self._count(runs)
+        except BaseException:  # half counted: count anew next time
+            self.__init__()
+            raise
+        if self._surplus:
+            return False
+        counts = self._counts
+        return len(set(own)) == len(own) and not any(map(counts.__contains__, own))
+
+    def _count(self, runs):
+        current = {id(r): r for r in runs}
+        if not self._runs:
+            self._counts = collections.Counter(itertools.chain.from_iterable(r.keys for r in runs))
+            self._surplus = sum(len(r.keys) for r in runs) - len(self._counts)
+            self._runs = current
+            return
+        counts, surplus = self._counts, self._surplus
+        for i, run in self._runs.items():
+            if i not in current:
+                for h in run.keys:
+                    c = counts[h]
+                    if c == 1:
+                        del counts[h]
+                    else:
+                        counts[h] = c - 1
+                        surplus -= 1
+        for i, run in current.items():
+            if i not in self._runs:
+                for h in run.keys:
+                    c = counts.get(h, 0)
+                    counts[h] = c + 1
+                    if c:
+                        surplus += 1
+        self._runs, self._surplus = current, surplus
+
+
+def finish(items, overlaps: Optional[Overlaps] = None) -> Tuple[Flow, ...]:
     """A switch's flows from its own flows and the Shared runs among them: the own ones
     finished, the runs added as they are. Runs that overlap (a match in two runs, or in a run
-    and among the own flows) are all finished together instead, which also names a conflict."""
+    and among the own flows) are all finished together instead, which also names a conflict.
+    overlaps: the switch's counted runs, from its last compile (checked by what changed)."""
     own, runs, seen = [], [], set()
     for item in items:
         if item.__class__ is not Shared:
@@ -95,7 +150,11 @@ def finish(items) -> Tuple[Flow, ...]:
     flows, keys = _finish_keyed(own)
     if not runs:
         return flows
-    total = len(keys) + sum(len(r.keys) for r in runs)
-    if len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) != total:
+    if overlaps is not None:
+        clear = overlaps.clear_of(runs, list(map(hash, keys)))
+    else:
+        total = len(keys) + sum(len(r.keys) for r in runs)
+        clear = len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) == total
+    if not clear:
         return _finish_keyed(itertools.chain(own, *(r.flows for r in runs)))[0]
     return flows + tuple(itertools.chain.from_iterable(r.flows for r in runs))
