@@ -46,6 +46,8 @@ def _changes(dep):
         "rule": _with_rule(dep, web, "ingress", 0, ports=PortRange(80, 81)),
         # a rule that names a group now: conjunction ids are numbered anew
         "rule names a group": _naming(dep, web, app),
+        # the edge sends a forward's port to its interface's host
+        "forward's interface moves": _with_interface(dep, dep.nat.forwards[0].interface, attach_to=spare),
         "nothing": dep,
     }
 
@@ -108,7 +110,8 @@ def test_a_followed_move_recompiles_the_old_binding_switch(dep):
         assert done.switch(name) == compile_switch(fresh, name), name
 
 
-@pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "rule names a group", "nothing"])
+@pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "rule names a group",
+                                    "forward's interface moves", "nothing"])
 def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
     """The controller's path: the next Index derived from the one in force, with the work the
     change did not touch carried over, then the changed switches recompiled."""

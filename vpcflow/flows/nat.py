@@ -386,13 +386,13 @@ def edge_flows(ix: Index, sw: Switch):
     plan = nat_plan(ix)
     yield ix.cached(("nat:edge", sw.name, "static", frozenset()), lambda: Shared(_edge_static(plan, sw)))
     switches = ix.dep.switches
-    for b, host in plan.blocks:
-        owner = frozenset() if b.owner in switches else frozenset({b.owner})
-        yield ix.cached(("nat:edge", sw.name, block_name(b), owner), lambda: Shared(_edge_block(sw, b, host)))
-    for f, ep in plan.forwards:
-        yield ix.cached(("nat:edge", sw.name, forward_name(f), frozenset({f.interface})),
-                        lambda: Shared(_edge_forward(sw, f, ep)))
+    # thousands of parts: looked up as a few entries, not one by one at each compile of the edge.
+    # The blocks of switches no change of interfaces moves; the parts interfaces place are also
+    # each an entry of its own, so that a move of one makes only its part again.
+    yield from ix.cached(("nat:edge", sw.name, "switch blocks", frozenset()), lambda: tuple(
+        Shared(_edge_block(sw, b, host)) for b, host in plan.blocks if b.owner in switches))
     placed = frozenset({b.owner for b, _ in plan.blocks if b.owner not in switches} | {f.interface for f, _ in plan.forwards})
+    yield from ix.cached(("nat:edge", sw.name, "placed", placed), lambda: tuple(_edge_placed(ix, plan, sw)))
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
     for e, ep in plan.eips:
         # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
@@ -402,6 +402,18 @@ def edge_flows(ix: Index, sw: Switch):
         held = frozenset({e.interface} | {old for _, old in draining})
         yield ix.cached(("nat:edge", sw.name, (eip_name(e), e.interface, draining), held),
                         lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+
+
+def _edge_placed(ix: Index, plan: Plan, sw: Switch):
+    """The runs of the blocks and forwards an interface places, keyed by it."""
+    switches = ix.dep.switches
+    for b, host in plan.blocks:
+        if b.owner not in switches:
+            yield ix.cached(("nat:edge", sw.name, block_name(b), frozenset({b.owner})),
+                            lambda: Shared(_edge_block(sw, b, host)))
+    for f, ep in plan.forwards:
+        yield ix.cached(("nat:edge", sw.name, forward_name(f), frozenset({f.interface})),
+                        lambda: Shared(_edge_forward(sw, f, ep)))
 
 
 def _edge_static(plan: Plan, sw: Switch):
