@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, FrozenSet, Optional, Set, Tuple
 
-from vpcflow.flows import arp
+from vpcflow.flows import arp, nat
 from vpcflow.flows.compiler import Options, SwitchFlows, compile_switch
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import Deployment
@@ -217,7 +217,7 @@ def carry_over(old: Index, new: Index, change: Change):
     """Put into new's cache what old computed and the change cannot have changed: the Shared runs
     of untouched networks and classes, and the look-ups behind them. What each cached value
     depends on is said by its key (see the modules that make them); a kind not named here is
-    never carried, only made again (the NAT plan among them: it costs a few thousand look-ups)."""
+    never carried, only made again (the NAT plan is made from the old one: nat.Plan)."""
     o, n = old.dep, new.dep
     names = change.interfaces | {ep.interface.name for ep in old.old_bindings + new.old_bindings}
     moved = [ep for name in names for ix in (old, new) for ep in ix.by_interface.get(name, ())]
@@ -248,6 +248,9 @@ def carry_over(old: Index, new: Index, change: Change):
             del kept[key]
         new.keep_kind(kind, kept)
     arp.carry_classes(old, new, names, change.groups)
+    plan = old.of_kind("nat:plan").get("nat:plan")
+    if plan is not None:  # where the moved interfaces place no block or forward, it keeps those
+        new.keep("nat:plan", nat.Plan(new, plan, change.interfaces))
     if not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
         new.forget("own:port_security", list(new.of_kind("own:port_security")))
 

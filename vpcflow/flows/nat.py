@@ -167,7 +167,10 @@ class FirstEndpoints:
 class Plan:
     """Which switch serves which block, forward and elastic IP, for one deployment."""
 
-    def __init__(self, ix: Index):
+    def __init__(self, ix: Index, old: Optional["Plan"] = None, moved=frozenset()):
+        """old: the Plan of the model before a runtime change that moved these interfaces
+        (flows/incremental.py): where they place no block and no forward, its placement of
+        those is taken as it is (thousands of parts, and the hosts' served addresses)."""
         dep = ix.dep
         # not the Index itself: the Index caches its Plan, and a cycle would outlive the model
         # (compiled objects are kept out of the cyclic collector's sight, compiler._without_gc)
@@ -176,13 +179,14 @@ class Plan:
         # an interface's primary address (its first), where it is attached now (not the old
         # binding a moved record's drain keeps: that one only finishes the connections it had)
         self.primary = FirstEndpoints(ix.by_interface)
-        self.blocks: List[Tuple[NatBlock, Switch]] = []
-        for b in self.nat.blocks:
-            if b.owner in dep.switches:
-                self.blocks.append((b, dep.switches[b.owner]))
-            elif b.owner in self.primary:
-                self.blocks.append((b, self.primary[b.owner].switch))
-        self.forwards = [(f, self.primary[f.interface]) for f in self.nat.forwards if f.interface in self.primary]
+        self._by_switch: Dict[int, Dict[str, list]] = {}
+        if old is not None and old.nat == self.nat and not (old._owners & moved):
+            self.blocks, self.forwards, self._owners = old.blocks, old.forwards, old._owners
+            self._block_of, self._icmp_senders, self._served = old._block_of, old._icmp_senders, old._served
+            if id(old.forwards) in old._by_switch:
+                self._by_switch[id(self.forwards)] = old._by_switch[id(old.forwards)]
+        else:
+            self._place(dep)
         self.eips = [(e, self.primary[e.interface]) for e in dep.elastic_ips if e.interface in self.primary]
         self._eip_of = {ep.interface.name: e for e, ep in self.eips}
         # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
@@ -190,13 +194,23 @@ class Plan:
         by_ip = {str(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}
         self.old_eips = [(by_ip[f.ip], self.primary[f.old_interface]) for f in ix.elastic_follows
                          if f.ip in by_ip and f.old_interface in self.primary]
+
+    def _place(self, dep):
+        """Where the blocks and forwards are (interfaces place some: self._owners)."""
+        self.blocks: List[Tuple[NatBlock, Switch]] = []
+        for b in self.nat.blocks:
+            if b.owner in dep.switches:
+                self.blocks.append((b, dep.switches[b.owner]))
+            elif b.owner in self.primary:
+                self.blocks.append((b, self.primary[b.owner].switch))
+        self.forwards = [(f, self.primary[f.interface]) for f in self.nat.forwards if f.interface in self.primary]
+        self._owners = frozenset({b.owner for b in self.nat.blocks if b.owner not in dep.switches}
+                                 | {f.interface for f in self.nat.forwards})
         # looked up per address and per switch by every host's compile: indexed once
         self._block_of: Dict[str, NatBlock] = {}
         for b in self.nat.blocks:
             self._block_of.setdefault(b.owner, b)
         self._served: Optional[Dict[str, set]] = None  # made when a host first asks (the edge does not)
-        self._by_switch: Dict[int, Dict[str, list]] = {}
-        self._eip_hosts = None
         self._icmp_senders = None
 
     def on_switch(self, pairs, sw: Switch):
@@ -211,11 +225,13 @@ class Plan:
     def eip_hosts(self, e: ElasticIp) -> List[Switch]:
         """The hosts an elastic IP's traffic may come from: its holder's, and its old holders'
         while their remaps drain."""
-        if self._eip_hosts is None:
-            self._eip_hosts = {}
-            for x, ep in self.eips + self.old_eips:
-                self._eip_hosts.setdefault(x.ip, {})[ep.switch.name] = ep.switch
-        hosts = self._eip_hosts.get(e.ip, {})
+        hosts = {}
+        if e.interface in self.primary:
+            ep = self.primary[e.interface]
+            hosts[ep.switch.name] = ep.switch
+        for x, ep in self.old_eips:
+            if x.ip == e.ip:
+                hosts[ep.switch.name] = ep.switch
         return [hosts[k] for k in sorted(hosts)]
 
     def source(self, ep: Endpoint) -> Optional[Source]:
@@ -231,13 +247,14 @@ class Plan:
 
     def served(self, sw: Switch) -> List[IPAddress]:
         """Public addresses whose traffic this switch sends and receives."""
-        if self._served is None:
+        if self._served is None:  # the blocks' and forwards' (a Plan after a change may keep them)
             self._served = {}
-            for ip, host in ([(b.ip, host) for b, host in self.blocks]
-                             + [(f.public_ip, ep.switch) for f, ep in self.forwards]
-                             + [(e.ip, ep.switch) for e, ep in self.eips + self.old_eips]):
+            for ip, host in ([(b.ip, host) for b, host in self.blocks] + [(f.public_ip, ep.switch) for f, ep in self.forwards]):
                 self._served.setdefault(host.name, set()).add(ip)
-        return sorted(self._served.get(sw.name, ()))
+        served = set(self._served.get(sw.name, ()))
+        served.update(e.ip for e, _ in self.on_switch(self.eips, sw))
+        served.update(e.ip for e, ep in self.old_eips if ep.switch.name == sw.name)
+        return sorted(served)
 
     def icmp_senders(self) -> List[Tuple[Switch, IPAddress]]:
         """(host, public IP) pairs: the host may send ICMP from that pool address."""
