@@ -191,9 +191,9 @@ class Plan:
         self._eip_of = {ep.interface.name: e for e, ep in self.eips}
         # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
         # the translation of the connections its conntrack knows
-        by_ip = {str(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}
-        self.old_eips = [(by_ip[f.ip], self.primary[f.old_interface]) for f in ix.elastic_follows
-                         if f.ip in by_ip and f.old_interface in self.primary]
+        by_ip = {int(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}  # (int: str() is slow)
+        self.old_eips = [(by_ip[int(IPAddress(f.ip))], self.primary[f.old_interface]) for f in ix.elastic_follows
+                         if int(IPAddress(f.ip)) in by_ip and f.old_interface in self.primary]
 
     def _place(self, dep):
         """Where the blocks and forwards are (interfaces place some: self._owners)."""
@@ -362,9 +362,8 @@ def _old_holder_keeps_stragglers(plan: Plan, sw: Switch):
     holder: so the old holder is where it belongs. Without this its first packet was lost."""
     if not plan.old_eips:
         return
-    holder = {str(e.ip): ep for e, ep in plan.eips}
     for e, old in plan.old_eips:
-        now = holder.get(str(e.ip))
+        now = plan.primary[e.interface] if e.interface in plan.primary else None  # its holder (e is the model's)
         if old.switch.name != sw.name or now is None or now.switch.name == sw.name:
             continue  # on one host, the new holder takes new connections: conntrack keeps the old ones
         yield flow("nat_in", PRIORITY, {"ct_state": ct_flags("+trk+new"), "ct_mark": 0, **ipv4(ipv4_dst=str(e.ip))},
@@ -411,11 +410,14 @@ def edge_flows(ix: Index, sw: Switch):
     placed = frozenset({b.owner for b, _ in plan.blocks if b.owner not in switches} | {f.interface for f, _ in plan.forwards})
     yield from ix.cached(("nat:edge", sw.name, "placed", placed), lambda: tuple(_edge_placed(ix, plan, sw)))
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
+    follows = {}  # the draining remaps by elastic IP (an int: str() of a thousand of them is slow)
+    for f in ix.elastic_follows:
+        follows.setdefault(int(IPAddress(f.ip)), []).append(f)
     for e, ep in plan.eips:
         # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
         # its holder and the remaps still draining from old holders decide it: the key says
         # which is which (a remap back to an old holder is another run) and names each remap
-        draining = tuple(sorted((f.remap_id, f.old_interface) for f in ix.elastic_follows if f.ip == str(e.ip)))
+        draining = tuple(sorted((f.remap_id, f.old_interface) for f in follows.get(int(e.ip), ()))) if follows else ()
         held = frozenset({e.interface} | {old for _, old in draining})
         yield ix.cached(("nat:edge", sw.name, (eip_name(e), e.interface, draining), held),
                         lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
