@@ -154,9 +154,12 @@ def eip_holders_changed(o: Deployment, o_follows, n: Deployment, n_follows) -> O
     """The interfaces whose holding of an elastic IP changed between two models (a remap moved
     one, or a remap's drain began or ended: its old holder), or None where the elastic IPs
     themselves differ (every switch reads which addresses they are)."""
-    if [e.ip for e in o.elastic_ips] != [e.ip for e in n.elastic_ips]:
+    a_eips, b_eips = o.elastic_ips, n.elastic_ips
+    # asked several times per change of a thousand elastic IPs: a pair that is one object
+    # (what a change did not touch) is not compared (netaddr's comparisons are slow)
+    if len(a_eips) != len(b_eips) or any(a is not b and a.ip != b.ip for a, b in zip(a_eips, b_eips)):
         return None
-    names = {e.interface for a, b in zip(o.elastic_ips, n.elastic_ips) if a != b for e in (a, b)}
+    names = {e.interface for a, b in zip(a_eips, b_eips) if a is not b and a != b for e in (a, b)}
     names |= {f.old_interface for f in set(o_follows) ^ set(n_follows)}
     return names
 

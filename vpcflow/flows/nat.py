@@ -187,7 +187,8 @@ class Plan:
                 self._by_switch[id(self.forwards)] = old._by_switch[id(old.forwards)]
         else:
             self._place(dep)
-        self.eips = [(e, self.primary[e.interface]) for e in dep.elastic_ips if e.interface in self.primary]
+        held = ix.by_interface  # (self.primary: a call per look-up, for a thousand elastic IPs)
+        self.eips = [(e, held[e.interface][0]) for e in dep.elastic_ips if e.interface in held]
         self._eip_of = {ep.interface.name: e for e, ep in self.eips}
         # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
         # the translation of the connections its conntrack knows
