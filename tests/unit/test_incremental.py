@@ -245,3 +245,29 @@ def test_a_partner_network_emptied_through_a_derived_index(dep):
     fresh = Index(new_dep)
     for name in new_dep.switches:
         assert same(after.switch(name), compile_switch(fresh, name)), name
+
+
+def test_layered_classes_read_as_the_dict_they_stand_for():
+    """The ARP classes of a derived Index are changes layered over the old ones (arp._Layered),
+    made one dict again every few layers: each layer reads as a dict changed in turn would, and
+    a layer never changes those below it."""
+    import random
+
+    from vpcflow.flows.arp import _Layered
+
+    rnd = random.Random(7)
+    truth = {k: k * 10 for k in range(50)}
+    layered, kept = dict(truth), []
+    for _ in range(3 * _Layered.FLAT_AFTER):
+        layered = _Layered(layered)
+        for _ in range(10):
+            k = rnd.randrange(60)
+            if rnd.random() < 0.5:
+                assert layered.pop(k, None) == truth.pop(k, None)
+            else:
+                layered[k] = truth[k] = rnd.randrange(1000)
+        kept.append((layered, dict(truth)))
+        assert all(layered.get(k) == truth.get(k) for k in range(60))
+    for m, expected in kept:  # the older layers still read what they said
+        assert all(m.get(k) == expected.get(k) for k in range(60))
+        assert m.flat() == expected
