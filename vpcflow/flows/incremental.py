@@ -235,9 +235,14 @@ def carry_over(old: Index, new: Index, change: Change):
                       and o.interfaces[name].security_groups == n.interfaces[name].security_groups
                       for name in change.interfaces)
     holders = eip_holders_changed(o, old.elastic_follows, n, new.elastic_follows) or set()
+    # the networks whose senders toward a touched partner came to have something to reach there,
+    # or nothing any more (what a switch's own checks toward that partner read)
+    partners = _partners(old)
+    reach_changed = {a for b in networks for a in partners.get(b, ())
+                     if _reaches(old, a, b) != _reaches(new, a, b)}
     conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
     touched = _Touched(names, networks, switches, rules_same, membership, rules_same and groups_same, old,
-                       groups_same, _switches_of(holders, old, new), conj_same)
+                       groups_same, _switches_of(holders, old, new), conj_same, reach_changed)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -273,6 +278,13 @@ class _Touched:
     holder_switches: Set[str]  # switches of interfaces whose holding of an elastic IP changed
     conj_same: bool  # the conjunction ids stay: no interface changed its groups, no rule that names
     # a group came or went (what authz._conj_ids numbers)
+    reach_changed: Set[str]  # networks whose reach toward a partner became empty or not
+
+
+def _reaches(ix: Index, a: str, b: str) -> bool:
+    """Whether network a's senders have an endpoint of b to address (networks._reachable)."""
+    net = ix.dep.networks[a]
+    return any(ep.ip not in net.cidr for ep in ix.by_network.get(b, ()))
 
 
 def _naming_rules(dep: Deployment, group: str):
@@ -364,12 +376,15 @@ def _own_overlay(values, t: _Touched):
 
 
 def _own_networks(values, t: _Touched):
-    # and whether the other network of each of its authorized pairs has endpoints to reach
+    # and whether the other network of each of its authorized pairs has endpoints to reach;
+    # where the outer source is embedded (nothing shared), every endpoint of those networks
     if not t.groups_same:
         return ALL
     partners = _partners(t.old)
     return [key for key in values if key[1] in t.switches
-            or any(n in t.networks or partners.get(n, set()) & t.networks for n in _local_networks(t.old, key[1]))]
+            or (key[2] and any(n in t.networks or partners.get(n, set()) & t.networks
+                               for n in _local_networks(t.old, key[1])))
+            or (not key[2] and _local_networks(t.old, key[1]) & t.reach_changed)]
 
 
 def _own_nat(values, t: _Touched):
