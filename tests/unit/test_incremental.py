@@ -3,6 +3,7 @@ are exactly what a full compile of the new model gives."""
 import dataclasses
 
 import pytest
+from netaddr import IPNetwork
 
 from bench import generate
 from bench.compile import _with_interface, _with_rule
@@ -46,6 +47,8 @@ def _changes(dep):
         "rule": _with_rule(dep, web, "ingress", 0, ports=PortRange(80, 81)),
         # a rule that names a group now: conjunction ids are numbered anew
         "rule names a group": _naming(dep, web, app),
+        # a rule on one address: the ARP classes of its network's askers (and their ids) change
+        "rule narrows a group's reach": _with_rule(dep, web, "egress", 0, cidr=IPNetwork("10.0.0.5/32")),
         # the edge sends a forward's port to its interface's host
         "forward's interface moves": _with_interface(dep, dep.nat.forwards[0].interface, attach_to=spare),
         "nothing": dep,
@@ -111,7 +114,7 @@ def test_a_followed_move_recompiles_the_old_binding_switch(dep):
 
 
 @pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "rule names a group",
-                                    "forward's interface moves", "nothing"])
+                                    "rule narrows a group's reach", "forward's interface moves", "nothing"])
 def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
     """The controller's path: the next Index derived from the one in force, with the work the
     change did not touch carried over, then the changed switches recompiled."""

@@ -167,10 +167,11 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     """new's classes from old's (flows/incremental.py): only the endpoints of the changed
     interfaces are classed again, and, where rules changed, those of the networks where a
     changed group has members. Where the set of classes changes, the ids are made again and a
-    carried run whose class id changed is dropped."""
+    carried run whose class id changed is dropped. Returns the switches where an endpoint's
+    class changed (its ARP requests load another id: port security), None where not known."""
     prev = old.of_kind("arp_classes").get("arp_classes")
     if prev is None:
-        return
+        return None
     c = _Classes.__new__(_Classes)
     c.of_endpoint, c.example, c._by_network = _Layered(prev.of_endpoint), dict(prev.example), None
     c.count = prev.count.copy()
@@ -180,9 +181,14 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     if changed_groups:
         networks = {ep.network.name for g in changed_groups for ix in (old, new) for ep in ix.members(g)}
         again += [ep for net in networks for ep in new.by_network.get(net, ())]
+    reclassed = set()
     for ep in again:
-        c._drop(c.of_endpoint.get((ep.interface.name, ep.ip_text)))
-        c._add(ep, _class_key(new, ep))
+        before = c.of_endpoint.get((ep.interface.name, ep.ip_text))
+        c._drop(before)
+        key = _class_key(new, ep)
+        c._add(ep, key)
+        if key != before:  # (a key names its network and groups: where the keys stay, none
+            reclassed.add(ep.switch.name)  # changes today; this does not lean on it)
     if c.count.keys() == prev.ids.keys():
         c.ids = prev.ids
     else:
@@ -190,6 +196,7 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
         c.ids = stable_ids(c.count)
         new.forget("arp_class", [k for k in new.of_kind("arp_class") if c.ids.get(k[1]) != prev.ids.get(k[1])])
     new.keep("arp_classes", c)
+    return reclassed
 
 
 def same_class_ids(old: Index, new: Index) -> bool:

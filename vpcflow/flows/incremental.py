@@ -255,12 +255,14 @@ def carry_over(old: Index, new: Index, change: Change):
         for key in dropped:
             del kept[key]
         new.keep_kind(kind, kept)
-    arp.carry_classes(old, new, names, change.groups)
+    reclassed = arp.carry_classes(old, new, names, change.groups)
+    if reclassed is None or not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
+        new.forget("own:port_security", list(new.of_kind("own:port_security")))
+    else:
+        new.forget("own:port_security", [k for k in new.of_kind("own:port_security") if k[1] in reclassed])
     plan = old.of_kind("nat:plan").get("nat:plan")
     if plan is not None:  # where the moved interfaces place no block or forward, it keeps those
         new.keep("nat:plan", nat.Plan(new, plan, change.interfaces))
-    if not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
-        new.forget("own:port_security", list(new.of_kind("own:port_security")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,8 +364,9 @@ def _always(values, t: _Touched):
 # reads the switch's own endpoints (their zones and group classes) and what is said here.
 
 def _own_port_security(values, t: _Touched):
-    # and the ARP asker classes of its endpoints, which rules decide (ids: carry_over)
-    if not (t.rules_same and t.groups_same):
+    # and the ARP asker classes of its endpoints, which rules decide (carry_over drops the
+    # switches where one changed, or every one where the ids changed)
+    if not t.groups_same:
         return ALL
     return _by_switch(values, t)
 
