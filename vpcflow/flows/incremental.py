@@ -242,7 +242,8 @@ def carry_over(old: Index, new: Index, change: Change):
                      if _reaches(old, a, b) != _reaches(new, a, b)}
     conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
     touched = _Touched(names, networks, switches, rules_same, membership, rules_same and groups_same, old,
-                       groups_same, _switches_of(holders, old, new), conj_same, reach_changed)
+                       groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
+                       change.groups)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -281,6 +282,7 @@ class _Touched:
     conj_same: bool  # the conjunction ids stay: no interface changed its groups, no rule that names
     # a group came or went (what authz._conj_ids numbers)
     reach_changed: Set[str]  # networks whose reach toward a partner became empty or not
+    rule_groups: FrozenSet[str]  # security groups whose rules changed
 
 
 def _reaches(ix: Index, a: str, b: str) -> bool:
@@ -343,11 +345,16 @@ def _members_same(values, t: _Touched):
 
 def _authz_class(values, t: _Touched):
     # its rules, the ids of its class and conjunctions, the addresses of the groups it names
-    if not t.same_classes:
+    if not t.conj_same:  # (which implies that no interface changed its groups: the class ids)
         return ALL
     groups = t.old.dep.security_groups
-    return [key for key in values
-            if any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)]
+    return [key for key in values if t.rule_groups.intersection(key[1])
+            or any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)]
+
+
+def _verdicts(values, t: _Touched):
+    # the rules of its group
+    return [key for key in values if key[1] in t.rule_groups]
 
 
 def _nat_edge(values, t: _Touched):
@@ -406,7 +413,7 @@ _CARRY = {
     "routes": _by_networks, "reachable": _by_networks,
     "local_networks": _by_switch, "local_interfaces": _by_switch,
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
-    "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _rules_same,
+    "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _verdicts,
     "incremental:naming_groups": _rules_same,
     "group_classes": _groups_same, "authz:conj_ids": _conj_same,
     "authz:class": _authz_class, "member_ips": _members_same,
