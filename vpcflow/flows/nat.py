@@ -170,7 +170,8 @@ class Plan:
     def __init__(self, ix: Index, old: Optional["Plan"] = None, moved=frozenset()):
         """old: the Plan of the model before a runtime change that moved these interfaces
         (flows/incremental.py): where they place no block and no forward, its placement of
-        those is taken as it is (thousands of parts, and the hosts' served addresses)."""
+        those is taken as it is (thousands of parts, and the hosts' served addresses); where
+        the elastic IPs are the same and none of their holders moved, theirs too."""
         dep = ix.dep
         # not the Index itself: the Index caches its Plan, and a cycle would outlive the model
         # (compiled objects are kept out of the cyclic collector's sight, compiler._without_gc)
@@ -187,9 +188,15 @@ class Plan:
                 self._by_switch[id(self.forwards)] = old._by_switch[id(old.forwards)]
         else:
             self._place(dep)
-        held = ix.by_interface  # (self.primary: a call per look-up, for a thousand elastic IPs)
-        self.eips = [(e, held[e.interface][0]) for e in dep.elastic_ips if e.interface in held]
-        self._eip_of = {ep.interface.name: e for e, ep in self.eips}
+        if old is not None and old.elastic_ips is dep.elastic_ips and not (old._eip_holders & moved):
+            self.eips, self._eip_of, self._eip_holders = old.eips, old._eip_of, old._eip_holders
+            if id(old.eips) in old._by_switch:
+                self._by_switch[id(self.eips)] = old._by_switch[id(old.eips)]
+        else:
+            held = ix.by_interface  # (self.primary: a call per look-up, for thousands of elastic IPs)
+            self.eips = [(e, held[e.interface][0]) for e in dep.elastic_ips if e.interface in held]
+            self._eip_of = {ep.interface.name: e for e, ep in self.eips}
+            self._eip_holders = frozenset(e.interface for e in dep.elastic_ips)
         # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
         # the translation of the connections its conntrack knows
         by_ip = {int(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}  # (int: str() is slow)
