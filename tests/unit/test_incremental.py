@@ -264,11 +264,16 @@ def test_layered_classes_read_as_the_dict_they_stand_for():
     for _ in range(3 * _Layered.FLAT_AFTER):
         layered = _Layered(layered)
         for _ in range(10):
-            k = rnd.randrange(60)
-            if rnd.random() < 0.5:
+            k, op = rnd.randrange(60), rnd.random()
+            if op < 0.3:
                 assert layered.pop(k, None) == truth.pop(k, None)
+            elif op < 0.5 and k in truth:
+                del layered[k], truth[k]
+            elif op < 0.7:
+                assert layered.setdefault(k, -1) == truth.setdefault(k, -1)
             else:
                 layered[k] = truth[k] = rnd.randrange(1000)
+            assert (k in layered) == (k in truth)
         kept.append((layered, dict(truth)))
         assert all(layered.get(k) == truth.get(k) for k in range(60))
     for m, expected in kept:  # the older layers still read what they said

@@ -162,6 +162,19 @@ class _Layered:
     def __setitem__(self, key, value):
         self._top[key] = value
 
+    def __delitem__(self, key):
+        self[key]  # (KeyError where it has none)
+        self._top[key] = _GONE
+
+    def __contains__(self, key) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def setdefault(self, key, value):
+        v = self.get(key, _MISSING)
+        if v is _MISSING:
+            self._top[key] = v = value
+        return v
+
 
 def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     """new's classes from old's (flows/incremental.py): only the endpoints of the changed
@@ -173,11 +186,14 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     if prev is None:
         return None
     c = _Classes.__new__(_Classes)
-    c.of_endpoint, c.example, c._by_network = _Layered(prev.of_endpoint), dict(prev.example), None
-    c.count = prev.count.copy()
+    # layered, not copied (a class per address where rules read addresses: tens of thousands)
+    c.of_endpoint, c.example, c.count = _Layered(prev.of_endpoint), _Layered(prev.example), _Layered(prev.count)
+    touched = set()  # the classes that may have come or gone
     again = [ep for name in interfaces for ep in new.by_interface.get(name, ())] + new.old_bindings
     for ep in [ep for name in interfaces for ep in old.by_interface.get(name, ())] + old.old_bindings:
-        c._drop(c.of_endpoint.pop((ep.interface.name, ep.ip_text), None))
+        key = c.of_endpoint.pop((ep.interface.name, ep.ip_text), None)
+        c._drop(key)
+        touched.add(key)
     if changed_groups:
         networks = {ep.network.name for g in changed_groups for ix in (old, new) for ep in ix.members(g)}
         again += [ep for net in networks for ep in new.by_network.get(net, ())]
@@ -187,12 +203,16 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
         c._drop(before)
         key = _class_key(new, ep)
         c._add(ep, key)
+        touched.update((before, key))
         if key != before:  # (a key names its network and groups: where the keys stay, none
             reclassed.add(ep.switch.name)  # changes today; this does not lean on it)
-    if c.count.keys() == prev.ids.keys():
-        c.ids = prev.ids
+    touched.discard(None)
+    if all((k in c.count) == (k in prev.ids) for k in touched):  # the same classes
+        c.ids, c.example, c._by_network = prev.ids, prev.example, prev._by_network
     else:
-        c.example = {k: ep for k, ep in c.example.items() if k in c.count}
+        c.count = c.count.flat()
+        c.example = {k: ep for k, ep in c.example.flat().items() if k in c.count}
+        c._by_network = None
         c.ids = stable_ids(c.count)
         new.forget("arp_class", [k for k in new.of_kind("arp_class") if c.ids.get(k[1]) != prev.ids.get(k[1])])
     new.keep("arp_classes", c)
