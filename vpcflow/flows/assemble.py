@@ -157,4 +157,5 @@ def finish(items, overlaps: Optional[Overlaps] = None) -> Tuple[Flow, ...]:
         clear = len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) == total
     if not clear:
         return _finish_keyed(itertools.chain(own, *(r.flows for r in runs)))[0]
-    return flows + tuple(itertools.chain.from_iterable(r.flows for r in runs))
+    # one tuple made from the chain (own + tuple(...) copied every flow twice: 142k at the edge)
+    return tuple(itertools.chain(flows, *(r.flows for r in runs)))
