@@ -10,7 +10,7 @@ from __future__ import annotations
 import array
 import collections
 import itertools
-from typing import Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from vpcflow.flows import pipeline
 from vpcflow.flows.core import Conjunction, Flow
@@ -96,8 +96,8 @@ class Overlaps:
         self._counts = {}  # key hash -> how many runs have it
         self._surplus = 0  # hashes counted more than once, beyond the first
 
-    def clear_of(self, runs: List[Shared], own: List[int]) -> bool:
-        """Whether these runs and the own flows' key hashes are all distinct."""
+    def clear_of(self, runs: Dict[int, Shared], own: List[int]) -> bool:
+        """Whether these runs (by id) and the own flows' key hashes are all distinct."""
         try:
             self._count(runs)
         except BaseException:  # half counted: count anew next time
@@ -108,9 +108,9 @@ class Overlaps:
         counts = self._counts
         return len(set(own)) == len(own) and not any(map(counts.__contains__, own))
 
-    def _count(self, runs):
-        current = {id(r): r for r in runs}
+    def _count(self, current):
         if not self._runs:
+            runs = current.values()
             self._counts = collections.Counter(itertools.chain.from_iterable(r.keys for r in runs))
             self._surplus = sum(len(r.keys) for r in runs) - len(self._counts)
             self._runs = current
@@ -140,18 +140,18 @@ def finish(items, overlaps: Optional[Overlaps] = None) -> Tuple[Flow, ...]:
     finished, the runs added as they are. Runs that overlap (a match in two runs, or in a run
     and among the own flows) are all finished together instead, which also names a conflict.
     overlaps: the switch's counted runs, from its last compile (checked by what changed)."""
-    own, runs, seen = [], [], set()
+    own, by_id = [], {}
     for item in items:
-        if item.__class__ is not Shared:
+        if item.__class__ is Shared:
+            by_id[id(item)] = item  # once: a run two features ask for (a network both local and a partner)
+        else:
             own.append(item)
-        elif id(item) not in seen:  # a run two features ask for (a network both local and a partner)
-            seen.add(id(item))
-            runs.append(item)
     flows, keys = _finish_keyed(own)
-    if not runs:
+    if not by_id:
         return flows
+    runs = list(by_id.values())
     if overlaps is not None:
-        clear = overlaps.clear_of(runs, list(map(hash, keys)))
+        clear = overlaps.clear_of(by_id, list(map(hash, keys)))
     else:
         total = len(keys) + sum(len(r.keys) for r in runs)
         clear = len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) == total
