@@ -240,10 +240,18 @@ def carry_over(old: Index, new: Index, change: Change):
     partners = _partners(old)
     reach_changed = {a for b in networks for a in partners.get(b, ())
                      if _reaches(old, a, b) != _reaches(new, a, b)}
+    # the networks whose ARP answers may change: the ARP responder reads addresses and groups,
+    # not where an interface is (a move keeps them; an old binding repeats an address)
+    arp_networks = set()
+    for name in names:
+        a, b = o.interfaces.get(name), n.interfaces.get(name)
+        if (a is None or b is None or a.attach_to is None or b.attach_to is None or a.network != b.network
+                or a.ips != b.ips or a.security_groups != b.security_groups):
+            arp_networks |= {i.network for i in (a, b) if i is not None}
     conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
     touched = _Touched(names, networks, switches, rules_same, membership, rules_same and groups_same, old,
                        groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
-                       change.groups)
+                       change.groups, arp_networks)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -283,6 +291,7 @@ class _Touched:
     # a group came or went (what authz._conj_ids numbers)
     reach_changed: Set[str]  # networks whose reach toward a partner became empty or not
     rule_groups: FrozenSet[str]  # security groups whose rules changed
+    arp_networks: Set[str]  # networks whose endpoints' addresses or groups changed
 
 
 def _reaches(ix: Index, a: str, b: str) -> bool:
@@ -316,11 +325,16 @@ def _by_switch(values, t: _Touched):
 
 
 def _arp_class(values, t: _Touched):
-    return ALL if not t.rules_same else [key for key in values if key[1][0] in t.networks]
+    return ALL if not t.rules_same else [key for key in values if key[1][0] in t.arp_networks]
 
 
 def _arp_network(values, t: _Touched):
-    return ALL if not t.rules_same else _by_network(values, t)
+    return ALL if not t.rules_same else [key for key in values if key[1] in t.arp_networks]
+
+
+def _arp_peers(values, t: _Touched):
+    # (its endpoints by groups: what the ARP responder reads of them, where the change keeps it)
+    return [key for key in values if key[1] in t.arp_networks]
 
 
 def _rules_same(values, t: _Touched):
@@ -409,7 +423,7 @@ def _local_networks(ix: Index, switch: str) -> Set[str]:
 _CARRY = {
     "follow": _by_network, "accepts": _by_network, "arp_net": _arp_network,
     "arp_common": _arp_network,
-    "peers_by_groups": _by_network, "edge_accepts": _by_network,
+    "peers_by_groups": _arp_peers, "edge_accepts": _by_network,
     "routes": _by_networks, "reachable": _by_networks,
     "local_networks": _by_switch, "local_interfaces": _by_switch,
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
