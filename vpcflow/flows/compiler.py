@@ -34,13 +34,15 @@ class SwitchFlows:
 
 
 def integration_flows(ix: Index, sw: Switch, options: Options):
-    yield from base.integration_flows(ix, sw)
     if sw.role == EDGE:
+        yield from base.integration_flows(ix, sw)
         yield from edge.integration_flows(sw)
         yield from overlay.edge_flows(ix, sw)
         yield from nat.edge_flows(ix, sw)
         yield from follow.edge_flows(ix, sw)
         return
+    # every host's plumbing is the same: one run, not ~20 flows made at each host's compile
+    yield ix.cached("base:host", lambda: Shared(base.integration_flows(ix, sw)))
     embed = sw.name in options.embed_outer_source
     # A host's own flows are runs too, one per feature, kept in the Index: a runtime change
     # carries those its switch did not change (flows/incremental.py) and the switch's compile

@@ -435,5 +435,6 @@ _CARRY = {
     "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
     "own:port_security": _own_port_security, "own:overlay": _own_overlay, "own:networks": _own_networks,
     "own:nat": _own_nat,
+    "base:host": _always,  # (the same on every host: the pipeline's tables)
     "finish:overlaps": _always,  # it says itself which runs it counts (assemble.Overlaps)
 }
