@@ -249,7 +249,7 @@ def carry_over(old: Index, new: Index, change: Change):
                 or a.ips != b.ips or a.security_groups != b.security_groups):
             arp_networks |= {i.network for i in (a, b) if i is not None}
     conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
-    touched = _Touched(names, networks, switches, rules_same, membership, rules_same and groups_same, old,
+    touched = _Touched(names, networks, switches, rules_same, membership, old,
                        groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
                        change.groups, arp_networks)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
@@ -283,7 +283,6 @@ class _Touched:
     switches: Set[str]
     rules_same: bool  # no security group changed
     membership: Set[str]  # groups whose members' addresses changed
-    same_classes: bool  # no interface changed its groups, no rule changed
     old: Index
     groups_same: bool  # no interface changed its groups (the ids of group classes stay)
     holder_switches: Set[str]  # switches of interfaces whose holding of an elastic IP changed
@@ -291,7 +290,7 @@ class _Touched:
     # a group came or went (what authz._conj_ids numbers)
     reach_changed: Set[str]  # networks whose reach toward a partner became empty or not
     rule_groups: FrozenSet[str]  # security groups whose rules changed
-    arp_networks: Set[str]  # networks whose endpoints' addresses or groups changed
+    arp_networks: Set[str]  # networks where an interface came, went, or changed addresses or groups
 
 
 def _reaches(ix: Index, a: str, b: str) -> bool:
@@ -339,10 +338,6 @@ def _arp_peers(values, t: _Touched):
 
 def _rules_same(values, t: _Touched):
     return () if t.rules_same else ALL
-
-
-def _same_classes(values, t: _Touched):
-    return () if t.same_classes else ALL
 
 
 def _groups_same(values, t: _Touched):
