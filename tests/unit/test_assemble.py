@@ -1,7 +1,7 @@
 """Putting a switch's flows together from its own flows and shared runs."""
 import pytest
 
-from vpcflow.flows.assemble import Shared, finish, in_order
+from vpcflow.flows.assemble import Overlaps, Shared, finish, in_order
 from vpcflow.flows.core import Conjunction, Goto, flow
 from vpcflow.flows.pipeline import PipelineError
 
@@ -38,6 +38,24 @@ def test_two_different_flows_with_one_match_in_two_runs_are_a_conflict():
         finish([a, b])
     with pytest.raises(PipelineError, match="two different flows with one match"):
         finish([route("10.0.0.1", to="nat_out"), a])
+
+
+def test_counted_runs_find_an_overlap_that_a_change_brings():
+    """An edge's runs are counted once, then by the runs a compile replaced (Overlaps): a run
+    that comes, overlapping a kept one or an own flow, is still found, and one that goes no
+    longer counts."""
+    kept, going = Shared([route("10.0.0.1")]), Shared([route("10.0.0.2")])
+    counted = Overlaps()
+    assert finish([kept, going], counted) == kept.flows + going.flows
+    clashing = Shared([route("10.0.0.1", to="nat_out")])
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([kept, clashing], counted)
+    same = Shared([route("10.0.0.1"), route("10.0.0.3")])
+    assert sorted(f.obj for f in finish([kept, same], counted)) == ["10.0.0.1", "10.0.0.3"]
+    assert finish([Shared([route("10.0.0.2")]), same], counted) == finish([Shared([route("10.0.0.2")]), same])
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([route("10.0.0.1", to="nat_out"), kept], counted)  # an own flow against the runs
+    assert finish([route("10.0.0.4"), kept], counted) == (route("10.0.0.4"),) + kept.flows
 
 
 def test_one_match_in_several_conjunctions_is_one_flow_with_all_of_them():

@@ -3,6 +3,7 @@ are exactly what a full compile of the new model gives."""
 import dataclasses
 
 import pytest
+from netaddr import IPNetwork
 
 from bench import generate
 from bench.compile import _with_interface, _with_rule
@@ -10,7 +11,7 @@ from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.incremental import Compiled, next_index
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import parse
-from vpcflow.topology.model import PortRange
+from vpcflow.topology.model import PortRange, frozen_map
 
 pytestmark = pytest.mark.foundation
 
@@ -26,6 +27,14 @@ def dep():
     return parse(generate.generate(160, 16, 20, 4))
 
 
+def _naming(dep, group, named):
+    """group's first ingress rule, from an address range to the members of `named`."""
+    sg = dep.security_groups[group]
+    rule = dataclasses.replace(sg.ingress[0], cidr=None, group=named)
+    sg = dataclasses.replace(sg, ingress=(rule,) + sg.ingress[1:])
+    return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
+
+
 def _changes(dep):
     spare = sorted(n for n in dep.instances if n.startswith("spare"))[-1]
     moved = generate.iface_name(1)
@@ -36,6 +45,12 @@ def _changes(dep):
         "detach": _with_interface(dep, moved, attach_to=None),
         "groups": _with_interface(dep, moved, security_groups=(web, db)),  # a class no interface had
         "rule": _with_rule(dep, web, "ingress", 0, ports=PortRange(80, 81)),
+        # a rule that names a group now: conjunction ids are numbered anew
+        "rule names a group": _naming(dep, web, app),
+        # a rule on one address: the ARP classes of its network's askers (and their ids) change
+        "rule narrows a group's reach": _with_rule(dep, web, "egress", 0, cidr=IPNetwork("10.0.0.5/32")),
+        # the edge sends a forward's port to its interface's host
+        "forward's interface moves": _with_interface(dep, dep.nat.forwards[0].interface, attach_to=spare),
         "nothing": dep,
     }
 
@@ -98,7 +113,8 @@ def test_a_followed_move_recompiles_the_old_binding_switch(dep):
         assert done.switch(name) == compile_switch(fresh, name), name
 
 
-@pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "nothing"])
+@pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "rule names a group",
+                                    "rule narrows a group's reach", "forward's interface moves", "nothing"])
 def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
     """The controller's path: the next Index derived from the one in force, with the work the
     change did not touch carried over, then the changed switches recompiled."""
@@ -232,3 +248,34 @@ def test_a_partner_network_emptied_through_a_derived_index(dep):
     fresh = Index(new_dep)
     for name in new_dep.switches:
         assert same(after.switch(name), compile_switch(fresh, name)), name
+
+
+def test_layered_classes_read_as_the_dict_they_stand_for():
+    """The ARP classes of a derived Index are changes layered over the old ones (arp._Layered),
+    made one dict again every few layers: each layer reads as a dict changed in turn would, and
+    a layer never changes those below it."""
+    import random
+
+    from vpcflow.flows.arp import _Layered
+
+    rnd = random.Random(7)
+    truth = {k: k * 10 for k in range(50)}
+    layered, kept = dict(truth), []
+    for _ in range(3 * _Layered.FLAT_AFTER):
+        layered = _Layered(layered)
+        for _ in range(10):
+            k, op = rnd.randrange(60), rnd.random()
+            if op < 0.3:
+                assert layered.pop(k, None) == truth.pop(k, None)
+            elif op < 0.5 and k in truth:
+                del layered[k], truth[k]
+            elif op < 0.7:
+                assert layered.setdefault(k, -1) == truth.setdefault(k, -1)
+            else:
+                layered[k] = truth[k] = rnd.randrange(1000)
+            assert (k in layered) == (k in truth)
+        kept.append((layered, dict(truth)))
+        assert all(layered.get(k) == truth.get(k) for k in range(60))
+    for m, expected in kept:  # the older layers still read what they said
+        assert all(m.get(k) == expected.get(k) for k in range(60))
+        assert m.flat() == expected

@@ -107,33 +107,116 @@ class _Classes:
         return self._by_network.get(network, ())
 
 
+_MISSING, _GONE = object(), object()
+
+
+class _Layered:
+    """A mapping as a few changes over another one (never changed once layered on): a runtime
+    change then costs what it changed, not a copy of 100k endpoints' classes (~3 ms at 100k).
+    Every few layers they are made one dict again, so look-ups stay a step or two."""
+
+    __slots__ = ("_top", "_base", "_depth")
+    FLAT_AFTER = 8
+
+    def __init__(self, base):
+        depth = base._depth + 1 if isinstance(base, _Layered) else 1
+        if depth > self.FLAT_AFTER:
+            base, depth = base.flat(), 1
+        self._top, self._base, self._depth = {}, base, depth
+
+    def flat(self) -> dict:
+        layers, m = [], self
+        while isinstance(m, _Layered):
+            layers.append(m._top)
+            m = m._base
+        out = dict(m)
+        for top in reversed(layers):
+            for k, v in top.items():
+                if v is _GONE:
+                    out.pop(k, None)
+                else:
+                    out[k] = v
+        return out
+
+    def __getitem__(self, key):
+        v = self._top.get(key, _MISSING)
+        if v is _MISSING:
+            return self._base[key]
+        if v is _GONE:
+            raise KeyError(key)
+        return v
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def pop(self, key, default=None):
+        v = self.get(key, _MISSING)
+        if v is _MISSING:
+            return default
+        self._top[key] = _GONE
+        return v
+
+    def __setitem__(self, key, value):
+        self._top[key] = value
+
+    def __delitem__(self, key):
+        self[key]  # (KeyError where it has none)
+        self._top[key] = _GONE
+
+    def __contains__(self, key) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def setdefault(self, key, value):
+        v = self.get(key, _MISSING)
+        if v is _MISSING:
+            self._top[key] = v = value
+        return v
+
+
 def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     """new's classes from old's (flows/incremental.py): only the endpoints of the changed
     interfaces are classed again, and, where rules changed, those of the networks where a
     changed group has members. Where the set of classes changes, the ids are made again and a
-    carried run whose class id changed is dropped."""
+    carried run whose class id changed is dropped. Returns the switches where an endpoint's
+    class changed (its ARP requests load another id: port security), None where not known."""
     prev = old.of_kind("arp_classes").get("arp_classes")
     if prev is None:
-        return
+        return None
     c = _Classes.__new__(_Classes)
-    c.of_endpoint, c.example, c._by_network = dict(prev.of_endpoint), dict(prev.example), None
-    c.count = prev.count.copy()
+    # layered, not copied (a class per address where rules read addresses: tens of thousands)
+    c.of_endpoint, c.example, c.count = _Layered(prev.of_endpoint), _Layered(prev.example), _Layered(prev.count)
+    touched = set()  # the classes that may have come or gone
     again = [ep for name in interfaces for ep in new.by_interface.get(name, ())] + new.old_bindings
     for ep in [ep for name in interfaces for ep in old.by_interface.get(name, ())] + old.old_bindings:
-        c._drop(c.of_endpoint.pop((ep.interface.name, ep.ip_text), None))
+        key = c.of_endpoint.pop((ep.interface.name, ep.ip_text), None)
+        c._drop(key)
+        touched.add(key)
     if changed_groups:
         networks = {ep.network.name for g in changed_groups for ix in (old, new) for ep in ix.members(g)}
         again += [ep for net in networks for ep in new.by_network.get(net, ())]
+    reclassed = set()
     for ep in again:
-        c._drop(c.of_endpoint.get((ep.interface.name, ep.ip_text)))
-        c._add(ep, _class_key(new, ep))
-    if c.count.keys() == prev.ids.keys():
-        c.ids = prev.ids
+        before = c.of_endpoint.get((ep.interface.name, ep.ip_text))
+        c._drop(before)
+        key = _class_key(new, ep)
+        c._add(ep, key)
+        touched.update((before, key))
+        if key != before:  # (a key names its network and groups: where the keys stay, none
+            reclassed.add(ep.switch.name)  # changes today; this does not lean on it)
+    touched.discard(None)
+    if all((k in c.count) == (k in prev.ids) for k in touched):  # the same classes
+        c.ids, c.example, c._by_network = prev.ids, prev.example, prev._by_network
     else:
-        c.example = {k: ep for k, ep in c.example.items() if k in c.count}
+        c.count = c.count.flat()
+        c.example = {k: ep for k, ep in c.example.flat().items() if k in c.count}
+        c._by_network = None
         c.ids = stable_ids(c.count)
         new.forget("arp_class", [k for k in new.of_kind("arp_class") if c.ids.get(k[1]) != prev.ids.get(k[1])])
     new.keep("arp_classes", c)
+    return reclassed
 
 
 def same_class_ids(old: Index, new: Index) -> bool:

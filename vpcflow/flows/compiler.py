@@ -11,7 +11,7 @@ import gc
 from typing import Dict, FrozenSet, Tuple
 
 from vpcflow.flows import arp, authz, base, edge, follow, nat, networks, overlay, pipeline, port_security, underlay
-from vpcflow.flows.assemble import Shared, finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
+from vpcflow.flows.assemble import Overlaps, Shared, finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
 from vpcflow.flows.core import Flow, forget_items
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
@@ -34,13 +34,15 @@ class SwitchFlows:
 
 
 def integration_flows(ix: Index, sw: Switch, options: Options):
-    yield from base.integration_flows(ix, sw)
     if sw.role == EDGE:
+        yield from base.integration_flows(ix, sw)
         yield from edge.integration_flows(sw)
         yield from overlay.edge_flows(ix, sw)
         yield from nat.edge_flows(ix, sw)
         yield from follow.edge_flows(ix, sw)
         return
+    # every host's plumbing is the same: one run, not ~20 flows made at each host's compile
+    yield ix.cached("base:host", lambda: Shared(base.integration_flows(ix, sw)))
     embed = sw.name in options.embed_outer_source
     # A host's own flows are runs too, one per feature, kept in the Index: a runtime change
     # carries those its switch did not change (flows/incremental.py) and the switch's compile
@@ -94,8 +96,11 @@ def release_frozen():
 
 def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:
     sw = ix.dep.switches[name]
+    # an edge's runs (thousands) are counted once and then by what a change replaced (a
+    # host's are few: counting them all would cost memory for every host, for little)
+    overlaps = ix.cached(("finish:overlaps", name), Overlaps) if sw.role == EDGE else None
     with _without_gc():
-        return SwitchFlows(finish(integration_flows(ix, sw, options)), finish(underlay.underlay_flows(sw)))
+        return SwitchFlows(finish(integration_flows(ix, sw, options), overlaps), finish(underlay.underlay_flows(sw)))
 
 
 def compile_deployment(dep: Deployment, options: Options = Options(), follows=()) -> Dict[str, SwitchFlows]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, FrozenSet, Optional, Set, Tuple
 
-from vpcflow.flows import arp
+from vpcflow.flows import arp, nat
 from vpcflow.flows.compiler import Options, SwitchFlows, compile_switch
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import Deployment
@@ -154,9 +154,12 @@ def eip_holders_changed(o: Deployment, o_follows, n: Deployment, n_follows) -> O
     """The interfaces whose holding of an elastic IP changed between two models (a remap moved
     one, or a remap's drain began or ended: its old holder), or None where the elastic IPs
     themselves differ (every switch reads which addresses they are)."""
-    if [e.ip for e in o.elastic_ips] != [e.ip for e in n.elastic_ips]:
+    a_eips, b_eips = o.elastic_ips, n.elastic_ips
+    # asked several times per change of a thousand elastic IPs: a pair that is one object
+    # (what a change did not touch) is not compared (netaddr's comparisons are slow)
+    if len(a_eips) != len(b_eips) or any(a is not b and a.ip != b.ip for a, b in zip(a_eips, b_eips)):
         return None
-    names = {e.interface for a, b in zip(o.elastic_ips, n.elastic_ips) if a != b for e in (a, b)}
+    names = {e.interface for a, b in zip(a_eips, b_eips) if a is not b and a != b for e in (a, b)}
     names |= {f.old_interface for f in set(o_follows) ^ set(n_follows)}
     return names
 
@@ -217,7 +220,7 @@ def carry_over(old: Index, new: Index, change: Change):
     """Put into new's cache what old computed and the change cannot have changed: the Shared runs
     of untouched networks and classes, and the look-ups behind them. What each cached value
     depends on is said by its key (see the modules that make them); a kind not named here is
-    never carried, only made again (the NAT plan among them: it costs a few thousand look-ups)."""
+    never carried, only made again (the NAT plan is made from the old one: nat.Plan)."""
     o, n = old.dep, new.dep
     names = change.interfaces | {ep.interface.name for ep in old.old_bindings + new.old_bindings}
     moved = [ep for name in names for ix in (old, new) for ep in ix.by_interface.get(name, ())]
@@ -232,8 +235,23 @@ def carry_over(old: Index, new: Index, change: Change):
                       and o.interfaces[name].security_groups == n.interfaces[name].security_groups
                       for name in change.interfaces)
     holders = eip_holders_changed(o, old.elastic_follows, n, new.elastic_follows) or set()
-    touched = _Touched(names, networks, switches, rules_same, membership, rules_same and groups_same, old,
-                       groups_same, _switches_of(holders, old, new))
+    # the networks whose senders toward a touched partner came to have something to reach there,
+    # or nothing any more (what a switch's own checks toward that partner read)
+    partners = _partners(old)
+    reach_changed = {a for b in networks for a in partners.get(b, ())
+                     if _reaches(old, a, b) != _reaches(new, a, b)}
+    # the networks whose ARP answers may change: the ARP responder reads addresses and groups,
+    # not where an interface is (a move keeps them; an old binding repeats an address)
+    arp_networks = set()
+    for name in names:
+        a, b = o.interfaces.get(name), n.interfaces.get(name)
+        if (a is None or b is None or a.attach_to is None or b.attach_to is None or a.network != b.network
+                or a.ips != b.ips or a.security_groups != b.security_groups):
+            arp_networks |= {i.network for i in (a, b) if i is not None}
+    conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
+    touched = _Touched(names, networks, switches, rules_same, membership, old,
+                       groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
+                       change.groups, arp_networks)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -246,9 +264,14 @@ def carry_over(old: Index, new: Index, change: Change):
         for key in dropped:
             del kept[key]
         new.keep_kind(kind, kept)
-    arp.carry_classes(old, new, names, change.groups)
-    if not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
+    reclassed = arp.carry_classes(old, new, names, change.groups)
+    if reclassed is None or not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
         new.forget("own:port_security", list(new.of_kind("own:port_security")))
+    else:
+        new.forget("own:port_security", [k for k in new.of_kind("own:port_security") if k[1] in reclassed])
+    plan = old.of_kind("nat:plan").get("nat:plan")
+    if plan is not None:  # where the moved interfaces place no block or forward, it keeps those
+        new.keep("nat:plan", nat.Plan(new, plan, change.interfaces))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,10 +283,28 @@ class _Touched:
     switches: Set[str]
     rules_same: bool  # no security group changed
     membership: Set[str]  # groups whose members' addresses changed
-    same_classes: bool  # no interface changed its groups, no rule changed
     old: Index
     groups_same: bool  # no interface changed its groups (the ids of group classes stay)
     holder_switches: Set[str]  # switches of interfaces whose holding of an elastic IP changed
+    conj_same: bool  # the conjunction ids stay: no interface changed its groups, no rule that names
+    # a group came or went (what authz._conj_ids numbers)
+    reach_changed: Set[str]  # networks whose reach toward a partner became empty or not
+    rule_groups: FrozenSet[str]  # security groups whose rules changed
+    arp_networks: Set[str]  # networks where an interface came, went, or changed addresses or groups
+
+
+def _reaches(ix: Index, a: str, b: str) -> bool:
+    """Whether network a's senders have an endpoint of b to address (networks._reachable)."""
+    net = ix.dep.networks[a]
+    return any(ep.ip not in net.cidr for ep in ix.by_network.get(b, ()))
+
+
+def _naming_rules(dep: Deployment, group: str):
+    """Where a group's rules name a group (authz._conj_ids numbers those), or None without it."""
+    sg = dep.security_groups.get(group)
+    if sg is None:
+        return None
+    return [(d, i) for d in ("ingress", "egress") for i, rule in enumerate(getattr(sg, d)) if rule.group is not None]
 
 
 # A rule: (the cached values of one kind, what the change touched) -> the keys that go, or ALL.
@@ -283,19 +324,28 @@ def _by_switch(values, t: _Touched):
 
 
 def _arp_class(values, t: _Touched):
-    return ALL if not t.rules_same else [key for key in values if key[1][0] in t.networks]
+    return ALL if not t.rules_same else [key for key in values if key[1][0] in t.arp_networks]
 
 
 def _arp_network(values, t: _Touched):
-    return ALL if not t.rules_same else _by_network(values, t)
+    return ALL if not t.rules_same else [key for key in values if key[1] in t.arp_networks]
+
+
+def _arp_peers(values, t: _Touched):
+    # (its endpoints by groups: what the ARP responder reads of them, where the change keeps it)
+    return [key for key in values if key[1] in t.arp_networks]
 
 
 def _rules_same(values, t: _Touched):
     return () if t.rules_same else ALL
 
 
-def _same_classes(values, t: _Touched):
-    return () if t.same_classes else ALL
+def _groups_same(values, t: _Touched):
+    return () if t.groups_same else ALL
+
+
+def _conj_same(values, t: _Touched):
+    return () if t.conj_same else ALL
 
 
 def _members_same(values, t: _Touched):
@@ -304,11 +354,16 @@ def _members_same(values, t: _Touched):
 
 def _authz_class(values, t: _Touched):
     # its rules, the ids of its class and conjunctions, the addresses of the groups it names
-    if not t.same_classes:
+    if not t.conj_same:  # (which implies that no interface changed its groups: the class ids)
         return ALL
     groups = t.old.dep.security_groups
-    return [key for key in values
-            if any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)]
+    return [key for key in values if t.rule_groups.intersection(key[1])
+            or any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)]
+
+
+def _verdicts(values, t: _Touched):
+    # the rules of its group
+    return [key for key in values if key[1] in t.rule_groups]
 
 
 def _nat_edge(values, t: _Touched):
@@ -325,8 +380,9 @@ def _always(values, t: _Touched):
 # reads the switch's own endpoints (their zones and group classes) and what is said here.
 
 def _own_port_security(values, t: _Touched):
-    # and the ARP asker classes of its endpoints, which rules decide (ids: carry_over)
-    if not (t.rules_same and t.groups_same):
+    # and the ARP asker classes of its endpoints, which rules decide (carry_over drops the
+    # switches where one changed, or every one where the ids changed)
+    if not t.groups_same:
         return ALL
     return _by_switch(values, t)
 
@@ -339,12 +395,15 @@ def _own_overlay(values, t: _Touched):
 
 
 def _own_networks(values, t: _Touched):
-    # and whether the other network of each of its authorized pairs has endpoints to reach
+    # and whether the other network of each of its authorized pairs has endpoints to reach;
+    # where the outer source is embedded (nothing shared), every endpoint of those networks
     if not t.groups_same:
         return ALL
     partners = _partners(t.old)
     return [key for key in values if key[1] in t.switches
-            or any(n in t.networks or partners.get(n, set()) & t.networks for n in _local_networks(t.old, key[1]))]
+            or (key[2] and any(n in t.networks or partners.get(n, set()) & t.networks
+                               for n in _local_networks(t.old, key[1])))
+            or (not key[2] and _local_networks(t.old, key[1]) & t.reach_changed)]
 
 
 def _own_nat(values, t: _Touched):
@@ -359,16 +418,18 @@ def _local_networks(ix: Index, switch: str) -> Set[str]:
 _CARRY = {
     "follow": _by_network, "accepts": _by_network, "arp_net": _arp_network,
     "arp_common": _arp_network,
-    "peers_by_groups": _by_network, "edge_accepts": _by_network,
+    "peers_by_groups": _arp_peers, "edge_accepts": _by_network,
     "routes": _by_networks, "reachable": _by_networks,
     "local_networks": _by_switch, "local_interfaces": _by_switch,
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
-    "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _rules_same,
+    "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _verdicts,
     "incremental:naming_groups": _rules_same,
-    "group_classes": _same_classes, "authz:conj_ids": _same_classes,
+    "group_classes": _groups_same, "authz:conj_ids": _conj_same,
     "authz:class": _authz_class, "member_ips": _members_same,
     "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
     "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
     "own:port_security": _own_port_security, "own:overlay": _own_overlay, "own:networks": _own_networks,
     "own:nat": _own_nat,
+    "base:host": _always,  # (the same on every host: the pipeline's tables)
+    "finish:overlaps": _always,  # it says itself which runs it counts (assemble.Overlaps)
 }

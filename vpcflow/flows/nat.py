@@ -167,7 +167,11 @@ class FirstEndpoints:
 class Plan:
     """Which switch serves which block, forward and elastic IP, for one deployment."""
 
-    def __init__(self, ix: Index):
+    def __init__(self, ix: Index, old: Optional["Plan"] = None, moved=frozenset()):
+        """old: the Plan of the model before a runtime change that moved these interfaces
+        (flows/incremental.py): where they place no block and no forward, its placement of
+        those is taken as it is (thousands of parts, and the hosts' served addresses); where
+        the elastic IPs are the same and none of their holders moved, theirs too."""
         dep = ix.dep
         # not the Index itself: the Index caches its Plan, and a cycle would outlive the model
         # (compiled objects are kept out of the cyclic collector's sight, compiler._without_gc)
@@ -176,6 +180,31 @@ class Plan:
         # an interface's primary address (its first), where it is attached now (not the old
         # binding a moved record's drain keeps: that one only finishes the connections it had)
         self.primary = FirstEndpoints(ix.by_interface)
+        self._by_switch: Dict[int, Dict[str, list]] = {}
+        if old is not None and old.nat == self.nat and not (old._owners & moved):
+            self.blocks, self.forwards, self._owners = old.blocks, old.forwards, old._owners
+            self._block_of, self._icmp_senders, self._served = old._block_of, old._icmp_senders, old._served
+            if id(old.forwards) in old._by_switch:
+                self._by_switch[id(self.forwards)] = old._by_switch[id(old.forwards)]
+        else:
+            self._place(dep)
+        if old is not None and old.elastic_ips is dep.elastic_ips and not (old._eip_holders & moved):
+            self.eips, self._eip_of, self._eip_holders = old.eips, old._eip_of, old._eip_holders
+            if id(old.eips) in old._by_switch:
+                self._by_switch[id(self.eips)] = old._by_switch[id(old.eips)]
+        else:
+            held = ix.by_interface  # (self.primary: a call per look-up, for thousands of elastic IPs)
+            self.eips = [(e, held[e.interface][0]) for e in dep.elastic_ips if e.interface in held]
+            self._eip_of = {ep.interface.name: e for e, ep in self.eips}
+            self._eip_holders = frozenset(e.interface for e in dep.elastic_ips)
+        # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
+        # the translation of the connections its conntrack knows
+        by_ip = {int(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}  # (int: str() is slow)
+        self.old_eips = [(by_ip[int(IPAddress(f.ip))], self.primary[f.old_interface]) for f in ix.elastic_follows
+                         if int(IPAddress(f.ip)) in by_ip and f.old_interface in self.primary]
+
+    def _place(self, dep):
+        """Where the blocks and forwards are (interfaces place some: self._owners)."""
         self.blocks: List[Tuple[NatBlock, Switch]] = []
         for b in self.nat.blocks:
             if b.owner in dep.switches:
@@ -183,20 +212,13 @@ class Plan:
             elif b.owner in self.primary:
                 self.blocks.append((b, self.primary[b.owner].switch))
         self.forwards = [(f, self.primary[f.interface]) for f in self.nat.forwards if f.interface in self.primary]
-        self.eips = [(e, self.primary[e.interface]) for e in dep.elastic_ips if e.interface in self.primary]
-        self._eip_of = {ep.interface.name: e for e, ep in self.eips}
-        # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
-        # the translation of the connections its conntrack knows
-        by_ip = {str(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}
-        self.old_eips = [(by_ip[f.ip], self.primary[f.old_interface]) for f in ix.elastic_follows
-                         if f.ip in by_ip and f.old_interface in self.primary]
+        self._owners = frozenset({b.owner for b in self.nat.blocks if b.owner not in dep.switches}
+                                 | {f.interface for f in self.nat.forwards})
         # looked up per address and per switch by every host's compile: indexed once
         self._block_of: Dict[str, NatBlock] = {}
         for b in self.nat.blocks:
             self._block_of.setdefault(b.owner, b)
         self._served: Optional[Dict[str, set]] = None  # made when a host first asks (the edge does not)
-        self._by_switch: Dict[int, Dict[str, list]] = {}
-        self._eip_hosts = None
         self._icmp_senders = None
 
     def on_switch(self, pairs, sw: Switch):
@@ -211,11 +233,13 @@ class Plan:
     def eip_hosts(self, e: ElasticIp) -> List[Switch]:
         """The hosts an elastic IP's traffic may come from: its holder's, and its old holders'
         while their remaps drain."""
-        if self._eip_hosts is None:
-            self._eip_hosts = {}
-            for x, ep in self.eips + self.old_eips:
-                self._eip_hosts.setdefault(x.ip, {})[ep.switch.name] = ep.switch
-        hosts = self._eip_hosts.get(e.ip, {})
+        hosts = {}
+        if e.interface in self.primary:
+            ep = self.primary[e.interface]
+            hosts[ep.switch.name] = ep.switch
+        for x, ep in self.old_eips:
+            if x.ip == e.ip:
+                hosts[ep.switch.name] = ep.switch
         return [hosts[k] for k in sorted(hosts)]
 
     def source(self, ep: Endpoint) -> Optional[Source]:
@@ -231,13 +255,14 @@ class Plan:
 
     def served(self, sw: Switch) -> List[IPAddress]:
         """Public addresses whose traffic this switch sends and receives."""
-        if self._served is None:
+        if self._served is None:  # the blocks' and forwards' (a Plan after a change may keep them)
             self._served = {}
-            for ip, host in ([(b.ip, host) for b, host in self.blocks]
-                             + [(f.public_ip, ep.switch) for f, ep in self.forwards]
-                             + [(e.ip, ep.switch) for e, ep in self.eips + self.old_eips]):
+            for ip, host in ([(b.ip, host) for b, host in self.blocks] + [(f.public_ip, ep.switch) for f, ep in self.forwards]):
                 self._served.setdefault(host.name, set()).add(ip)
-        return sorted(self._served.get(sw.name, ()))
+        served = set(self._served.get(sw.name, ()))
+        served.update(e.ip for e, _ in self.on_switch(self.eips, sw))
+        served.update(e.ip for e, ep in self.old_eips if ep.switch.name == sw.name)
+        return sorted(served)
 
     def icmp_senders(self) -> List[Tuple[Switch, IPAddress]]:
         """(host, public IP) pairs: the host may send ICMP from that pool address."""
@@ -345,9 +370,8 @@ def _old_holder_keeps_stragglers(plan: Plan, sw: Switch):
     holder: so the old holder is where it belongs. Without this its first packet was lost."""
     if not plan.old_eips:
         return
-    holder = {str(e.ip): ep for e, ep in plan.eips}
     for e, old in plan.old_eips:
-        now = holder.get(str(e.ip))
+        now = plan.primary[e.interface] if e.interface in plan.primary else None  # its holder (e is the model's)
         if old.switch.name != sw.name or now is None or now.switch.name == sw.name:
             continue  # on one host, the new holder takes new connections: conntrack keeps the old ones
         yield flow("nat_in", PRIORITY, {"ct_state": ct_flags("+trk+new"), "ct_mark": 0, **ipv4(ipv4_dst=str(e.ip))},
@@ -386,22 +410,37 @@ def edge_flows(ix: Index, sw: Switch):
     plan = nat_plan(ix)
     yield ix.cached(("nat:edge", sw.name, "static", frozenset()), lambda: Shared(_edge_static(plan, sw)))
     switches = ix.dep.switches
-    for b, host in plan.blocks:
-        owner = frozenset() if b.owner in switches else frozenset({b.owner})
-        yield ix.cached(("nat:edge", sw.name, block_name(b), owner), lambda: Shared(_edge_block(sw, b, host)))
-    for f, ep in plan.forwards:
-        yield ix.cached(("nat:edge", sw.name, forward_name(f), frozenset({f.interface})),
-                        lambda: Shared(_edge_forward(sw, f, ep)))
+    # thousands of parts: looked up as a few entries, not one by one at each compile of the edge.
+    # The blocks of switches no change of interfaces moves; the parts interfaces place are also
+    # each an entry of its own, so that a move of one makes only its part again.
+    yield from ix.cached(("nat:edge", sw.name, "switch blocks", frozenset()), lambda: tuple(
+        Shared(_edge_block(sw, b, host)) for b, host in plan.blocks if b.owner in switches))
     placed = frozenset({b.owner for b, _ in plan.blocks if b.owner not in switches} | {f.interface for f, _ in plan.forwards})
+    yield from ix.cached(("nat:edge", sw.name, "placed", placed), lambda: tuple(_edge_placed(ix, plan, sw)))
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
+    follows = {}  # the draining remaps by elastic IP (an int: str() of a thousand of them is slow)
+    for f in ix.elastic_follows:
+        follows.setdefault(int(IPAddress(f.ip)), []).append(f)
     for e, ep in plan.eips:
         # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
         # its holder and the remaps still draining from old holders decide it: the key says
         # which is which (a remap back to an old holder is another run) and names each remap
-        draining = tuple(sorted((f.remap_id, f.old_interface) for f in ix.elastic_follows if f.ip == str(e.ip)))
+        draining = tuple(sorted((f.remap_id, f.old_interface) for f in follows.get(int(e.ip), ()))) if follows else ()
         held = frozenset({e.interface} | {old for _, old in draining})
         yield ix.cached(("nat:edge", sw.name, (eip_name(e), e.interface, draining), held),
                         lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+
+
+def _edge_placed(ix: Index, plan: Plan, sw: Switch):
+    """The runs of the blocks and forwards an interface places, keyed by it."""
+    switches = ix.dep.switches
+    for b, host in plan.blocks:
+        if b.owner not in switches:
+            yield ix.cached(("nat:edge", sw.name, block_name(b), frozenset({b.owner})),
+                            lambda: Shared(_edge_block(sw, b, host)))
+    for f, ep in plan.forwards:
+        yield ix.cached(("nat:edge", sw.name, forward_name(f), frozenset({f.interface})),
+                        lambda: Shared(_edge_forward(sw, f, ep)))
 
 
 def _edge_static(plan: Plan, sw: Switch):
