@@ -7,6 +7,7 @@ from netaddr import IPNetwork
 
 from bench import generate
 from bench.compile import _with_interface, _with_rule
+from vpcflow.flows.assemble import Shared
 from vpcflow.flows.compiler import Options, compile_switch
 from vpcflow.flows.incremental import Compiled, next_index
 from vpcflow.flows.index import Index
@@ -279,3 +280,25 @@ def test_layered_classes_read_as_the_dict_they_stand_for():
     for m, expected in kept:  # the older layers still read what they said
         assert all(m.get(k) == expected.get(k) for k in range(60))
         assert m.flat() == expected
+
+
+@pytest.mark.parametrize("change", ["move", "groups", "rule", "rule names a group"])
+def test_a_recompiled_switch_keeps_the_objects_of_its_unchanged_flows(dep, change, monkeypatch):
+    """Runs made again after a change take the flow objects of the runs they replace where the
+    flows are equal: a recompiled switch then holds few equal flows as new objects (the few made
+    outside runs, on each compile), not the hundreds of the runs a change remakes (what the
+    controller's sync would key and compare again; sync.diff_since)."""
+    def remade():
+        old_ix = Index(dep)
+        before = Compiled(old_ix)
+        old = {name: before.switch(name) for name in dep.switches}
+        after, changed = before.update(next_index(old_ix, _changes(dep)[change]))
+        count = 0
+        for name in changed:
+            held = {f: f for f in old[name].integration}
+            count += sum(1 for f in after.switch(name).integration if f in held and held[f] is not f)
+        return count
+
+    kept = remade()
+    monkeypatch.setattr(Shared, "reuse", lambda self, previous: None)
+    assert kept * 10 < remade(), (change, kept)

@@ -31,6 +31,20 @@ class Shared:
     def __len__(self):
         return len(self.flows)
 
+    def reuse(self, previous: "Shared"):
+        """Take the flow objects of `previous` (the run this one, made again after a change,
+        replaces) where they equal this run's: switches then hold the same objects, which a sync
+        recognizes by identity (controller/sync.diff_since) with their wire forms already made,
+        and a change does not double the memory of the runs it remakes. The flow of the same
+        table, priority and match (as the same code makes it; a moved destination's flows may
+        come in another place of the run) is the one compared."""
+        same_match = {(g.table, g.priority, g.match): g for g in previous.flows}
+        out = []
+        for f in self.flows:
+            g = same_match.get((f.table, f.priority, f.match))
+            out.append(g if g is not None and g == f else f)
+        self.flows = tuple(out)
+
 
 def sort_key(f: Flow):
     """The order of a switch's flows: table, priority (highest first), feature, object, match."""

@@ -255,9 +255,11 @@ def carry_over(old: Index, new: Index, change: Change):
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
+    old.replaced = {}  # one change back is enough, and an older one would keep its runs alive
     for kind, values in list(old._by_kind.items()):  # (a rule may ask old for a look-up it caches)
         rule = _CARRY.get(kind)
         dropped = ALL if rule is None else rule(values, touched)
+        new.replaced[kind] = values  # (Index.cached: what is made again reuses equal flows)
         if dropped is ALL:
             continue
         kept = values.copy()

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from netaddr import IPAddress
 
+from vpcflow.flows.assemble import Shared
 from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch
 
 
@@ -92,6 +93,7 @@ class Index:
         self._zones: Dict[str, Dict[str, int]] = {}
         self._members = None
         self._by_kind: Dict[str, Dict[object, object]] = {}  # the cache, by kind
+        self.replaced: Dict[str, Dict[object, object]] = {}  # the cache of the Index before a change (cached)
 
     def _follow(self, follows) -> List[Endpoint]:
         """The old bindings of draining interface moves, as endpoints. An elastic IP's old holder
@@ -147,6 +149,7 @@ class Index:
                 ix._members[g] = [ep for ep in old._members.get(g, ()) if id(ep) not in gone] + \
                     [ep for ep in added if g in ep.interface.security_groups]
         ix._by_kind = {}
+        ix.replaced = {}
         return ix
 
     @property
@@ -171,6 +174,14 @@ class Index:
             return values[key]
         except KeyError:
             value = values[key] = make()
+            # a run made again after a change takes the equal flows of the run it replaces (also
+            # a run kept with its look-up, as a tuple)
+            previous = self.replaced.get(kind, {}).get(key) if self.replaced else None
+            if previous is not None:
+                pairs = zip(value, previous) if value.__class__ is previous.__class__ is tuple else ((value, previous),)
+                for run, old in pairs:
+                    if run.__class__ is old.__class__ is Shared:
+                        run.reuse(old)
             return value
 
     def keep(self, key, value):
