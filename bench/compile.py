@@ -249,7 +249,8 @@ def _sync_work(old, new) -> float:
     for name, flows in new.items():
         names = sorted({p for f in old[name].integration + flows.integration for p in f.ports()})
         ports = {p: n for n, p in enumerate(names, 1)}
-        hold = held(split_by_resolvable(old[name].integration, lambda f: render.desired_key(f, ports))[0])
+        hold = held(split_by_resolvable(old[name].integration, lambda f: render.desired_key(f, ports))[0],
+                    old[name].integration)
         t = now()
         diff_since(hold, flows.integration, lambda f: render.desired_key(f, ports),
                    lambda f: render.desired_content(f, ports))

@@ -287,7 +287,7 @@ class VpcflowApp(AppBase):
                 d, now, waiting = diff_since(cache.held, flows, key, content)
             else:
                 desired, waiting = split_by_resolvable(flows, key)
-                d, now = diff(desired, installed, content), held(desired)
+                d, now = diff(desired, installed, content), held(desired, flows)
             self._apply_diff(dp, d, ports, phased, break_after)
             if not waiting:
                 self.installed[dpid] = InstalledCache(generation, version, ports, now)

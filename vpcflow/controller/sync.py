@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import itertools
 import operator
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from vpcflow.flows import cookies
 from vpcflow.flows.core import Flow
@@ -76,15 +76,17 @@ def split_by_resolvable(flows, key_of) -> Tuple[Dict[tuple, Flow], List[Flow]]:
 
 @dataclasses.dataclass
 class Held:
-    """What a bridge holds after a complete sync: the desired flows by key (all installed) and
-    how many of each feature."""
+    """What a bridge holds after a complete sync: the desired flows by key (all installed), how
+    many of each feature, and the parts the flows came in (assemble.Flows.parts, or None)."""
 
     desired: Dict[tuple, Flow]
     features: collections.Counter
+    parts: Optional[tuple] = None
 
 
-def held(desired: Dict[tuple, Flow]) -> Held:
-    return Held(desired, collections.Counter(f.feature for f in desired.values()))
+def held(desired: Dict[tuple, Flow], flows=None) -> Held:
+    """What a bridge holds once these desired flows (keyed out of `flows`) are installed."""
+    return Held(desired, collections.Counter(f.feature for f in desired.values()), getattr(flows, "parts", None))
 
 
 def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: None) -> Tuple[Diff, Held, List[Flow]]:
@@ -93,16 +95,21 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
     over and changed (the cache of a bridge's last sync: a failed sync reads the bridge again).
 
     A recompiled switch keeps most of its flows as the very same objects (the runs a change did
-    not touch), and those are installed as they are: only the flows that are not the objects
-    `before` holds, and the ones it holds that are gone, are keyed and compared (the full diff
-    keyed and compared every flow: 1.2 s of a runtime change at an edge of 142,000 flows). The
-    held flows that are gone are looked for only when some of them are not replaced by a flow
-    of the same match. (The ids of the held flows are gathered for each diff, not kept: kept
-    for every bridge, they took more memory than the flows' keys.)"""
+    not touch, and the equal flows of the runs it made again), and those are installed as they
+    are: only the others, and the held ones that are gone, are keyed and compared (the full diff
+    keyed and compared every flow: 1.2 s of a runtime change at an edge of 142,000 flows). Where
+    both compiles say their parts (assemble.Flows), those are the flows of the parts one has and
+    the other not; else the flows that are not the objects held, found by their ids, and the
+    held ones gone looked for only when some are not replaced by a flow of the same match."""
     desired = before.desired
-    ids = set(map(id, desired.values()))
-    fresh = list(itertools.compress(flows, map(operator.not_, map(ids.__contains__, map(id, flows)))))
-    gone_count = len(ids) - (len(flows) - len(fresh))
+    by_parts = _by_parts(before.parts, getattr(flows, "parts", None))
+    if by_parts is not None:
+        fresh, gone = by_parts
+        gone_count = None
+    else:
+        ids = set(map(id, desired.values()))
+        fresh = list(itertools.compress(flows, map(operator.not_, map(ids.__contains__, map(id, flows)))))
+        gone, gone_count = None, len(ids) - (len(flows) - len(fresh))
     features = before.features.copy()
     add, new, waiting, delete = [], [], [], []
     for f in fresh:
@@ -111,22 +118,48 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
             waiting.append(f)
             continue
         old = desired.get(k)
+        if old is f:
+            continue  # held already (a run made again took it over)
         if old is None:
             new.append(f)
             add.append(f)
         else:  # replaced: the same match
-            gone_count -= 1
+            if gone_count is not None:
+                gone_count -= 1
             features[old.feature] -= 1
             if old.cookie != f.cookie or content(old) != content(f):
                 add.append(f)
         desired[k] = f
         features[f.feature] += 1
-    if gone_count:  # matches no flow has any more
+    if gone is None and gone_count:  # matches no flow has any more, found among all held
         kept = set(map(id, flows))
         values = list(desired.values())
-        for g in itertools.compress(values, map(operator.not_, map(kept.__contains__, map(id, values)))):
-            k = key_of(g)
+        gone = list(itertools.compress(values, map(operator.not_, map(kept.__contains__, map(id, values)))))
+    for g in gone or ():
+        k = key_of(g)
+        if desired.get(k) is g:  # not replaced
             delete.append(Installed(k, g.cookie, g, content(g)))
             del desired[k]
             features[g.feature] -= 1
-    return Diff(add=add, delete=delete, unchanged=len(desired) - len(add), new=new), Held(desired, +features), waiting
+    return (Diff(add=add, delete=delete, unchanged=len(desired) - len(add), new=new),
+            Held(desired, +features, getattr(flows, "parts", None)), waiting)
+
+
+def _by_parts(before: Optional[tuple], after: Optional[tuple]):
+    """(the flows `after` has beyond `before`, the flows `before` had beyond `after`), from the
+    parts of two compiles of a switch (own flows, then Shared runs): the runs only one has, and
+    the own flows only one has. None where either compile has no parts."""
+    if before is None or after is None:
+        return None
+    old_runs, new_runs = {id(r): r for r in before[1:]}, {id(r): r for r in after[1:]}
+    old_own, new_own = set(map(id, before[0])), set(map(id, after[0]))
+    fresh = [f for f in after[0] if id(f) not in old_own]
+    for key, run in new_runs.items():
+        if key not in old_runs:
+            fresh.extend(run.flows)
+    present = set(map(id, fresh))  # a run made again may hold flows of the one it replaced
+    gone = [g for g in before[0] if id(g) not in new_own]
+    for key, run in old_runs.items():
+        if key not in new_runs:
+            gone.extend(g for g in run.flows if id(g) not in present)
+    return fresh, gone

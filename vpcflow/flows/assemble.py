@@ -172,4 +172,15 @@ def finish(items, overlaps: Optional[Overlaps] = None) -> Tuple[Flow, ...]:
     if not clear:
         return _finish_keyed(itertools.chain(own, *(r.flows for r in runs)))[0]
     # one tuple made from the chain (own + tuple(...) copied every flow twice: 142k at the edge)
-    return tuple(itertools.chain(flows, *(r.flows for r in runs)))
+    out = Flows(itertools.chain(flows, *(r.flows for r in runs)))
+    out.parts = (flows,) + tuple(runs)
+    return out
+
+
+class Flows(tuple):
+    """A switch's flows, with the parts they were put together from where its runs were added as
+    they are (finish): its own flows (a tuple), then each Shared run. Two compiles of a switch
+    are then compared part by part (controller/sync.diff_since): a run both have holds the same
+    flows, and is not looked into."""
+
+    parts = None
