@@ -148,18 +148,28 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
 def _by_parts(before: Optional[tuple], after: Optional[tuple]):
     """(the flows `after` has beyond `before`, the flows `before` had beyond `after`), from the
     parts of two compiles of a switch (own flows, then Shared runs): the runs only one has, and
-    the own flows only one has. None where either compile has no parts."""
+    the own flows only one has. A run made again in place of one `before` has says which of its
+    flows are new and which of the old run's it dropped (Shared.remade): only those are looked
+    at. None where either compile has no parts."""
     if before is None or after is None:
         return None
     old_runs, new_runs = {id(r): r for r in before[1:]}, {id(r): r for r in after[1:]}
     old_own, new_own = set(map(id, before[0])), set(map(id, after[0]))
     fresh = [f for f in after[0] if id(f) not in old_own]
-    for key, run in new_runs.items():
-        if key not in old_runs:
-            fresh.extend(run.flows)
-    present = set(map(id, fresh))  # a run made again may hold flows of the one it replaced
     gone = [g for g in before[0] if id(g) not in new_own]
+    replaced = set()
+    for key, run in new_runs.items():
+        if key in old_runs:
+            continue
+        previous = run.remade[0]() if run.remade is not None else None
+        if previous is not None and id(previous) in old_runs and id(previous) not in new_runs:
+            fresh.extend(run.remade[1])
+            gone.extend(run.remade[2])
+            replaced.add(id(previous))
+        else:
+            fresh.extend(run.flows)
     for key, run in old_runs.items():
-        if key not in new_runs:
-            gone.extend(g for g in run.flows if id(g) not in present)
-    return fresh, gone
+        if key not in new_runs and key not in replaced:
+            gone.extend(run.flows)
+    present = set(map(id, fresh))  # a run made again may hold flows of the one it replaced
+    return fresh, [g for g in gone if id(g) not in present]

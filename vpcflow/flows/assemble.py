@@ -8,6 +8,7 @@ grows with what the switch serves itself, not with the flows it shares.
 from __future__ import annotations
 
 import array
+import weakref
 import collections
 import itertools
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -20,13 +21,14 @@ class Shared:
     """A run of flows that several switches' compiles share: finished (checked, unique) when
     made, with what finish() needs to check that runs do not overlap."""
 
-    __slots__ = ("flows", "keys")
+    __slots__ = ("flows", "keys", "remade", "__weakref__")
 
     def __init__(self, flows: Iterable[Flow]):
         self.flows, keys = _finish_keyed(flows)
         # hashes, not the keys (a frozenset each: most of a big compile's memory), in an array
         # (a set of them was an eighth of it); two keys of one hash only send finish() the slow way
         self.keys = array.array("q", map(hash, keys))
+        self.remade = None  # (the run it replaces, weakly; its own new flows; the old ones it dropped): reuse
 
     def __len__(self):
         return len(self.flows)
@@ -39,11 +41,19 @@ class Shared:
         table, priority and match (as the same code makes it; a moved destination's flows may
         come in another place of the run) is the one compared."""
         same_match = {(g.table, g.priority, g.match): g for g in previous.flows}
-        out = []
+        out, fresh = [], []
         for f in self.flows:
-            g = same_match.get((f.table, f.priority, f.match))
-            out.append(g if g is not None and g == f else f)
+            key = (f.table, f.priority, f.match)
+            g = same_match.get(key)
+            if g is not None and g == f:
+                out.append(g)
+                del same_match[key]
+            else:
+                out.append(f)
+                fresh.append(f)
         self.flows = tuple(out)
+        # what a sync of a switch that held `previous` needs to look at (controller/sync.py)
+        self.remade = (weakref.ref(previous), tuple(fresh), tuple(same_match.values()))
 
 
 def sort_key(f: Flow):
