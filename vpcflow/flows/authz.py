@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from netaddr import IPNetwork
 
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow, interned
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.index import Index, stable_ids
 from vpcflow.flows.matches import cidr, ipv4
@@ -193,13 +193,13 @@ def _members(ix: Index, table, mine, peer_field, group_rules):
                 by_ip[ip] = (name, [group])
             else:
                 entry[1].append(group)
-    base = tuple(mine.items()) + (("eth_type", ETH_IPV4),)
+    base = interned(tuple(mine.items()) + (("eth_type", ETH_IPV4),))
     for ip, (name, groups) in by_ip.items():
         if len(groups) == 1:
             actions = actions_of[groups[0]]  # shared by the group's members
         else:
             actions = _by_id({c.id: c for g in groups for c in actions_of[g]})
-        yield Flow(table, CONJUNCTIVE, base + ((peer_field, ip),), actions, "authz", name)
+        yield Flow(table, CONJUNCTIVE, base + interned(((peer_field, ip),)), actions, "authz", name)
 
 
 def _conj_ids(ix: Index) -> Dict[tuple, int]:

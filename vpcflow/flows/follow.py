@@ -44,7 +44,7 @@ import functools
 import zlib
 
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import ETH_IPV4, IPPROTO, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow, interned
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4
 from vpcflow.flows.nat import nat_plan, to_host
@@ -175,6 +175,7 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     actions once for its records and its handshakes'.
     """
     holder, binding = current
+    head = interned(head)  # the rest is made once (the module's) or is the address's own (its binding)
     unrecorded = head + _UNRECORDED
     syn, going_on, endings = _tcp_matches(established, opening)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
@@ -191,7 +192,7 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     for old_holder, old_binding in bindings:
         going, ended = learns if (old_holder, old_binding) == current else \
             _tcp_learns(record_table, ip, old_holder, old_binding, network)
-        opened = head + ((REG_BINDING, old_binding), (REG_OPENING, 1))
+        opened = head + ((REG_BINDING, old_binding),) + _OPENED
         yield Flow(table, 110, opened + going_on, (going, goto), "follow", obj)
         for ending in endings:
             yield Flow(table, 110, opened + ending, (ended, goto), "follow", obj)
@@ -200,6 +201,7 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
 
 
 _UNRECORDED = ((REG_BINDING, 0),)
+_OPENED = ((REG_OPENING, 1),)
 _TCP = (("ip_proto", IPPROTO["tcp"]),)
 _UDP = (("ip_proto", IPPROTO["udp"]),)
 _SYN_ONLY = (("tcp_flags", (TCP_SYN, TCP_SYN | TCP_ACK)),)
