@@ -126,10 +126,24 @@ def own_prefix_is_spoofed(sw: Switch):
     return drop_flow("substrate_in", PRIORITY + 10, {"tun_ipv6_src": cidr(sw.prefix)}, "substrate_spoofed")
 
 
+def _prefixes():
+    """switch name -> cidr(its prefix), filled as asked: cidr's cache is looked up by the prefix,
+    whose hash netaddr computes each time, and a network's flows ask once per endpoint."""
+    cache = {}
+
+    def of(sw: Switch):
+        value = cache.get(sw.name)
+        if value is None:
+            value = cache[sw.name] = cidr(sw.prefix)
+        return value
+    return of
+
+
 def _accepts(ix: Index, net: Network):
     into = (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup"))
+    prefix = _prefixes()
     for ep in ix.by_network[net.name]:
-        match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=ep.ip_text)}
+        match = {"tunnel_id": net.id, "tun_ipv6_src": prefix(ep.switch), **ipv4(ipv4_src=ep.ip_text)}
         yield flow("substrate_in", PRIORITY, match, into, feature="overlay", obj=ep.interface.name)
     appliances = {ep.switch for ep in ix.by_network[net.name] if not ep.interface.source_dest_check}
     for other in sorted(appliances, key=lambda s: s.name):
@@ -160,19 +174,25 @@ def followed_route(ep, match, actions, feature, local: bool = False):
 
 def _deliver(ix: Index, sw: Switch):
     zones = ix.zones(sw.name)
+    # per network: (its cidr as a match value, its gateway's dummy MAC), made once (netaddr's
+    # hash and str were most of what an endpoint's flows cost here)
+    networks = {}
     for ep in ix.by_switch.get(sw.name, ()):
         yield flow("dest_lookup", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_dst=ep.ip_text)},
                    (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
                     Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), Goto("ingress_acl")),
                    feature="overlay", obj=ep.interface.name)
         net = ep.network
+        known = networks.get(net.name)
+        if known is None:
+            known = networks[net.name] = (cidr(net.cidr), SetField("eth_src", dummy_mac(net.gateway_ip)))
+        net_cidr, from_gateway = known
         base = {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)}
         to_port = (SetField("eth_dst", ep.interface.mac), Output(ep.port))
-        yield flow("deliver", PRIORITY, {**base, "ipv4_src": cidr(net.cidr)},
+        yield flow("deliver", PRIORITY, {**base, "ipv4_src": net_cidr},
                    dummy_source_mac() + to_port, feature="overlay", obj=ep.interface.name)
         # From outside the network the packet comes, as the instance sees it, from its gateway.
-        yield flow("deliver", PRIORITY - 10, base,
-                   (SetField("eth_src", dummy_mac(net.gateway_ip)),) + to_port,
+        yield flow("deliver", PRIORITY - 10, base, (from_gateway,) + to_port,
                    feature="overlay", obj=ep.interface.name)
 
 
@@ -186,7 +206,8 @@ def edge_flows(ix: Index, sw: Switch):
 
 def _edge_accepts(ix: Index, sw: Switch, net: Network):
     leave = (SetField("eth_src", sw.uplink.mac), Goto("edge_out"))
+    prefix = _prefixes()
     for ep in ix.by_network[net.name]:
-        match = {"tunnel_id": net.id, "tun_ipv6_src": cidr(ep.switch.prefix), **ipv4(ipv4_src=ep.ip_text)}
+        match = {"tunnel_id": net.id, "tun_ipv6_src": prefix(ep.switch), **ipv4(ipv4_src=ep.ip_text)}
         yield flow("substrate_in", PRIORITY, match, leave, feature="overlay", obj=ep.interface.name)
 
