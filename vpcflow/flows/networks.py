@@ -115,13 +115,16 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
                       {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)
 
 
+_REQUEST, _REPLY = ct_flags("+trk-rpl"), ct_flags("+trk+rpl")
+
+
 def _check(table, next_table, a: Network, b: Network, authz, where, peer, obj):
     """A request from a to b needs an a->b authorization that matches it; a reply needs b->a."""
     for rule in authz.get((a.name, b.name), ()):
         for l4 in l4_matches(rule):
-            yield flow(table, PRIORITY, {**where, "ct_state": ct_flags("+trk-rpl"), **ipv4(**peer, **l4)},
+            yield flow(table, PRIORITY, {**where, "ct_state": _REQUEST, **ipv4(**peer, **l4)},
                        (Goto(next_table),), feature="authz", obj=obj)
     if (b.name, a.name) in authz:
-        yield flow(table, PRIORITY, {**where, "ct_state": ct_flags("+trk+rpl"), **ipv4(**peer)},
+        yield flow(table, PRIORITY, {**where, "ct_state": _REPLY, **ipv4(**peer)},
                    (Goto(next_table),), feature="authz", obj=obj)
     yield drop_flow(table, PRIORITY - 10, {**where, **ipv4(**peer)}, "network_denied")
