@@ -220,7 +220,12 @@ def _by_id(conjunctions: Dict[int, Conjunction]) -> Tuple[Conjunction, ...]:
 
 
 def _member_ips(ix: Index, group: str) -> List[str]:
-    return ix.cached(("member_ips", group), lambda: [str(ip) for ip in sorted({ep.ip for ep in ix.members(group)})])
+    """The group's member addresses, each once, in address order (netaddr's: version, then value),
+    as text."""
+    def make():
+        texts = {(ep.ip.version, int(ep.ip)): ep.ip_text for ep in ix.members(group)}  # netaddr's hash and < are slow
+        return [texts[k] for k in sorted(texts)]
+    return ix.cached(("member_ips", group), make)
 
 
 # --- reachability, for the ARP responder ------------------------------------------------------
