@@ -103,13 +103,14 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
         return
     obj = f"{a.name}->{b.name}"
     zones = ix.zones(sw.name)
+    into_b = (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24))  # every endpoint's: made once
+    lookup_done = Goto("ingress_acl")
     for ep in _reachable(ix, a, b):
         if ep.switch.name != sw.name:
             continue
         yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, **ipv4(ipv4_dst=ep.ip_text)},
-                   (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24),
-                    Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
-                    Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), Goto("ingress_acl")),
+                   into_b + (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
+                             Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
                    feature="authz", obj=obj)
     yield from _check("network_acl_in", "deliver", a, b, authz,
                       {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)

@@ -9,6 +9,7 @@ Delivering (table deliver): destination MAC = the interface's, source MAC = the 
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 from netaddr import IPNetwork
@@ -35,15 +36,24 @@ def encapsulate(sender: Switch, net: Network, prefix: IPNetwork, dst_ip, embed_s
     inner source too; otherwise the outer source is the switch's own substrate address.
     """
     dst_id = (dst_net or net).id
-    actions = [SetField("tunnel_id", net.id)]
+    actions = [_vni(net.id)]
     if dst_ip is None:
         actions += embedded_address_actions("tun_ipv6_dst", prefix, dst_id, "ipv4_dst")
     else:
         actions.append(SetField("tun_ipv6_dst", embed_text(prefix, dst_id, dst_ip)))
     if embed_source:
         actions += embedded_address_actions("tun_ipv6_src", sender.prefix, net.id, "ipv4_src")
-    actions.append(Output(TUNNEL_PORT))
+    actions.append(_TO_TUNNEL)
     return tuple(actions)
+
+
+# the parts of every route's actions that are the same for a network: made once, not per route
+@functools.lru_cache(maxsize=1 << 16)
+def _vni(netid: int) -> SetField:
+    return SetField("tunnel_id", netid)
+
+
+_TO_TUNNEL = Output(TUNNEL_PORT)
 
 
 def host_runs(ix: Index, sw: Switch, embed_source: bool):
@@ -177,10 +187,11 @@ def _deliver(ix: Index, sw: Switch):
     # per network: (its cidr as a match value, its gateway's dummy MAC), made once (netaddr's
     # hash and str were most of what an endpoint's flows cost here)
     networks = {}
+    lookup_done = Goto("ingress_acl")
     for ep in ix.by_switch.get(sw.name, ()):
         yield flow("dest_lookup", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_dst=ep.ip_text)},
                    (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
-                    Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), Goto("ingress_acl")),
+                    Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
                    feature="overlay", obj=ep.interface.name)
         net = ep.network
         known = networks.get(net.name)
