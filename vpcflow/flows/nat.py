@@ -277,7 +277,7 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
             continue
         net = ep.network
         networks[net.id] = net
-        match = {REG_NETWORK: net.id, **ipv4(ipv4_src=ep.ip_text)}
+        match = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_src": ep.ip_text}
         yield flow("nat_out", PRIORITY, match, lookup, feature="nat", obj=src.obj)
         translate = CtNat("src", str(src.ip), src.lo, src.hi)
         # ct_mark 0: no connection has this tuple yet (every commit here sets a network id)

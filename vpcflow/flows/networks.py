@@ -16,7 +16,7 @@ from typing import Dict, List, Set, Tuple
 
 from vpcflow.flows.authz import l4_matches
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import Goto, Load, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
 from vpcflow.flows.overlay import OWN, OWN_NOT, PRIORITY, network_accepts, routes
@@ -108,7 +108,7 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
     for ep in _reachable(ix, a, b):
         if ep.switch.name != sw.name:
             continue
-        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, **ipv4(ipv4_dst=ep.ip_text)},
+        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text},
                    into_b + (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
                              Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
                    feature="authz", obj=obj)
