@@ -21,7 +21,7 @@ from typing import Dict, Tuple
 from vpcflow.flows.authz import groups_may_send, may_send, talks_outside
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output
+from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output, interned
 from vpcflow.flows.index import Index, stable_ids
 from vpcflow.flows.matches import arp
 from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_CLASS
@@ -244,11 +244,11 @@ def _class_flows(ix: Index, classes: _Classes, key):
     cid = classes.ids[key]
     example = classes.example[key]
     common = _common(ix, classes, example.network)
-    request = ((REG_SRC_CLASS, cid), ("eth_type", ETH_ARP), ("arp_op", 1))
+    request = interned(((REG_SRC_CLASS, cid), ("eth_type", ETH_ARP), ("arp_op", 1)))
+    obj = f"net{example.network.id}:class{cid}"
     for text in _targets(ix, example):
         if text not in common:
-            yield Flow("arp_responder", PRIORITY, request + (("arp_tpa", text),), computed_reply(), "arp",
-                       f"net{example.network.id}:class{cid}")
+            yield Flow("arp_responder", PRIORITY, request + interned((("arp_tpa", text),)), computed_reply(), "arp", obj)
 
 
 def _common(ix: Index, classes: _Classes, net) -> frozenset:
@@ -261,9 +261,10 @@ def _common(ix: Index, classes: _Classes, net) -> frozenset:
 
 
 def _network_flows(ix: Index, classes: _Classes, net):
+    request = interned(((REG_NETWORK, net.id), ("eth_type", ETH_ARP), ("arp_op", 1)))
     for text in sorted(_common(ix, classes, net)):
-        yield Flow("arp_responder", PRIORITY, ((REG_NETWORK, net.id), ("eth_type", ETH_ARP), ("arp_op", 1),
-                                              ("arp_tpa", text)), computed_reply(), "arp", f"net{net.id}:all")
+        yield Flow("arp_responder", PRIORITY, request + interned((("arp_tpa", text),)), computed_reply(), "arp",
+                   f"net{net.id}:all")
     # A request for one's own address (a gratuitous ARP or a duplicate check) gets no answer.
     for ep in ix.by_network[net.name]:
         yield drop_flow("arp_responder", PRIORITY + 10,

@@ -86,16 +86,18 @@ def _finish_keyed(flows) -> Tuple[Tuple[Flow, ...], List[tuple]]:
     match in one flow); and their keys."""
     unique = {}
     conjunctions = {}  # key -> every conjunction action its match takes part in
-    for f in flows:
+    verify, add = pipeline.verify, unique.setdefault
+    for f in flows:  # every compiled flow passes here: Flow.key written out, names bound once
         if not f.checked:  # a flow shared between switches is checked once
-            pipeline.verify(f)
+            verify(f)
             f.checked = True
-        previous = unique.setdefault(f.key, f)
+        key = (f.table, f.priority, frozenset(f.match))
+        previous = add(key, f)
         if previous is f or previous == f:
             continue
         if _conjunctive(previous) and _conjunctive(f):
             # One match may take part in several conjunctions: one flow carries all of them.
-            conjunctions.setdefault(f.key, set(previous.actions)).update(f.actions)
+            conjunctions.setdefault(key, set(previous.actions)).update(f.actions)
         else:
             raise pipeline.PipelineError(f"two different flows with one match:\n  {previous}\n  {f}")
     for key, actions in conjunctions.items():

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from netaddr import IPNetwork
 
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow, interned
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.index import Index, stable_ids
 from vpcflow.flows.matches import cidr, ipv4
@@ -121,9 +121,10 @@ def _class_flows(ix: Index, groups):
     id (ct_mark). Two rules may say the same thing (in two groups): the first one decides."""
     seen = set()
     for f in _class_rules(ix, groups):
-        if f.key in seen and not _is_conjunctive(f):
+        key = f.key  # made once: a frozenset of the match, for each of ~300k flows at 100k
+        if key in seen and not _is_conjunctive(f):
             continue
-        seen.add(f.key)
+        seen.add(key)
         yield f
 
 
@@ -193,13 +194,13 @@ def _members(ix: Index, table, mine, peer_field, group_rules):
                 by_ip[ip] = (name, [group])
             else:
                 entry[1].append(group)
-    base = tuple(mine.items()) + (("eth_type", ETH_IPV4),)
+    base = interned(tuple(mine.items()) + (("eth_type", ETH_IPV4),))
     for ip, (name, groups) in by_ip.items():
         if len(groups) == 1:
             actions = actions_of[groups[0]]  # shared by the group's members
         else:
             actions = _by_id({c.id: c for g in groups for c in actions_of[g]})
-        yield Flow(table, CONJUNCTIVE, base + ((peer_field, ip),), actions, "authz", name)
+        yield Flow(table, CONJUNCTIVE, base + interned(((peer_field, ip),)), actions, "authz", name)
 
 
 def _conj_ids(ix: Index) -> Dict[tuple, int]:
@@ -220,7 +221,12 @@ def _by_id(conjunctions: Dict[int, Conjunction]) -> Tuple[Conjunction, ...]:
 
 
 def _member_ips(ix: Index, group: str) -> List[str]:
-    return ix.cached(("member_ips", group), lambda: [str(ip) for ip in sorted({ep.ip for ep in ix.members(group)})])
+    """The group's member addresses, each once, in address order (netaddr's: version, then value),
+    as text."""
+    def make():
+        texts = {(ep.ip.version, int(ep.ip)): ep.ip_text for ep in ix.members(group)}  # netaddr's hash and < are slow
+        return [texts[k] for k in sorted(texts)]
+    return ix.cached(("member_ips", group), make)
 
 
 # --- reachability, for the ARP responder ------------------------------------------------------

@@ -260,7 +260,16 @@ def ct_flags(text: str):
 SPECIAL_PORTS = ("IN_PORT", "LOCAL", "CONTROLLER", "NORMAL")
 
 
-_ITEMS: dict = {}  # the one copy of each match item (Flow.__init__)
+_ITEMS: dict = {}  # the one copy of each match item (interned)
+
+
+def interned(items) -> tuple:
+    """The match items as a tuple of the one copy of each (field, value) pair: most repeat across
+    flows (eth_type, a network's id, an address), and they were a third of a big compile's
+    memory. Flow takes its match as it is given: flow() interns its dict's items; a builder
+    that calls Flow itself interns the parts it puts together once (a network's, an address's),
+    not every flow's match (a dict look-up per item and flow was a seventh of a big compile)."""
+    return tuple(map(_ITEMS.setdefault, items, items))
 
 
 def forget_items():
@@ -290,9 +299,7 @@ class Flow:
         # the fields are checked by pipeline.verify (every compiled flow, against its table)
         self.table = table
         self.priority = priority
-        # each (field, value) pair once: most repeat across flows (eth_type, a network's id, an
-        # address), and they were a third of a big compile's memory
-        self.match = tuple(map(_ITEMS.setdefault, match, match))
+        self.match = match  # a tuple of items, shared with other flows where they repeat (interned)
         self.actions = actions  # empty: drop
         self.feature = feature
         self.obj = obj  # the object that made the flow: "eni-web1", "drop:spoofed", ...
@@ -349,7 +356,7 @@ class Flow:
 
 def flow(table, priority, match, actions=(), *, feature, obj, idle_timeout=0, hard_timeout=0) -> Flow:
     """Build a Flow from a dict match (insertion order kept for readable output)."""
-    items = tuple(match.items()) if isinstance(match, dict) else tuple(match)
+    items = interned(match.items() if isinstance(match, dict) else match)
     return Flow(table, priority, items, tuple(actions), feature, obj, idle_timeout, hard_timeout)
 
 

@@ -44,7 +44,7 @@ import functools
 import zlib
 
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import ETH_IPV4, IPPROTO, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow, interned
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4
 from vpcflow.flows.nat import nat_plan, to_host
@@ -108,18 +108,28 @@ def record_name(ip: str, instance: str) -> str:
     return f"{ip}@{instance}"
 
 
-def _learn(table: str, ip, holder: str, binding: int, proto: str, idle: int, fin_idle: int = 0,
+def _learn(table: str, ip: str, holder: str, binding: int, proto: str, idle: int, fin_idle: int = 0,
            network: bool = True, opening: bool = False) -> Learn:
-    """The learn action that records a connection to `ip` under `holder` (binding in reg4).
-    network: the record matches the network too (hosts; the edge has only public addresses).
-    opening: a TCP connection's first SYN; the record also sets reg7 so that the handshake's
-    ACK makes the real one, and its cookie is not counted by a drain."""
+    """The learn action that records a connection to `ip` (its text) under `holder` (binding
+    in reg4). network: the record matches the network too (hosts; the edge has only public
+    addresses). opening: a TCP connection's first SYN; the record also sets reg7 so that the
+    handshake's ACK makes the real one, and its cookie is not counted by a drain."""
     specs = _record_match(proto, network) + (LearnSpec("load", binding, REG_BINDING, 32),)
     if opening:
         specs += (_OPENING_LOAD,)
-    name = record_name(str(ip), holder) + (OPENING if opening else "")
+    name = record_name(ip, holder) + (OPENING if opening else "")
     return Learn(table, 100, "learned_follow", name, specs,
                  idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
+
+
+def _tcp_learns(table: str, ip: str, holder: str, binding: int, network: bool):
+    """The learn actions of an established TCP connection's record, (going on, ending: a FIN
+    or RST), as _learn makes them; one specs tuple for both."""
+    specs = _record_match("tcp", network) + (LearnSpec("load", binding, REG_BINDING, 32),)
+    name = record_name(ip, holder)
+    return (Learn(table, 100, "learned_follow", name, specs, idle_timeout=TCP_IDLE, fin_idle_timeout=TCP_FIN_IDLE,
+                  send_flow_rem=True),
+            Learn(table, 100, "learned_follow", name, specs, idle_timeout=TCP_FIN_IDLE, send_flow_rem=True))
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,54 +148,69 @@ def _record_match(proto: str, network: bool) -> tuple:
 _OPENING_LOAD = LearnSpec("load", 1, REG_OPENING, 32)
 
 
-def _recording(table: str, record_table: str, next_table: str, base: dict, ip, current, bindings,
-               established: dict, opening: dict, network: bool, obj: str):
-    """The flows that record connections to `ip` in `table`.
+@functools.lru_cache(maxsize=None)
+def _tcp_matches(established: tuple, opening: tuple):
+    """The TCP part of the records' matches, after the address: (a SYN's, going on, each
+    ending's). The same for every address of a table: made once."""
+    return (_TCP + opening + _SYN_ONLY, _TCP + established + _GOING_ON,
+            tuple(_TCP + established + ending for ending in _ENDINGS))
 
-    base: the table's match for the address; current: (holder, binding) the address has now;
-    bindings: every (holder, binding) a record of it may carry (now and while remaps drain);
-    established, opening: what else a handshake's later packets and its SYN must match (the
-    sender's conntrack state on a host; nothing at the edge).
+
+@functools.lru_cache(maxsize=None)
+def _goto(table: str) -> Goto:
+    return Goto(table)  # one for every record flow, not one per address
+
+
+def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: str, current, bindings,
+               established: tuple, opening: tuple, network: bool, obj: str):
+    """The flows that record connections to `ip` (its text) in `table`.
+
+    head: the table's match for the address (items); current: (holder, binding) the address
+    has now; bindings: every (holder, binding) a record of it may carry (now and while remaps
+    drain); established, opening: what else (items) a handshake's later packets and its SYN
+    must match (the sender's conntrack state on a host; nothing at the edge).
+
+    A network's records are 8 flows per address, a fifth of a big compile's flows: their
+    matches are built from parts made once (_tcp_matches), the current binding's learn
+    actions once for its records and its handshakes'.
     """
-    made = {}  # the current binding's records are also those of its handshakes: made once
-
-    def learn(holder, binding, proto, idle, fin_idle=0, first=False):
-        key = (holder, binding, proto, idle, fin_idle, first)
-        if key not in made:
-            made[key] = _learn(record_table, ip, holder, binding, proto, idle, fin_idle, network, first)
-        return made[key]
-
     holder, binding = current
-    # matches built as tuples from parts the same for every address (a network's records are
-    # 8 flows per address: dicts merged per flow were a third of what they cost)
-    head = tuple(base.items())
-    unrecorded = head + ((REG_BINDING, 0),)
-    est, new = tuple(established.items()), tuple(opening.items())
-    mark, goto = Load(binding, REG_BINDING, 0, 32), Goto(next_table)
-
-    def record(priority, match, actions):
-        return Flow(table, priority, match, actions, "follow", obj)
-
+    head = interned(head)  # the rest is made once (the module's) or is the address's own (its binding)
+    unrecorded = head + _UNRECORDED
+    syn, going_on, endings = _tcp_matches(established, opening)
+    mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
+    learns = _tcp_learns(record_table, ip, holder, binding, network)
     # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
     # where the SYN went, and makes the real one there. An unanswered SYN's record idles out
     # and is not counted by a drain.
-    yield record(100, unrecorded + _TCP + new + _SYN_ONLY, (learn(holder, binding, "tcp", OPENING_IDLE, first=True), mark, goto))
-    yield record(100, unrecorded + _TCP + est + _GOING_ON, (learn(holder, binding, "tcp", TCP_IDLE, TCP_FIN_IDLE), mark, goto))
-    for ending in _ENDINGS:
+    first = _learn(record_table, ip, holder, binding, "tcp", OPENING_IDLE, network=network, opening=True)
+    yield Flow(table, 100, unrecorded + syn, (first, mark, goto), "follow", obj)
+    yield Flow(table, 100, unrecorded + going_on, (learns[0], mark, goto), "follow", obj)
+    for ending in endings:
         # a FIN that passes before the record its ACK asked for is installed: the record goes soon
-        yield record(100, unrecorded + _TCP + est + ending, (learn(holder, binding, "tcp", TCP_FIN_IDLE), mark, goto))
+        yield Flow(table, 100, unrecorded + ending, (learns[1], mark, goto), "follow", obj)
     for old_holder, old_binding in bindings:
-        opened = head + ((REG_BINDING, old_binding), (REG_OPENING, 1)) + _TCP + est
-        yield record(110, opened + _GOING_ON, (learn(old_holder, old_binding, "tcp", TCP_IDLE, TCP_FIN_IDLE), goto))
-        for ending in _ENDINGS:
-            yield record(110, opened + ending, (learn(old_holder, old_binding, "tcp", TCP_FIN_IDLE), goto))
-    yield record(100, unrecorded + (("ip_proto", IPPROTO["udp"]),), (learn(holder, binding, "udp", UDP_IDLE), mark, goto))
+        going, ended = learns if (old_holder, old_binding) == current else \
+            _tcp_learns(record_table, ip, old_holder, old_binding, network)
+        opened = head + ((REG_BINDING, old_binding),) + _OPENED
+        yield Flow(table, 110, opened + going_on, (going, goto), "follow", obj)
+        for ending in endings:
+            yield Flow(table, 110, opened + ending, (ended, goto), "follow", obj)
+    yield Flow(table, 100, unrecorded + _UDP, (_learn(record_table, ip, holder, binding, "udp", UDP_IDLE, network=network),
+                                               mark, goto), "follow", obj)
 
 
+_UNRECORDED = ((REG_BINDING, 0),)
+_OPENED = ((REG_OPENING, 1),)
 _TCP = (("ip_proto", IPPROTO["tcp"]),)
+_UDP = (("ip_proto", IPPROTO["udp"]),)
 _SYN_ONLY = (("tcp_flags", (TCP_SYN, TCP_SYN | TCP_ACK)),)
 _GOING_ON = (("tcp_flags", (TCP_ACK, TCP_ACK | TCP_FIN | TCP_RST)),)
 _ENDINGS = tuple((("tcp_flags", (ending, ending)),) for ending in (TCP_FIN, TCP_RST))
+# what a host's records match of the sender's conntrack state: TCP is recorded once
+# established (the sender's conntrack saw the answer), a SYN when new
+_HOST_ESTABLISHED = (("ct_state", ct_flags("+trk+est")),)
+_HOST_OPENING = (("ct_state", ct_flags("+trk+new")),)
 
 
 def host_flows(ix: Index, sw: Switch):
@@ -198,18 +223,18 @@ def host_flows(ix: Index, sw: Switch):
 def _network_flows(ix: Index, net):
     yield flow("follow", 1, {REG_NETWORK: net.id}, (Resubmit("followed"), Goto("follow_new")),
                feature="follow", obj=f"{net.name}:lookup")
-    old = {}  # ip -> the (instance, binding) pairs its draining remaps left
+    old = {}  # ip text -> the (instance, binding) pairs its draining remaps left
     for ep in ix.by_network[net.name]:
         if ep.binding is not None:
-            old.setdefault(ep.ip, []).append((ep.interface.attach_to, ep.binding))
+            old.setdefault(ep.ip_text, []).append((ep.interface.attach_to, ep.binding))
+    head = ((REG_NETWORK, net.id), ("eth_type", ETH_IPV4))
     for ep in ix.by_network[net.name]:
         if ep.binding is not None:
             continue  # an old binding: its connections were recorded when it was current
         current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
-        # TCP is recorded once established (the sender's conntrack saw the answer)
-        yield from _recording("follow_new", "followed", "route", {REG_NETWORK: net.id, **ipv4(ipv4_dst=ep.ip_text)},
-                              ep.ip, current, [current] + old.get(ep.ip, []), {"ct_state": ct_flags("+trk+est")},
-                              {"ct_state": ct_flags("+trk+new")}, network=True, obj=ep.interface.name)
+        yield from _recording("follow_new", "followed", "route", head + (("ipv4_dst", ep.ip_text),), ep.ip_text,
+                              current, [current] + old.get(ep.ip_text, []), _HOST_ESTABLISHED, _HOST_OPENING,
+                              network=True, obj=ep.interface.name)
 
 
 # --- elastic IPs, at the edge ---------------------------------------------------------------------
@@ -236,8 +261,8 @@ def eip_flows(ix: Index, sw: Switch, eip):
                feature="follow", obj=obj)
     current = (eip.interface, elastic_binding(ip, eip.interface))
     old = [(f.old_interface, f.binding) for f in draining]
-    yield from _recording("eip_new", "eip_followed", "eip_route", dst, ip, current, [current] + old, {}, {},
-                          network=False, obj=obj)
+    yield from _recording("eip_new", "eip_followed", "eip_route", tuple(dst.items()), ip, current, [current] + old,
+                          (), (), network=False, obj=obj)
     here = to_host(ep.switch, eip.ip)
     yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
     # a connection that opens goes to the new holder, whatever an old record says

@@ -294,18 +294,25 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
         return
     plan = nat_plan(ix)
     networks = {}
+    lookup = (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),)  # the same for every address: made once
+    new = ct_flags("+trk+new")
+    commits = {}  # (source's cookie object, network id) -> nat_snat's actions
     for ep in ix.by_switch.get(sw.name, ()):
         src = plan.source(ep)
         if src is None:
             continue
         net = ep.network
         networks[net.id] = net
-        match = {REG_NETWORK: net.id, **ipv4(ipv4_src=str(ep.ip))}
-        yield flow("nat_out", PRIORITY, match, (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),), feature="nat", obj=src.obj)
-        translate = CtNat("src", str(src.ip), src.lo, src.hi)
+        match = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_src": ep.ip_text}
+        yield flow("nat_out", PRIORITY, match, lookup, feature="nat", obj=src.obj)
+        # the addresses of a block (its cookie object names its address and ports) and network
+        # share one translation: made once, not per address (netaddr's str of the block's address)
+        commit = commits.get((src.obj, net.id))
+        if commit is None:
+            translate = CtNat("src", str(src.ip), src.lo, src.hi)
+            commit = commits[src.obj, net.id] = (Ct(NAT_ZONE, "to_edge", commit=True, mark=net.id, nat=translate),)
         # ct_mark 0: no connection has this tuple yet (every commit here sets a network id)
-        yield flow("nat_snat", PRIORITY, {**match, "ct_state": ct_flags("+trk+new"), "ct_mark": 0},
-                   (Ct(NAT_ZONE, "to_edge", commit=True, mark=net.id, nat=translate),), feature="nat", obj=src.obj)
+        yield flow("nat_snat", PRIORITY, {**match, "ct_state": new, "ct_mark": 0}, commit, feature="nat", obj=src.obj)
     for e, ep in plan.old_eips:
         if ep.switch.name != sw.name:
             continue

@@ -16,7 +16,7 @@ from typing import Dict, List, Set, Tuple
 
 from vpcflow.flows.authz import l4_matches
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import Goto, Load, ct_flags, flow
+from vpcflow.flows.core import ETH_IPV4, Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4
 from vpcflow.flows.overlay import OWN, OWN_NOT, PRIORITY, network_accepts, routes
@@ -103,25 +103,29 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
         return
     obj = f"{a.name}->{b.name}"
     zones = ix.zones(sw.name)
+    into_b = (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24))  # every endpoint's: made once
+    lookup_done = Goto("ingress_acl")
     for ep in _reachable(ix, a, b):
         if ep.switch.name != sw.name:
             continue
-        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, **ipv4(ipv4_dst=ep.ip_text)},
-                   (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24),
-                    Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
-                    Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), Goto("ingress_acl")),
+        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text},
+                   into_b + (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
+                             Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
                    feature="authz", obj=obj)
     yield from _check("network_acl_in", "deliver", a, b, authz,
                       {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)
+
+
+_REQUEST, _REPLY = ct_flags("+trk-rpl"), ct_flags("+trk+rpl")
 
 
 def _check(table, next_table, a: Network, b: Network, authz, where, peer, obj):
     """A request from a to b needs an a->b authorization that matches it; a reply needs b->a."""
     for rule in authz.get((a.name, b.name), ()):
         for l4 in l4_matches(rule):
-            yield flow(table, PRIORITY, {**where, "ct_state": ct_flags("+trk-rpl"), **ipv4(**peer, **l4)},
+            yield flow(table, PRIORITY, {**where, "ct_state": _REQUEST, **ipv4(**peer, **l4)},
                        (Goto(next_table),), feature="authz", obj=obj)
     if (b.name, a.name) in authz:
-        yield flow(table, PRIORITY, {**where, "ct_state": ct_flags("+trk+rpl"), **ipv4(**peer)},
+        yield flow(table, PRIORITY, {**where, "ct_state": _REPLY, **ipv4(**peer)},
                    (Goto(next_table),), feature="authz", obj=obj)
     yield drop_flow(table, PRIORITY - 10, {**where, **ipv4(**peer)}, "network_denied")

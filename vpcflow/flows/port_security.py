@@ -5,39 +5,58 @@ from an instance port is dropped and counted as spoofed_source (the table's miss
 """
 from __future__ import annotations
 
+import socket
+
 from vpcflow.flows.arp import asker_class
-from vpcflow.flows.core import Goto, Load, flow
+from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, Load, interned
 from vpcflow.flows.index import Index
-from vpcflow.flows.matches import arp, ipv4, load_network
+from vpcflow.flows.matches import load_network
 from vpcflow.flows.pipeline import REG_SRC_CLASS, REG_SRC_ZONE
 from vpcflow.topology.model import Switch
 
 PRIORITY = 100
+# the same for every interface: made once (a host has hundreds of interfaces, 100k in all)
+_TO_ARP, _TO_EGRESS, _TO_PORT_SECURITY = Goto("arp_responder"), Goto("egress_acl"), Goto("port_security")
+
+
+def _text(ip) -> str:
+    """str(ip), as Endpoint.ip_text makes it: without netaddr's slow formatting."""
+    if ip.version == 4:
+        return socket.inet_ntoa(int(ip).to_bytes(4, "big"))
+    return str(ip)
 
 
 def integration_flows(ix: Index, sw: Switch):
-    ports = set()
+    """Matches as tuples: an interface's own items (its port, its MAC) are made once and shared by
+    its flows without being kept for sharing (core.interned): no other flow has them, and
+    300k of them in that dict cost more to put there than they saved. The items other flows
+    have too (an address, eth_type) are interned."""
+    ports = {}  # port -> its in_port item
     zones = ix.zones(sw.name)
     for iface, port in ix.local_interfaces(sw.name):
         net = ix.dep.networks[iface.network]
-        ports.add(port)
+        in_port = ports.setdefault(port, ("in_port", port))
+        own = (in_port, ("eth_src", iface.mac))
         obj = iface.name
         mark = (load_network(net.id), Load(zones[iface.name], REG_SRC_ZONE, 0, 16))
         # its class: which destinations an ARP request may resolve; for IP, its security groups
-        sending = mark + (Load(ix.group_class(iface.security_groups), REG_SRC_CLASS), Goto("egress_acl"))
+        sending = mark + (Load(ix.group_class(iface.security_groups), REG_SRC_CLASS), _TO_EGRESS)
         for ip in iface.ips:
-            text = str(ip)
-            yield flow("port_security", PRIORITY,
-                       {"in_port": port, "eth_src": iface.mac, **arp(arp_op=1, arp_spa=text, arp_sha=iface.mac)},
-                       mark + (Load(asker_class(ix, iface.name, text), REG_SRC_CLASS), Goto("arp_responder")),
-                       feature="port_security", obj=obj)
+            text = _text(ip)
+            # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
+            yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + interned((("arp_spa", text),))
+                       + (("arp_sha", iface.mac),),
+                       mark + (Load(asker_class(ix, iface.name, text), REG_SRC_CLASS), _TO_ARP), "port_security", obj)
             if iface.source_dest_check:
-                yield flow("port_security", PRIORITY, {"in_port": port, "eth_src": iface.mac, **ipv4(ipv4_src=text)},
-                           sending, feature="port_security", obj=obj)
+                # {in_port, eth_src, **ipv4(ipv4_src=text)}
+                yield Flow("port_security", PRIORITY, own + _IPV4 + interned((("ipv4_src", text),)), sending,
+                           "port_security", obj)
         if not iface.source_dest_check:
             # An appliance (router, NAT instance) may send from any address, still from its own MAC.
-            yield flow("port_security", PRIORITY - 10, {"in_port": port, "eth_src": iface.mac, **ipv4()},
-                       sending, feature="port_security", obj=obj)
+            yield Flow("port_security", PRIORITY - 10, own + _IPV4, sending, "port_security", obj)
     for port in sorted(ports):
-        yield flow("classify", 100, {"in_port": port}, (Goto("port_security"),),
-                   feature="port_security", obj=f"port:{port}")
+        yield Flow("classify", 100, (ports[port],), (_TO_PORT_SECURITY,), "port_security", f"port:{port}")
+
+
+_ARP_REQUEST = (("eth_type", ETH_ARP), ("arp_op", 1))
+_IPV4 = (("eth_type", ETH_IPV4),)

@@ -6,7 +6,6 @@ change (an API call, a reload) produces a new `Deployment` with `dataclasses.rep
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import socket
 import weakref
@@ -254,12 +253,9 @@ def embed_text(prefix: IPNetwork, netid: int, ipv4) -> str:
 
 
 def _embedded(prefix: IPNetwork, netid: int, ipv4) -> int:
-    return _prefix_value(prefix) | (netid << 32) | int(ipv4)
-
-
-@functools.lru_cache(maxsize=1 << 14)  # a prefix per switch, asked for every route toward it
-def _prefix_value(prefix: IPNetwork) -> int:
-    return int(prefix.network)
+    # prefix.first is int(prefix.network) without making an IPAddress; cheaper than a cache
+    # look-up by prefix, whose hash netaddr computes from first and last each time
+    return prefix.first | (netid << 32) | int(ipv4)
 
 
 def decode(address: IPAddress, prefixlen: int):
