@@ -304,6 +304,9 @@ class Report:
                  f"| {', '.join(f'{x:.3f}' for x in r['rtt_before_ms'])} |",
                  f"| followed connection RTT after the remap | {after:.3f} ms "
                  f"| {', '.join(f'{x:.3f}' for x in r['rtt_after_ms'])} |",
+                 *([f"| followed connection RTT in the switch-over (prober on, from the first new answer) "
+                    f"| {median(r['rtt_switch_over_ms']):.3f} ms "
+                    f"| {', '.join(f'{x:.3f}' for x in r['rtt_switch_over_ms'])} |"] if r.get("rtt_switch_over_ms") else []),
                  f"| ratio after / before | {rtt_ratio:.2f} | |", "",
                  "A followed connection keeps its path after the remap: the edge still sends it to the old "
                  "holder's host, the same edge -> old host path as before (no extra substrate hop), so its "
