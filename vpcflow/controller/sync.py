@@ -101,8 +101,8 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
     both compiles say their parts (assemble.Flows), those are the flows of the parts one has and
     the other not; else the flows that are not the objects held, found by their ids, and the
     held ones gone looked for only when some are not replaced by a flow of the same match."""
-    desired = before.desired
-    by_parts = _by_parts(before.parts, getattr(flows, "parts", None))
+    desired, parts = before.desired, getattr(flows, "parts", None)
+    by_parts = _by_parts(before.parts, parts)
     if by_parts is not None:
         fresh, gone = by_parts
         gone_count = None
@@ -142,7 +142,7 @@ def diff_since(before: Held, flows: Sequence[Flow], key_of, content=lambda f: No
             del desired[k]
             features[g.feature] -= 1
     return (Diff(add=add, delete=delete, unchanged=len(desired) - len(add), new=new),
-            Held(desired, +features, getattr(flows, "parts", None)), waiting)
+            Held(desired, +features, parts), waiting)
 
 
 def _by_parts(before: Optional[tuple], after: Optional[tuple]):

@@ -8,9 +8,9 @@ grows with what the switch serves itself, not with the flows it shares.
 from __future__ import annotations
 
 import array
-import weakref
 import collections
 import itertools
+import weakref
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from vpcflow.flows import pipeline
