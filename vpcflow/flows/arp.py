@@ -74,13 +74,9 @@ class _Classes:
         self.example = {}
         self.count: Dict[tuple, int] = {}  # endpoints per class: a change then knows, without a
         # pass over every endpoint, whether the set of classes changed
-        reasons = {}  # (network, groups) -> (its class key, or None where the address decides)
+        key_of = _class_keys(ix)
         for ep in ix.endpoints:
-            reason = (ep.network.name, ep.interface.security_groups)
-            if reason not in reasons:
-                key = _class_key(ix, ep)
-                reasons[reason] = key if len(key) == 3 else None
-            self._add(ep, reasons[reason] or _class_key(ix, ep))
+            self._add(ep, key_of(ep))
         self.ids = stable_ids(self.example)
         self._by_network = None
 
@@ -197,15 +193,18 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     if changed_groups:
         networks = {ep.network.name for g in changed_groups for ix in (old, new) for ep in ix.members(g)}
         again += [ep for net in networks for ep in new.by_network.get(net, ())]
-    reclassed = set()
+    reclassed, key_of = set(), _class_keys(new)
     for ep in again:
         before = c.of_endpoint.get((ep.interface.name, ep.ip_text))
+        key = key_of(ep)
+        if key == before:
+            continue  # (most endpoints of a network whose group's rule changed)
         c._drop(before)
-        key = _class_key(new, ep)
         c._add(ep, key)
         touched.update((before, key))
-        if key != before:  # (a key names its network and groups: where the keys stay, none
-            reclassed.add(ep.switch.name)  # changes today; this does not lean on it)
+        # (a key names its network and groups: where the keys stay, none changes today; this
+        # does not lean on it)
+        reclassed.add(ep.switch.name)
     touched.discard(None)
     if all((k in c.count) == (k in prev.ids) for k in touched):  # the same classes
         c.ids, c.example, c._by_network = prev.ids, prev.example, prev._by_network
@@ -227,6 +226,22 @@ def same_class_ids(old: Index, new: Index) -> bool:
 
 def _classes(ix: Index) -> _Classes:
     return ix.cached("arp_classes", lambda: _Classes(ix))
+
+
+def _class_keys(ix: Index):
+    """_class_key, asked once per (network, groups) where the groups decide: every endpoint of a
+    network where a rule changed is classed again (a thousand of them at 100k interfaces)."""
+    reasons = {}  # (network, groups) -> its class key, or None where the address decides
+
+    def key_of(ep) -> tuple:
+        reason = (ep.network.name, ep.interface.security_groups)
+        key = reasons.get(reason, _MISSING)
+        if key is _MISSING:
+            key = _class_key(ix, ep)
+            reasons[reason] = key if len(key) == 3 else None
+            return key
+        return key or _class_key(ix, ep)
+    return key_of
 
 
 def _class_key(ix: Index, ep) -> tuple:

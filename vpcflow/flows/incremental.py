@@ -326,16 +326,21 @@ def _by_switch(values, t: _Touched):
 
 
 def _arp_class(values, t: _Touched):
-    return ALL if not t.rules_same else [key for key in values if key[1][0] in t.arp_networks]
+    if not t.rules_same:
+        return ALL
+    return [key for key in values if key[1][0] in t.arp_networks] if t.arp_networks else ()
 
 
 def _arp_network(values, t: _Touched):
-    return ALL if not t.rules_same else [key for key in values if key[1] in t.arp_networks]
+    # (thousands of keys at 100k interfaces, and most changes (a move, a remap) touch no network's)
+    if not t.rules_same:
+        return ALL
+    return [key for key in values if key[1] in t.arp_networks] if t.arp_networks else ()
 
 
 def _arp_peers(values, t: _Touched):
     # (its endpoints by groups: what the ARP responder reads of them, where the change keeps it)
-    return [key for key in values if key[1] in t.arp_networks]
+    return [key for key in values if key[1] in t.arp_networks] if t.arp_networks else ()
 
 
 def _rules_same(values, t: _Touched):
