@@ -336,3 +336,38 @@ def test_the_sync_diff_by_parts_equals_the_full_diff(dep, change):
         assert {i.key for i in quick.delete} == {i.key for i in full.delete}, name
         assert now.desired == desired and not waiting and now.parts == new.parts
     assert by_parts >= len(dep.switches) // 2  # most switches were compared by their parts
+
+
+def test_a_chain_of_remaps_derives_the_nat_plan_a_fresh_one_gives(dep):
+    """The NAT plan of a derived Index takes the elastic IPs' holders over from the last one and
+    redoes only the changed ones: after each of remaps (two holders swapped in one change,
+    followed or not), a holder detached and attached again, it holds what a fresh one does."""
+    from vpcflow.flows.follow import ElasticFollow
+    from vpcflow.flows.nat import Plan, nat_plan
+
+    def remap(d, changes):
+        eips = list(d.elastic_ips)
+        for n, interface in changes.items():
+            eips[n] = dataclasses.replace(eips[n], interface=interface)
+        return dataclasses.replace(d, elastic_ips=tuple(eips))
+
+    e = dep.elastic_ips
+    holder = e[1].interface
+    steps = [
+        (lambda d: remap(d, {1: e[2].interface, 2: e[1].interface}), ()),  # swapped
+        (lambda d: d, (ElasticFollow("r", str(e[1].ip), e[2].interface),)),  # (the drain of a remap)
+        (lambda d: _with_interface(d, holder, attach_to=None), ()),  # e[2]'s holder now, detached
+        (lambda d: _with_interface(d, holder, attach_to=dep.interfaces[holder].attach_to), ()),
+        (lambda d: remap(d, {0: e[0].interface, 2: e[2].interface, 1: e[1].interface}), ()),  # back as it was
+    ]
+    ix, current = Index(dep), dep
+    nat_plan(ix)
+    for i, (step, follows) in enumerate(steps):
+        current = step(current)
+        ix = next_index(ix, current, follows)
+        assert getattr(ix, "change", None) is not None, i
+        derived, fresh = nat_plan(ix), Plan(Index(current, follows))
+        assert derived.eips == fresh.eips, i
+        assert derived._eip_of == fresh._eip_of and derived._eip_holders == fresh._eip_holders, i
+        assert derived.old_eips == fresh.old_eips, i
+        assert [derived.elastic_ip(str(x.ip)) for x in current.elastic_ips] == list(current.elastic_ips), i

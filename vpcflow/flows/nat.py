@@ -188,20 +188,57 @@ class Plan:
                 self._by_switch[id(self.forwards)] = old._by_switch[id(old.forwards)]
         else:
             self._place(dep)
-        if old is not None and old.elastic_ips is dep.elastic_ips and not (old._eip_holders & moved):
+        same_ips = old is not None and _same_addresses(old.elastic_ips, dep.elastic_ips)
+        if same_ips and old.elastic_ips is dep.elastic_ips and not (old._eip_holders & moved):
             self.eips, self._eip_of, self._eip_holders = old.eips, old._eip_of, old._eip_holders
+            self._pair_at = old._pair_at
             if id(old.eips) in old._by_switch:
                 self._by_switch[id(self.eips)] = old._by_switch[id(old.eips)]
         else:
-            held = ix.by_interface  # (self.primary: a call per look-up, for thousands of elastic IPs)
-            self.eips = [(e, held[e.interface][0]) for e in dep.elastic_ips if e.interface in held]
-            self._eip_of = {ep.interface.name: e for e, ep in self.eips}
-            self._eip_holders = frozenset(e.interface for e in dep.elastic_ips)
+            self._hold(ix, old if same_ips else None, moved)
+        # the position of each elastic IP by its address (an int: str() of a thousand is slow)
+        self._position = old._position if same_ips else {int(e.ip): n for n, e in enumerate(self.elastic_ips)}
         # elastic IPs still draining from their old holders (flows/follow.py): the old host keeps
         # the translation of the connections its conntrack knows
-        by_ip = {int(e.ip): e for e in dep.elastic_ips} if ix.elastic_follows else {}  # (int: str() is slow)
-        self.old_eips = [(by_ip[int(IPAddress(f.ip))], self.primary[f.old_interface]) for f in ix.elastic_follows
-                         if int(IPAddress(f.ip)) in by_ip and f.old_interface in self.primary]
+        self.old_eips = []
+        for f in ix.elastic_follows:
+            e = self.elastic_ip(f.ip)
+            if e is not None and f.old_interface in self.primary:
+                self.old_eips.append((e, self.primary[f.old_interface]))
+
+    def _hold(self, ix: Index, old: Optional["Plan"], moved):
+        """Each attached elastic IP with its holder's endpoint; where old's elastic IPs are the
+        same addresses, the pairs of those that are the same objects and whose holder did not
+        move are old's (a remap replaces one of a thousand)."""
+        held = ix.by_interface  # (self.primary: a call per look-up, for thousands of elastic IPs)
+        if old is None:
+            self._pair_at = [(e, held[e.interface][0]) if e.interface in held else None for e in ix.dep.elastic_ips]
+            self.eips = [pair for pair in self._pair_at if pair is not None]
+            self._eip_of = {ep.interface.name: e for e, ep in self.eips}
+            self._eip_holders = frozenset(e.interface for e in ix.dep.elastic_ips)
+            return
+        # (the position of each is old's: the same addresses, in order; an interface holds one)
+        self._pair_at, self._eip_of, holders = list(old._pair_at), dict(old._eip_of), set(old._eip_holders)
+        for n, (a, e) in enumerate(zip(old.elastic_ips, ix.dep.elastic_ips)):
+            if a is e and e.interface not in moved:
+                continue
+            gone = self._pair_at[n]
+            if gone is not None and self._eip_of.get(gone[0].interface) is gone[0]:
+                del self._eip_of[gone[0].interface]
+            holders.discard(a.interface)
+            self._pair_at[n] = (e, held[e.interface][0]) if e.interface in held else None
+        for a, e in zip(old.elastic_ips, ix.dep.elastic_ips):
+            if a is not e or e.interface in moved:
+                holders.add(e.interface)
+                if e.interface in held:
+                    self._eip_of[e.interface] = e
+        self.eips = [pair for pair in self._pair_at if pair is not None]
+        self._eip_holders = frozenset(holders)
+
+    def elastic_ip(self, ip) -> Optional[ElasticIp]:
+        """The elastic IP of this address (text or IPAddress), or None."""
+        n = self._position.get(int(IPAddress(ip)))
+        return None if n is None else self.elastic_ips[n]
 
     def _place(self, dep):
         """Where the blocks and forwards are (interfaces place some: self._owners)."""
@@ -275,6 +312,12 @@ class Plan:
     def addresses(self) -> List[IPAddress]:
         """Every public address the edge answers for: the pool and the elastic IPs."""
         return sorted(set(self.nat.public_ips) | {e.ip for e in self.elastic_ips})
+
+
+def _same_addresses(a: List[ElasticIp], b: List[ElasticIp]) -> bool:
+    """Whether two models' elastic IPs are the same addresses in the same order (a pair that is
+    one object, what a change did not touch, is not compared: netaddr's comparisons are slow)."""
+    return a is b or (len(a) == len(b) and all(x is y or x.ip == y.ip for x, y in zip(a, b)))
 
 
 def nat_plan(ix: Index) -> Plan:
