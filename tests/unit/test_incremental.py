@@ -50,6 +50,9 @@ def _changes(dep):
         "rule names a group": _naming(dep, web, app),
         # a rule on one address: the ARP classes of its network's askers (and their ids) change
         "rule narrows a group's reach": _with_rule(dep, web, "egress", 0, cidr=IPNetwork("10.0.0.5/32")),
+        # ports alone: db's members of 10.0.4.0/24 come to reach each other (their egress is
+        # tcp 1024-65535; this rule was tcp 22), so the ARP responder's answers change too
+        "rule's ports come to meet": _with_rule(dep, db, "ingress", 1, ports=PortRange(2222, 2222)),
         # the edge sends a forward's port to its interface's host
         "forward's interface moves": _with_interface(dep, dep.nat.forwards[0].interface, attach_to=spare),
         "nothing": dep,
@@ -115,7 +118,8 @@ def test_a_followed_move_recompiles_the_old_binding_switch(dep):
 
 
 @pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "rule names a group",
-                                    "rule narrows a group's reach", "forward's interface moves", "nothing"])
+                                    "rule narrows a group's reach", "rule's ports come to meet",
+                                    "forward's interface moves", "nothing"])
 def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
     """The controller's path: the next Index derived from the one in force, with the work the
     change did not touch carried over, then the changed switches recompiled."""
@@ -147,6 +151,10 @@ def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep):
         lambda d: _with_interface(d, generate.iface_name(2), attach_to=spares[0]),
         lambda d: _with_interface(d, generate.iface_name(1), attach_to=dep.interfaces[generate.iface_name(1)].attach_to),
         lambda d: _with_rule(d, app, "ingress", 0, ports=PortRange(8080, 8081)),
+        # a rule edit that keeps every ARP verdict, then one of the same group that changes some:
+        # the second must see the verdicts the first kept
+        lambda d: _with_rule(d, web, "ingress", 0, ports=PortRange(80, 81)),
+        lambda d: _with_rule(d, web, "egress", 0, cidr=IPNetwork("10.0.0.5/32")),
     ]
     ix, compiled, current = Index(dep), None, dep
     compiled = Compiled(ix)

@@ -252,7 +252,25 @@ def groups_may_send(ix: Index, out_groups, in_groups):
     """Whether an interface in out_groups may send to one in in_groups: True, False, or, when it
     depends on their addresses, the (egress, ingress) address ranges of which one pair must hold
     (None: any address). Interfaces share a few combinations of groups: computed once each."""
-    return ix.cached(("may_send", out_groups, in_groups), lambda: _groups_verdict(ix, out_groups, in_groups))
+    key = ("may_send", out_groups, in_groups)
+    return ix.cached(key, lambda: _noted(ix, key, out_groups + in_groups, lambda: _groups_verdict(ix, out_groups, in_groups)))
+
+
+def _noted(ix: Index, key, groups, make):
+    """make(), its cache key noted under each group whose rules it reads (verdicts_reading)."""
+    notes = ix.cached("verdicts:by_group", dict)
+    for g in groups:
+        notes.setdefault(g, set()).add(key)
+    return make()
+
+
+def verdicts_reading(ix: Index, groups) -> set:
+    """The cache keys of the verdicts made from these groups' rules (groups_may_send,
+    talks_outside): a change of rules finds them without a pass over every verdict (tens of
+    thousands at 100k interfaces). Some may no longer be in the cache: the notes are shared by
+    the Indexes derived one from another (flows/incremental.py), and only grow by keys made."""
+    notes = ix.of_kind("verdicts:by_group").get("verdicts:by_group", {})
+    return set().union(*(notes.get(g, ()) for g in groups))
 
 
 def _groups_verdict(ix: Index, out_groups, in_groups):
@@ -280,8 +298,8 @@ def _address_range(rule: Rule):
 def talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:
     """Some rule of the interface concerns addresses outside its network, or its network may talk
     to another one: it needs its gateway."""
-    return ix.cached(("talks_outside", iface.network, iface.security_groups, network_cidr),
-                     lambda: _talks_outside(ix, iface, network_cidr))
+    key = ("talks_outside", iface.network, iface.security_groups, network_cidr)
+    return ix.cached(key, lambda: _noted(ix, key, iface.security_groups, lambda: _talks_outside(ix, iface, network_cidr)))
 
 
 def _talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:

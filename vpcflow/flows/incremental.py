@@ -24,9 +24,10 @@ that changed what every switch reads); the others need no sync.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, FrozenSet, Optional, Set, Tuple
+import types
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
-from vpcflow.flows import arp, nat
+from vpcflow.flows import arp, authz, nat
 from vpcflow.flows.compiler import Options, SwitchFlows, compile_switch
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import Deployment
@@ -249,9 +250,11 @@ def carry_over(old: Index, new: Index, change: Change):
                 or a.ips != b.ips or a.security_groups != b.security_groups):
             arp_networks |= {i.network for i in (a, b) if i is not None}
     conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
+    verdicts = _verdicts_again(old, new, authz.verdicts_reading(old, change.groups) if change.groups else ())
+    reach_same = verdicts is not None and all(old.of_kind(key[0])[key] == value for key, value in verdicts)
     touched = _Touched(names, networks, switches, rules_same, membership, old,
                        groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
-                       change.groups, arp_networks)
+                       change.groups, arp_networks, reach_same, [key for key, _ in verdicts or ()])
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -266,7 +269,10 @@ def carry_over(old: Index, new: Index, change: Change):
         for key in dropped:
             del kept[key]
         new.keep_kind(kind, kept)
-    reclassed = arp.carry_classes(old, new, names, change.groups)
+    for key, value in verdicts if reach_same else ():  # (after the kinds are carried)
+        new.keep(key, value)
+    # an ARP class is decided by those verdicts (a port or protocol edit mostly keeps them)
+    reclassed = arp.carry_classes(old, new, names, () if reach_same else change.groups)
     if reclassed is None or not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
         new.forget("own:port_security", list(new.of_kind("own:port_security")))
     else:
@@ -293,6 +299,31 @@ class _Touched:
     reach_changed: Set[str]  # networks whose reach toward a partner became empty or not
     rule_groups: FrozenSet[str]  # security groups whose rules changed
     arp_networks: Set[str]  # networks where an interface came, went, or changed addresses or groups
+    reach_same: bool  # every verdict the ARP responder reads is the same (_verdicts_again)
+    verdicts: list  # the keys of old's verdicts that read the changed groups' rules
+
+
+def _verdicts_again(old: Index, new: Index, keys) -> Optional[List[tuple]]:
+    """(key, new value) of old's cached verdicts among these keys (those that read the rules of
+    the changed groups: authz.verdicts_reading): which groups may send to which
+    (authz.groups_may_send), whether an interface talks outside (authz.talks_outside). They are
+    what the ARP responder reads of rules: where every one is the same, its classes and runs
+    stay, and the new Index keeps each of them, so that it has every verdict the runs it carries
+    were made from (to compare at the next change). None where a group they read is gone."""
+    out, sgs = [], new.dep.security_groups
+    for key in keys:
+        if key not in old.of_kind(key[0]):
+            continue  # (noted by an Index before old, and not asked since)
+        if key[0] == "may_send":  # ("may_send", out_groups, in_groups)
+            if not all(g in sgs for g in key[1] + key[2]):
+                return None
+            out.append((key, authz._groups_verdict(new, key[1], key[2])))
+        else:  # ("talks_outside", network, groups, network cidr)
+            if not all(g in sgs for g in key[2]):
+                return None
+            stand_in = types.SimpleNamespace(network=key[1], security_groups=key[2])  # (what it reads)
+            out.append((key, authz._talks_outside(new, stand_in, key[3])))
+    return out
 
 
 def _reaches(ix: Index, a: str, b: str) -> bool:
@@ -326,14 +357,14 @@ def _by_switch(values, t: _Touched):
 
 
 def _arp_class(values, t: _Touched):
-    if not t.rules_same:
+    if not t.reach_same:
         return ALL
     return [key for key in values if key[1][0] in t.arp_networks] if t.arp_networks else ()
 
 
 def _arp_network(values, t: _Touched):
     # (thousands of keys at 100k interfaces, and most changes (a move, a remap) touch no network's)
-    if not t.rules_same:
+    if not t.reach_same:
         return ALL
     return [key for key in values if key[1] in t.arp_networks] if t.arp_networks else ()
 
@@ -345,6 +376,14 @@ def _arp_peers(values, t: _Touched):
 
 def _rules_same(values, t: _Touched):
     return () if t.rules_same else ALL
+
+
+def _groups_untouched(values, t: _Touched):
+    # a verdict reads the rules of the groups in its key alone (authz.verdicts_reading finds
+    # those of the changed groups; carry_over makes them again, _verdicts_again)
+    if t.rules_same:
+        return ()
+    return [key for key in t.verdicts if key in values]
 
 
 def _groups_same(values, t: _Touched):
@@ -429,8 +468,9 @@ _CARRY = {
     "routes": _by_networks, "reachable": _by_networks,
     "local_networks": _by_switch, "local_interfaces": _by_switch,
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
-    "may_send": _rules_same, "talks_outside": _rules_same, "authz:verdicts": _verdicts,
+    "may_send": _groups_untouched, "talks_outside": _groups_untouched, "authz:verdicts": _verdicts,
     "incremental:naming_groups": _rules_same,
+    "verdicts:by_group": _always,  # (authz.verdicts_reading: shared, only grows by keys made)
     "group_classes": _groups_same, "authz:conj_ids": _conj_same,
     "authz:class": _authz_class, "member_ips": _members_same,
     "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
