@@ -260,18 +260,18 @@ def test_a_partner_network_emptied_through_a_derived_index(dep):
 
 
 def test_layered_classes_read_as_the_dict_they_stand_for():
-    """The ARP classes of a derived Index are changes layered over the old ones (arp._Layered),
+    """The ARP classes of a derived Index are changes layered over the old ones (index.Layered),
     made one dict again every few layers: each layer reads as a dict changed in turn would, and
     a layer never changes those below it."""
     import random
 
-    from vpcflow.flows.arp import _Layered
+    from vpcflow.flows.index import Layered
 
     rnd = random.Random(7)
     truth = {k: k * 10 for k in range(50)}
     layered, kept = dict(truth), []
-    for _ in range(3 * _Layered.FLAT_AFTER):
-        layered = _Layered(layered)
+    for _ in range(3 * Layered.FLAT_AFTER):
+        layered = Layered(layered)
         for _ in range(10):
             k, op = rnd.randrange(60), rnd.random()
             if op < 0.3:
@@ -288,6 +288,7 @@ def test_layered_classes_read_as_the_dict_they_stand_for():
     for m, expected in kept:  # the older layers still read what they said
         assert all(m.get(k) == expected.get(k) for k in range(60))
         assert m.flat() == expected
+        assert sorted(m.values()) == sorted(expected.values())
 
 
 @pytest.mark.parametrize("change", ["move", "groups", "rule", "rule names a group"])

@@ -22,7 +22,7 @@ from vpcflow.flows.authz import groups_may_send, may_send, talks_outside
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output, interned
-from vpcflow.flows.index import Index, stable_ids
+from vpcflow.flows.index import Index, Layered, stable_ids
 from vpcflow.flows.matches import arp
 from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_CLASS
 from vpcflow.topology.model import DUMMY_MAC_HIGH16, Switch
@@ -103,73 +103,7 @@ class _Classes:
         return self._by_network.get(network, ())
 
 
-_MISSING, _GONE = object(), object()
-
-
-class _Layered:
-    """A mapping as a few changes over another one (never changed once layered on): a runtime
-    change then costs what it changed, not a copy of 100k endpoints' classes (~3 ms at 100k).
-    Every few layers they are made one dict again, so look-ups stay a step or two."""
-
-    __slots__ = ("_top", "_base", "_depth")
-    FLAT_AFTER = 8
-
-    def __init__(self, base):
-        depth = base._depth + 1 if isinstance(base, _Layered) else 1
-        if depth > self.FLAT_AFTER:
-            base, depth = base.flat(), 1
-        self._top, self._base, self._depth = {}, base, depth
-
-    def flat(self) -> dict:
-        layers, m = [], self
-        while isinstance(m, _Layered):
-            layers.append(m._top)
-            m = m._base
-        out = dict(m)
-        for top in reversed(layers):
-            for k, v in top.items():
-                if v is _GONE:
-                    out.pop(k, None)
-                else:
-                    out[k] = v
-        return out
-
-    def __getitem__(self, key):
-        v = self._top.get(key, _MISSING)
-        if v is _MISSING:
-            return self._base[key]
-        if v is _GONE:
-            raise KeyError(key)
-        return v
-
-    def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def pop(self, key, default=None):
-        v = self.get(key, _MISSING)
-        if v is _MISSING:
-            return default
-        self._top[key] = _GONE
-        return v
-
-    def __setitem__(self, key, value):
-        self._top[key] = value
-
-    def __delitem__(self, key):
-        self[key]  # (KeyError where it has none)
-        self._top[key] = _GONE
-
-    def __contains__(self, key) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
-
-    def setdefault(self, key, value):
-        v = self.get(key, _MISSING)
-        if v is _MISSING:
-            self._top[key] = v = value
-        return v
+_MISSING = object()
 
 
 def carry_classes(old: Index, new: Index, interfaces, changed_groups):
@@ -183,7 +117,7 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
         return None
     c = _Classes.__new__(_Classes)
     # layered, not copied (a class per address where rules read addresses: tens of thousands)
-    c.of_endpoint, c.example, c.count = _Layered(prev.of_endpoint), _Layered(prev.example), _Layered(prev.count)
+    c.of_endpoint, c.example, c.count = Layered(prev.of_endpoint), Layered(prev.example), Layered(prev.count)
     touched = set()  # the classes that may have come or gone
     again = [ep for name in interfaces for ep in new.by_interface.get(name, ())] + new.old_bindings
     for ep in [ep for name in interfaces for ep in old.by_interface.get(name, ())] + old.old_bindings:
