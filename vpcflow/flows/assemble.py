@@ -142,23 +142,21 @@ class Overlaps:
             self._surplus = sum(len(r.keys) for r in runs) - len(self._counts)
             self._runs = current
             return
-        counts, surplus = self._counts, self._surplus
-        for i, run in self._runs.items():
-            if i not in current:
-                for h in run.keys:
-                    c = counts[h]
-                    if c == 1:
-                        del counts[h]
-                    else:
-                        counts[h] = c - 1
-                        surplus -= 1
-        for i, run in current.items():
-            if i not in self._runs:
-                for h in run.keys:
-                    c = counts.get(h, 0)
-                    counts[h] = c + 1
-                    if c:
-                        surplus += 1
+        counts, surplus, old = self._counts, self._surplus, self._runs
+        for i in old.keys() - current.keys():  # (set operations on the ids: thousands of runs)
+            for h in old[i].keys:
+                c = counts[h]
+                if c == 1:
+                    del counts[h]
+                else:
+                    counts[h] = c - 1
+                    surplus -= 1
+        for i in current.keys() - old.keys():
+            for h in current[i].keys:
+                c = counts.get(h, 0)
+                counts[h] = c + 1
+                if c:
+                    surplus += 1
         self._runs, self._surplus = current, surplus
 
 

@@ -191,7 +191,7 @@ class Plan:
         same_ips = old is not None and _same_addresses(old.elastic_ips, dep.elastic_ips)
         if same_ips and old.elastic_ips is dep.elastic_ips and not (old._eip_holders & moved):
             self.eips, self._eip_of, self._eip_holders = old.eips, old._eip_of, old._eip_holders
-            self._pair_at = old._pair_at
+            self._pair_at, self._edge_keys = old._pair_at, old._edge_keys
             if id(old.eips) in old._by_switch:
                 self._by_switch[id(self.eips)] = old._by_switch[id(old.eips)]
         else:
@@ -216,12 +216,15 @@ class Plan:
             self.eips = [pair for pair in self._pair_at if pair is not None]
             self._eip_of = {ep.interface.name: e for e, ep in self.eips}
             self._eip_holders = frozenset(e.interface for e in ix.dep.elastic_ips)
+            self._edge_keys = {}  # id of an elastic IP of self.elastic_ips -> (edge_key, edge)
             return
         # (the position of each is old's: the same addresses, in order; an interface holds one)
         self._pair_at, self._eip_of, holders = list(old._pair_at), dict(old._eip_of), set(old._eip_holders)
+        self._edge_keys = dict(old._edge_keys)
         for n, (a, e) in enumerate(zip(old.elastic_ips, ix.dep.elastic_ips)):
             if a is e and e.interface not in moved:
                 continue
+            self._edge_keys.pop(id(a), None)  # (ids of objects this Plan holds only)
             gone = self._pair_at[n]
             if gone is not None and self._eip_of.get(gone[0].interface) is gone[0]:
                 del self._eip_of[gone[0].interface]
@@ -234,6 +237,15 @@ class Plan:
                     self._eip_of[e.interface] = e
         self.eips = [pair for pair in self._pair_at if pair is not None]
         self._eip_holders = frozenset(holders)
+
+    def edge_key(self, e: ElasticIp, edge: str) -> tuple:
+        """The cache key of an elastic IP's run at the edge while no remap of it drains
+        (edge_flows): made once per elastic IP, not at each compile of the edge (a thousand)."""
+        known = self._edge_keys.get(id(e))
+        if known is None or known[1] != edge:
+            known = self._edge_keys[id(e)] = (("nat:edge", edge, (eip_name(e), e.interface, ()), frozenset({e.interface})),
+                                              edge)
+        return known[0]
 
     def elastic_ip(self, ip) -> Optional[ElasticIp]:
         """The elastic IP of this address (text or IPAddress), or None."""
@@ -465,20 +477,26 @@ def edge_flows(ix: Index, sw: Switch):
     # each an entry of its own, so that a move of one makes only its part again.
     yield from ix.cached(("nat:edge", sw.name, "switch blocks", frozenset()), lambda: tuple(
         Shared(_edge_block(sw, b, host)) for b, host in plan.blocks if b.owner in switches))
-    placed = frozenset({b.owner for b, _ in plan.blocks if b.owner not in switches} | {f.interface for f, _ in plan.forwards})
+    placed = plan._owners  # every interface that places a block or forward (attached or not: made once per Plan)
     yield from ix.cached(("nat:edge", sw.name, "placed", placed), lambda: tuple(_edge_placed(ix, plan, sw)))
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
-    follows = {}  # the draining remaps by elastic IP (an int: str() of a thousand of them is slow)
+    follows = {}  # the draining remaps by elastic IP (its id: it is the plan's)
     for f in ix.elastic_follows:
-        follows.setdefault(int(IPAddress(f.ip)), []).append(f)
+        x = plan.elastic_ip(f.ip)
+        if x is not None:
+            follows.setdefault(id(x), []).append(f)
     for e, ep in plan.eips:
         # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
         # its holder and the remaps still draining from old holders decide it: the key says
         # which is which (a remap back to an old holder is another run) and names each remap
-        draining = tuple(sorted((f.remap_id, f.old_interface) for f in follows.get(int(e.ip), ()))) if follows else ()
-        held = frozenset({e.interface} | {old for _, old in draining})
-        yield ix.cached(("nat:edge", sw.name, (eip_name(e), e.interface, draining), held),
-                        lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+        draining = follows.get(id(e)) if follows else None
+        if draining is None:
+            key = plan.edge_key(e, sw.name)
+        else:
+            draining = tuple(sorted((f.remap_id, f.old_interface) for f in draining))
+            key = ("nat:edge", sw.name, (eip_name(e), e.interface, draining),
+                   frozenset({e.interface} | {old for _, old in draining}))
+        yield ix.cached(key, lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
 
 
 def _edge_placed(ix: Index, plan: Plan, sw: Switch):
