@@ -53,6 +53,8 @@ def _changes(dep):
         # ports alone: db's members of 10.0.4.0/24 come to reach each other (their egress is
         # tcp 1024-65535; this rule was tcp 22), so the ARP responder's answers change too
         "rule's ports come to meet": _with_rule(dep, db, "ingress", 1, ports=PortRange(2222, 2222)),
+        # the same rule (same conjunction ids) on another group: its clause 2's addresses change
+        "rule names another group": _naming(dep, app, db),
         # the edge sends a forward's port to its interface's host
         "forward's interface moves": _with_interface(dep, dep.nat.forwards[0].interface, attach_to=spare),
         "nothing": dep,
@@ -119,7 +121,7 @@ def test_a_followed_move_recompiles_the_old_binding_switch(dep):
 
 @pytest.mark.parametrize("change", ["move", "detach", "groups", "rule", "rule names a group",
                                     "rule narrows a group's reach", "rule's ports come to meet",
-                                    "forward's interface moves", "nothing"])
+                                    "rule names another group", "forward's interface moves", "nothing"])
 def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
     """The controller's path: the next Index derived from the one in force, with the work the
     change did not touch carried over, then the changed switches recompiled."""

@@ -81,12 +81,15 @@ def l4_matches(rule: Rule) -> Tuple[Dict, ...]:
 
 
 def integration_flows(ix: Index, sw: Switch):
-    """The rules of the switch's interfaces: one run per class (the interface's security groups,
-    in reg1 or reg2), one run of cached verdicts per group, each the same on every switch."""
+    """The rules of the switch's interfaces: per class (the interface's security groups, in reg1
+    or reg2) one run of its rules and one of the addresses its rules on groups name; one run of
+    cached verdicts per group; each the same on every switch. (Two runs per class: an edit of a
+    rule's ports or addresses remakes the small one, not the flow per member address.)"""
     yield ix.cached("authz:conntrack", lambda: Shared(_conntrack_flows()))
     classes = dict.fromkeys(iface.security_groups for iface, _ in ix.local_interfaces(sw.name))
     for groups in classes:
         yield ix.cached(("authz:class", groups), lambda: Shared(_class_flows(ix, groups)))
+        yield ix.cached(("authz:members", groups), lambda: Shared(_class_members(ix, groups)))
     for group in dict.fromkeys(g for groups in classes for g in groups):
         yield ix.cached(("authz:verdicts", group), lambda: Shared(_verdicts(ix, group)))
 
@@ -133,7 +136,6 @@ def _class_rules(ix: Index, groups):
     conj_ids = _conj_ids(ix)
     for direction, (table, next_table, zone_reg, class_reg, peer_field) in DIRECTIONS.items():
         mine = {class_reg: local}
-        group_rules = {}  # group -> (the first rule on it, the conjunctions of every rule on it)
         for group, index, rule in _group_rules(ix, groups, direction):
             name = rule_name(group, direction, index)
             # Recirculate after the commit: a ct action without a table leaves the packet
@@ -142,10 +144,21 @@ def _class_rules(ix: Index, groups):
             if rule.group is None:
                 yield from _direct(table, mine, peer_field, rule, commit, name)
             else:
+                yield from _conjunctive(table, mine, rule, commit, name, conj_ids[(groups, name)])
+
+
+def _class_members(ix: Index, groups):
+    """Clause 2 of the class's rules on groups (their clause 1 and verdict: _class_rules)."""
+    local = ix.group_class(groups)
+    conj_ids = _conj_ids(ix)
+    for direction, (table, _, _, class_reg, peer_field) in DIRECTIONS.items():
+        group_rules = {}  # group -> (the first rule on it, the conjunctions of every rule on it)
+        for group, index, rule in _group_rules(ix, groups, direction):
+            if rule.group is not None:
+                name = rule_name(group, direction, index)
                 conj_id = conj_ids[(groups, name)]
-                yield from _conjunctive(table, mine, rule, commit, name, conj_id)
                 group_rules.setdefault(rule.group, (name, []))[1].append(Conjunction(conj_id, 2, 2))
-        yield from _members(ix, table, mine, peer_field, group_rules)
+        yield from _members(ix, table, {class_reg: local}, peer_field, group_rules)
 
 
 def _verdicts(ix: Index, group: str):

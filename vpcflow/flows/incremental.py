@@ -254,7 +254,8 @@ def carry_over(old: Index, new: Index, change: Change):
     reach_same = verdicts is not None and all(old.of_kind(key[0])[key] == value for key, value in verdicts)
     touched = _Touched(names, networks, switches, rules_same, membership, old,
                        groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
-                       change.groups, arp_networks, reach_same, [key for key, _ in verdicts or ()])
+                       change.groups, arp_networks, reach_same, [key for key, _ in verdicts or ()],
+                       {g for g in change.groups if _named_groups(o, g) != _named_groups(n, g)})
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -301,6 +302,7 @@ class _Touched:
     arp_networks: Set[str]  # networks where an interface came, went, or changed addresses or groups
     reach_same: bool  # every verdict the ARP responder reads is the same (_verdicts_again)
     verdicts: list  # the keys of old's verdicts that read the changed groups' rules
+    naming_changed: Set[str]  # changed groups whose rules on groups name others, or elsewhere
 
 
 def _verdicts_again(old: Index, new: Index, keys) -> Optional[List[tuple]]:
@@ -330,6 +332,16 @@ def _reaches(ix: Index, a: str, b: str) -> bool:
     """Whether network a's senders have an endpoint of b to address (networks._reachable)."""
     net = ix.dep.networks[a]
     return any(ep.ip not in net.cidr for ep in ix.by_network.get(b, ()))
+
+
+def _named_groups(dep: Deployment, group: str):
+    """Which groups a group's rules name, and where (what a class's clause 2 reads of its rules), or
+    None without it."""
+    sg = dep.security_groups.get(group)
+    if sg is None:
+        return None
+    return [(d, i, rule.group) for d in ("ingress", "egress") for i, rule in enumerate(getattr(sg, d))
+            if rule.group is not None]
 
 
 def _naming_rules(dep: Deployment, group: str):
@@ -399,11 +411,19 @@ def _members_same(values, t: _Touched):
 
 
 def _authz_class(values, t: _Touched):
-    # its rules, the ids of its class and conjunctions, the addresses of the groups it names
+    # its rules and the ids of its class and conjunctions
     if not t.conj_same:  # (which implies that no interface changed its groups: the class ids)
         return ALL
+    return [key for key in values if t.rule_groups.intersection(key[1])]
+
+
+def _authz_members(values, t: _Touched):
+    # the ids of its class and conjunctions, which groups its rules name (and where), and the
+    # addresses of those groups
+    if not t.conj_same:
+        return ALL
     groups = t.old.dep.security_groups
-    return [key for key in values if t.rule_groups.intersection(key[1])
+    return [key for key in values if t.naming_changed.intersection(key[1])
             or any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)]
 
 
@@ -472,7 +492,7 @@ _CARRY = {
     "incremental:naming_groups": _rules_same,
     "verdicts:by_group": _always,  # (authz.verdicts_reading: shared, only grows by keys made)
     "group_classes": _groups_same, "authz:conj_ids": _conj_same,
-    "authz:class": _authz_class, "member_ips": _members_same,
+    "authz:class": _authz_class, "authz:members": _authz_members, "member_ips": _members_same,
     "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
     "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
     "own:port_security": _own_port_security, "own:overlay": _own_overlay, "own:networks": _own_networks,
