@@ -262,12 +262,12 @@ def test_a_partner_network_emptied_through_a_derived_index(dep):
 
 
 def test_layered_classes_read_as_the_dict_they_stand_for():
-    """The ARP classes of a derived Index are changes layered over the old ones (index.Layered),
+    """The ARP classes of a derived Index are changes layered over the old ones (layered.Layered),
     made one dict again every few layers: each layer reads as a dict changed in turn would, and
     a layer never changes those below it."""
     import random
 
-    from vpcflow.flows.index import Layered
+    from vpcflow.layered import Layered
 
     rnd = random.Random(7)
     truth = {k: k * 10 for k in range(50)}

@@ -132,3 +132,30 @@ def test_after_any_moves_the_carried_lookups_equal_a_fresh_scan():
         assert saved[1] == records.attachments(fresh, base)
         dep = new
     assert moves > 100 and saved[1]  # the walk moved things, and some stayed away from home
+
+
+def test_after_any_remaps_the_state_files_elastic_ips_are_those_a_full_comparison_finds():
+    """The state file's remapped elastic IPs are compared position by position (a remap keeps
+    the addresses and their order): after each of a random walk of remaps, away and back, they
+    are what comparing every address of the deployment file finds."""
+    import random
+
+    from bench import generate
+    from vpcflow.topology.loader import parse
+
+    base = parse(generate.sized("1k"))
+    rnd = random.Random(3)
+    dep, remapped = base, 0
+    for _ in range(150):
+        eip = rnd.choice(base.elastic_ips)
+        network = base.interfaces[eip.interface].network
+        target = rnd.choice(sorted(i.name for i in base.interfaces.values() if i.network == network and i.attach_to))
+        try:
+            dep, _ = records.remap_elastic_ip(dep, str(eip.ip), {"interface": target, "follow_connections": False}, "r")
+        except records.RecordError:
+            continue
+        remapped += 1
+        before = {str(e.ip): e.interface for e in base.elastic_ips}
+        assert records.elastic_ips(dep, base) == {str(e.ip): e.interface for e in dep.elastic_ips
+                                                  if before[str(e.ip)] != e.interface}
+    assert remapped > 100 and records.elastic_ips(dep, base)

@@ -22,7 +22,8 @@ from vpcflow.flows.authz import groups_may_send, may_send, talks_outside
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output, interned
-from vpcflow.flows.index import Index, Layered, stable_ids
+from vpcflow.flows.index import Index, stable_ids
+from vpcflow.layered import Layered
 from vpcflow.flows.matches import arp
 from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_CLASS
 from vpcflow.topology.model import DUMMY_MAC_HIGH16, Switch

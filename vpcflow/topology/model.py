@@ -14,6 +14,8 @@ from typing import Mapping, Optional, Tuple
 
 from netaddr import IPAddress, IPNetwork
 
+from vpcflow.layered import Layered
+
 HOST = "host"
 EDGE = "edge"
 PROTOCOLS = ("tcp", "udp", "icmp", "any")
@@ -205,7 +207,7 @@ class Deployment:
         object.__setattr__(new, "_replaced", (weakref.ref(self), frozenset(interfaces)))
         attached = self.__dict__.get("_attached")
         if attached is not None:  # carried over: only the replaced interfaces' instances change
-            attached = dict(attached)
+            attached = Layered(attached)  # (a copy of an entry per instance: 2 ms at 100k)
             for name in interfaces:
                 for iface in (self.interfaces.get(name), interfaces[name]):
                     if iface is not None and iface.attach_to is not None:
