@@ -262,3 +262,34 @@ def test_bridge_keeps_idle_datapath_flows_one_second(private_ovs):
     refused = bridge("--max-idle", "-5")
     assert refused.returncode == 2 and "--max-idle -5" in refused.stderr
     assert max_idle() == '{max-idle="20000"}'
+
+
+def test_a_connection_is_recorded_by_the_flag_of_its_packet(private_ovs):
+    """Connection following's records, as the switch takes them (flows/follow.py): an established
+    connection's packet that finds no record writes one under the destination's binding, long
+    for a packet going on (ACK), short for what ends it (a FIN or a RST: one flow below)."""
+    prepare(private_ovs, "host1")
+    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1"], check=True,
+                          capture_output=True, text=True).stdout
+    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", f"unix:{private_ovs.dir}/br-int.mgmt", "-"],
+                   input=text, check=True, capture_output=True, text=True)
+    from vpcflow.flows import pipeline
+    from vpcflow.topology.loader import load_file
+    from vpcflow.topology.model import dummy_mac
+
+    mac = load_file(TOPOLOGY).interfaces["eni-web1"].mac
+    to_web2 = (f"in_port=web1,dl_src={mac},dl_dst={dummy_mac('10.0.0.12')},tcp,nw_src=10.0.0.11,nw_dst=10.0.0.12,"
+               "tp_src=40000,tp_dst=80")
+
+    def record(flags):
+        out = private_ovs.appctl("ofproto/trace", "br-int", f"{to_web2},tcp_flags={flags}",
+                                 "--ct-next", "trk,est", "--ct-next", "trk,est")
+        learns = [line for line in out.splitlines() if f"learn(table={pipeline.table_id('followed')}," in line]
+        assert len(learns) == 1, out
+        return learns[0]
+    ack, fin, rst = 0x010, 0x001, 0x004
+    going_on = record(hex(ack))
+    assert "idle_timeout=300" in going_on and "fin_idle_timeout=1" in going_on, going_on
+    for ending in (ack | fin, rst, ack | rst):
+        short = record(hex(ending))
+        assert "idle_timeout=1," in short and "fin_idle_timeout" not in short, (ending, short)

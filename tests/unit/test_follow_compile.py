@@ -52,6 +52,13 @@ def test_the_edge_records_every_connection_to_an_elastic_ip_under_its_holder(dep
     # the real record: at an ACK (the client saw the answer), never at a FIN or RST
     going_on = learn_of(reg4=0, ip_proto=6, tcp_flags=(follow.TCP_ACK, follow.TCP_ACK | follow.TCP_FIN | follow.TCP_RST))
     assert (going_on.idle_timeout, going_on.fin_idle_timeout) == (follow.TCP_IDLE, follow.TCP_FIN_IDLE)
+    # what going on leaves (a FIN or RST), one priority below it: a record that goes soon, one
+    # flow for both flags
+    ending = [f for f in new if dict(f.match).get("reg4") == 0 and dict(f.match).get("ip_proto") == 6
+              and "tcp_flags" not in dict(f.match)]
+    assert [f.priority for f in ending] == [99]
+    short = next(a for a in ending[0].actions if isinstance(a, Learn))
+    assert (short.idle_timeout, short.obj) == (follow.TCP_FIN_IDLE, follow.record_name(EIP, "eni-1"))
     # a SYN's record is short, and not what a drain counts
     opening = learn_of(reg4=0, ip_proto=6, tcp_flags=(follow.TCP_SYN, follow.TCP_SYN | follow.TCP_ACK))
     assert opening.idle_timeout == follow.OPENING_IDLE and opening.obj.endswith(follow.OPENING)

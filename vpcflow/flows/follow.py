@@ -150,10 +150,11 @@ _OPENING_LOAD = LearnSpec("load", 1, REG_OPENING, 32)
 
 @functools.lru_cache(maxsize=None)
 def _tcp_matches(established: tuple, opening: tuple):
-    """The TCP part of the records' matches, after the address: (a SYN's, going on, each
-    ending's). The same for every address of a table: made once."""
-    return (_TCP + opening + _SYN_ONLY, _TCP + established + _GOING_ON,
-            tuple(_TCP + established + ending for ending in _ENDINGS))
+    """The TCP part of the records' matches, after the address: (a SYN's, going on, ending).
+    Ending is any other packet of the connection (a FIN or RST: what going on leaves), matched
+    one priority below going on: one flow, not one per flag. The same for every address of a
+    table: made once."""
+    return _TCP + opening + _SYN_ONLY, _TCP + established + _GOING_ON, _TCP + established
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,14 +171,14 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     drain); established, opening: what else (items) a handshake's later packets and its SYN
     must match (the sender's conntrack state on a host; nothing at the edge).
 
-    A network's records are 8 flows per address, a fifth of a big compile's flows: their
-    matches are built from parts made once (_tcp_matches), the current binding's learn
-    actions once for its records and its handshakes'.
+    A network's records are 6 flows per address (and 2 per draining old binding), a sixth of a
+    big compile's flows: their matches are built from parts made once (_tcp_matches), the
+    current binding's learn actions once for its records and its handshakes'.
     """
     holder, binding = current
     head = interned(head)  # the rest is made once (the module's) or is the address's own (its binding)
     unrecorded = head + _UNRECORDED
-    syn, going_on, endings = _tcp_matches(established, opening)
+    syn, going_on, ending = _tcp_matches(established, opening)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
     learns = _tcp_learns(record_table, ip, holder, binding, network)
     # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
@@ -186,16 +187,14 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     first = _learn(record_table, ip, holder, binding, "tcp", OPENING_IDLE, network=network, opening=True)
     yield Flow(table, 100, unrecorded + syn, (first, mark, goto), "follow", obj)
     yield Flow(table, 100, unrecorded + going_on, (learns[0], mark, goto), "follow", obj)
-    for ending in endings:
-        # a FIN that passes before the record its ACK asked for is installed: the record goes soon
-        yield Flow(table, 100, unrecorded + ending, (learns[1], mark, goto), "follow", obj)
+    # a FIN that passes before the record its ACK asked for is installed: the record goes soon
+    yield Flow(table, 100 - 1, unrecorded + ending, (learns[1], mark, goto), "follow", obj)
     for old_holder, old_binding in bindings:
         going, ended = learns if (old_holder, old_binding) == current else \
             _tcp_learns(record_table, ip, old_holder, old_binding, network)
         opened = head + ((REG_BINDING, old_binding),) + _OPENED
         yield Flow(table, 110, opened + going_on, (going, goto), "follow", obj)
-        for ending in endings:
-            yield Flow(table, 110, opened + ending, (ended, goto), "follow", obj)
+        yield Flow(table, 110 - 1, opened + ending, (ended, goto), "follow", obj)
     yield Flow(table, 100, unrecorded + _UDP, (_learn(record_table, ip, holder, binding, "udp", UDP_IDLE, network=network),
                                                mark, goto), "follow", obj)
 
@@ -206,7 +205,6 @@ _TCP = (("ip_proto", IPPROTO["tcp"]),)
 _UDP = (("ip_proto", IPPROTO["udp"]),)
 _SYN_ONLY = (("tcp_flags", (TCP_SYN, TCP_SYN | TCP_ACK)),)
 _GOING_ON = (("tcp_flags", (TCP_ACK, TCP_ACK | TCP_FIN | TCP_RST)),)
-_ENDINGS = tuple((("tcp_flags", (ending, ending)),) for ending in (TCP_FIN, TCP_RST))
 # what a host's records match of the sender's conntrack state: TCP is recorded once
 # established (the sender's conntrack saw the answer), a SYN when new
 _HOST_ESTABLISHED = (("ct_state", ct_flags("+trk+est")),)
