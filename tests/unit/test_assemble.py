@@ -58,6 +58,26 @@ def test_counted_runs_find_an_overlap_that_a_change_brings():
     assert finish([route("10.0.0.4"), kept], counted) == (route("10.0.0.4"),) + kept.flows
 
 
+def test_a_recompile_checks_the_runs_it_did_not_have_against_those_it_had():
+    """A host recompiled after a change checks only its new runs and own flows against the runs
+    its last compile had (those are known not to overlap): a new run that overlaps a kept one, or
+    another new one, or an own flow, is still found."""
+    kept, going = Shared([route("10.0.0.1"), route("10.0.0.5")]), Shared([route("10.0.0.2")])
+    before = finish([kept, going])
+    assert before.parts is not None  # (what a recompile reads)
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([kept, Shared([route("10.0.0.5", to="nat_out")])], previous=before)
+    new_a, new_b = Shared([route("10.0.0.3")]), Shared([route("10.0.0.3", to="nat_out")])
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([kept, new_a, new_b], previous=before)
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([route("10.0.0.1", to="nat_out"), kept], previous=before)
+    same = Shared([route("10.0.0.1"), route("10.0.0.4")])  # an identical flow: kept once
+    assert sorted(f.obj for f in finish([kept, same], previous=before)) == ["10.0.0.1", "10.0.0.4", "10.0.0.5"]
+    clear = finish([kept, new_a], previous=before)
+    assert clear.parts is not None and list(clear) == list(kept.flows + new_a.flows)
+
+
 def test_one_match_in_several_conjunctions_is_one_flow_with_all_of_them():
     def clause(conj_id):
         return flow("ingress_rules", 90, {"reg2": 7, "eth_type": 0x0800, "ipv4_src": "10.0.0.1"},

@@ -160,11 +160,13 @@ class Overlaps:
         self._runs, self._surplus = current, surplus
 
 
-def finish(items, overlaps: Optional[Overlaps] = None) -> Sequence[Flow]:
+def finish(items, overlaps: Optional[Overlaps] = None, previous=None) -> Sequence[Flow]:
     """A switch's flows from its own flows and the Shared runs among them: the own ones
     finished, the runs added as they are. Runs that overlap (a match in two runs, or in a run
     and among the own flows) are all finished together instead, which also names a conflict.
-    overlaps: the switch's counted runs, from its last compile (checked by what changed)."""
+    overlaps: the switch's counted runs, from its last compile (checked by what changed).
+    previous: the switch's flows from the compile before a change (runs it had are known not
+    to overlap: only the others are checked against them)."""
     own, by_id = [], {}
     for item in items:
         if item.__class__ is Shared:
@@ -177,12 +179,31 @@ def finish(items, overlaps: Optional[Overlaps] = None) -> Sequence[Flow]:
     runs = list(by_id.values())
     if overlaps is not None:
         clear = overlaps.clear_of(by_id, list(map(hash, keys)))
+    elif getattr(previous, "parts", None) is not None:
+        clear = _clear_beside(previous.parts, runs, keys)
     else:
         total = len(keys) + sum(len(r.keys) for r in runs)
         clear = len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) == total
     if not clear:
         return _finish_keyed(itertools.chain(own, *(r.flows for r in runs)))[0]
     return Flows((flows,) + tuple(runs))
+
+
+def _clear_beside(before: tuple, runs: List[Shared], own_keys) -> bool:
+    """Whether runs and own keys are all distinct, where the runs `before` (the parts of a compile
+    of the switch that was, see Flows) has are known to be: the others and the own keys against
+    each other, then against each of those (a set of a few runs' keys, not of a host's 10,000:
+    a runtime change recompiles every host of the networks it touched)."""
+    known = set(map(id, before[1:]))
+    fresh = list(map(hash, own_keys))
+    kept = []
+    for r in runs:
+        if id(r) in known:
+            kept.append(r)
+        else:
+            fresh.extend(r.keys)
+    checking = set(fresh)
+    return len(checking) == len(fresh) and all(map(checking.isdisjoint, (r.keys for r in kept)))
 
 
 class Flows(collections.abc.Sequence):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from typing import Dict, FrozenSet, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 from vpcflow.flows import arp, authz, base, edge, follow, nat, networks, overlay, pipeline, port_security, underlay
 from vpcflow.flows.assemble import Overlaps, Shared, finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
@@ -94,13 +94,17 @@ def release_frozen():
     forget_items()
 
 
-def compile_switch(ix: Index, name: str, options: Options = Options()) -> SwitchFlows:
+def compile_switch(ix: Index, name: str, options: Options = Options(), previous: Optional[SwitchFlows] = None) -> SwitchFlows:
+    """previous: the switch's flows before a runtime change (flows/incremental.py): the runs it
+    had are not checked against each other again."""
     sw = ix.dep.switches[name]
     # an edge's runs (thousands) are counted once and then by what a change replaced (a
     # host's are few: counting them all would cost memory for every host, for little)
     overlaps = ix.cached(("finish:overlaps", name), Overlaps) if sw.role == EDGE else None
+    before = previous.integration if previous is not None else None
     with _without_gc():
-        return SwitchFlows(finish(integration_flows(ix, sw, options), overlaps), finish(underlay.underlay_flows(sw)))
+        return SwitchFlows(finish(integration_flows(ix, sw, options), overlaps, before),
+                           finish(underlay.underlay_flows(sw)))
 
 
 def compile_deployment(dep: Deployment, options: Options = Options(), follows=()) -> Dict[str, SwitchFlows]:

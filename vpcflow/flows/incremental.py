@@ -36,14 +36,18 @@ from vpcflow.topology.model import Deployment
 class Compiled:
     """The compiled switches of one model (Index), compiled when first asked."""
 
-    def __init__(self, ix: Optional[Index], kept: Optional[Dict[Tuple[str, Options], SwitchFlows]] = None):
+    def __init__(self, ix: Optional[Index], kept: Optional[Dict[Tuple[str, Options], SwitchFlows]] = None,
+                 previous: Optional[Dict[Tuple[str, Options], SwitchFlows]] = None):
+        """previous: the flows, before the change, of the switches it may have changed: their
+        compile checks only what is new against them (compiler.compile_switch)."""
         self.ix = ix
         self._flows: Dict[Tuple[str, Options], SwitchFlows] = dict(kept or {})
+        self._previous = previous or {}
 
     def switch(self, name: str, options: Options = Options()) -> SwitchFlows:
         key = (name, options)
         if key not in self._flows:
-            self._flows[key] = compile_switch(self.ix, name, options)
+            self._flows[key] = compile_switch(self.ix, name, options, self._previous.pop(key, None))
         return self._flows[key]
 
     def update(self, new: Index) -> Tuple["Compiled", Optional[Set[str]]]:
@@ -54,8 +58,10 @@ class Compiled:
         changed = changed_switches(self.ix, new)
         if changed is None:
             return Compiled(new), None
-        kept = {key: flows for key, flows in self._flows.items() if key[0] not in changed}
-        return Compiled(new, kept), changed
+        kept, previous = {}, {}
+        for key, flows in self._flows.items():
+            (previous if key[0] in changed else kept)[key] = flows
+        return Compiled(new, kept, previous), changed
 
 
 @dataclasses.dataclass(frozen=True)
