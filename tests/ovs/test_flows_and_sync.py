@@ -4,8 +4,10 @@ import subprocess
 import pytest
 
 from tests.conftest import data_file
-from vpcflow.flows import cookies
+from vpcflow.flows import cookies, pipeline
 from vpcflow.harness.controller import ControllerProcess, bin_path, wait_for
+from vpcflow.topology.loader import load_file
+from vpcflow.topology.model import dummy_mac
 
 pytestmark = pytest.mark.foundation
 
@@ -18,6 +20,15 @@ def prepare(ovs, switch, controller=None):
         cmd += ["--controller", controller]
     subprocess.run(cmd, check=True, capture_output=True)
     ovs.wait_bridge_mgmt("br-int")
+
+
+def loaded(ovs, switch="host1"):
+    """A bridge prepared for the switch, with its compiled flows added by ovs-ofctl."""
+    prepare(ovs, switch)
+    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", switch], check=True,
+                          capture_output=True, text=True).stdout
+    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", f"unix:{ovs.dir}/br-int.mgmt", "-"],
+                   input=text, check=True, capture_output=True, text=True)
 
 
 def managed(lines):
@@ -102,13 +113,7 @@ def test_a_port_that_appears_later_gets_its_flows(private_ovs, controller):
 
 
 def test_ofproto_trace_answers_arp_with_a_dummy_mac(private_ovs):
-    prepare(private_ovs, "host1")
-    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1"], check=True,
-                          capture_output=True, text=True).stdout
-    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", f"unix:{private_ovs.dir}/br-int.mgmt", "-"],
-                   input=text, check=True, capture_output=True, text=True)
-    from vpcflow.topology.loader import load_file
-
+    loaded(private_ovs)
     mac = load_file(TOPOLOGY).interfaces["eni-web1"].mac
     base = f"in_port=web1,dl_src={mac},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,arp_sha={mac},arp_spa=10.0.0.11"
     out = private_ovs.appctl("ofproto/trace", "br-int", base + ",arp_tpa=10.0.0.13")
@@ -268,15 +273,7 @@ def test_a_connection_is_recorded_by_the_flag_of_its_packet(private_ovs):
     """Connection following's records, as the switch takes them (flows/follow.py): an established
     connection's packet that finds no record writes one under the destination's binding, long
     for a packet going on (ACK), short for what ends it (a FIN or a RST: one flow below)."""
-    prepare(private_ovs, "host1")
-    text = subprocess.run([bin_path("vpcflow"), "flows", TOPOLOGY, "--switch", "host1"], check=True,
-                          capture_output=True, text=True).stdout
-    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flows", f"unix:{private_ovs.dir}/br-int.mgmt", "-"],
-                   input=text, check=True, capture_output=True, text=True)
-    from vpcflow.flows import pipeline
-    from vpcflow.topology.loader import load_file
-    from vpcflow.topology.model import dummy_mac
-
+    loaded(private_ovs)
     mac = load_file(TOPOLOGY).interfaces["eni-web1"].mac
     to_web2 = (f"in_port=web1,dl_src={mac},dl_dst={dummy_mac('10.0.0.12')},tcp,nw_src=10.0.0.11,nw_dst=10.0.0.12,"
                "tp_src=40000,tp_dst=80")
