@@ -84,6 +84,15 @@ def test_one_match_in_several_conjunctions_is_one_flow_with_all_of_them():
                     (Conjunction(conj_id, 2, 2),), feature="authz", obj="r")
     (merged,) = finish([clause(5), clause(3)])
     assert merged.actions == (Conjunction(3, 2, 2), Conjunction(5, 2, 2))
+    (in_a_run,) = Shared([clause(5), clause(3)]).flows  # so in a run too
+    assert in_a_run.actions == (Conjunction(3, 2, 2), Conjunction(5, 2, 2))
+
+
+def test_a_run_keeps_a_flow_made_twice_once_and_refuses_a_conflict():
+    run = Shared([route("10.0.0.1"), route("10.0.0.2"), route("10.0.0.1")])
+    assert [f.obj for f in run.flows] == ["10.0.0.1", "10.0.0.2"] and len(run.keys) == 2
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        Shared([route("10.0.0.1"), route("10.0.0.1", to="nat_out")])
 
 
 def test_a_run_is_checked_against_the_pipeline_when_made():

@@ -25,10 +25,20 @@ class Shared:
     __slots__ = ("flows", "keys", "remade", "__weakref__")
 
     def __init__(self, flows: Iterable[Flow]):
-        self.flows, keys = _finish_keyed(flows)
         # hashes, not the keys (a frozenset each: most of a big compile's memory), in an array
         # (a set of them was an eighth of it); two keys of one hash only send finish() the slow way
-        self.keys = array.array("q", map(hash, keys))
+        flows, hashes, verify = tuple(flows), [], pipeline.verify
+        for f in flows:  # every flow of a big compile passes here: Flow.key written out
+            if not f.checked:
+                verify(f)
+                f.checked = True
+            hashes.append(hash((f.table, f.priority, frozenset(f.match))))
+        if len(set(hashes)) == len(hashes):  # all distinct (most runs): no dict of their keys
+            self.flows = flows
+        else:  # a flow made twice, a match in several conjunctions, a conflict: _finish_keyed says
+            self.flows, keys = _finish_keyed(flows)
+            hashes = map(hash, keys)
+        self.keys = array.array("q", hashes)
         self.remade = None  # (the run it replaces, weakly; its own new flows; the old ones it dropped): reuse
 
     def __len__(self):
