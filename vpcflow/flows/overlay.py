@@ -16,7 +16,7 @@ from netaddr import IPNetwork
 
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_IPV4, Goto, Load, Move, Output, SetField, flow
+from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Load, Move, Output, SetField, flow, interned
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4
 from vpcflow.flows.pipeline import REG_BINDING, REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK
@@ -138,25 +138,23 @@ def own_prefix_is_spoofed(sw: Switch):
     return drop_flow("substrate_in", PRIORITY + 10, {"tun_ipv6_src": cidr(sw.prefix)}, "substrate_spoofed")
 
 
-def _prefixes():
-    """switch name -> cidr(its prefix), filled as asked: cidr's cache is looked up by the prefix,
-    whose hash netaddr computes each time, and a network's flows ask once per endpoint."""
-    cache = {}
-
-    def of(sw: Switch):
-        value = cache.get(sw.name)
-        if value is None:
-            value = cache[sw.name] = cidr(sw.prefix)
-        return value
-    return of
+def _from_sources(ix: Index, net: Network, actions):
+    """A flow per endpoint of net taking its packets from the substrate only from the prefix of
+    the switch where it lives. Matches as tuples from parts made once (the network and switch's,
+    interned per switch; the address's): one per interface of the deployment, at every edge."""
+    heads = {}  # switch name -> the match items before the address
+    for ep in ix.by_network[net.name]:
+        head = heads.get(ep.switch.name)
+        if head is None:
+            head = heads[ep.switch.name] = interned((("tunnel_id", net.id), ("tun_ipv6_src", cidr(ep.switch.prefix)),
+                                                     ("eth_type", ETH_IPV4)))
+        yield Flow("substrate_in", PRIORITY, head + interned((("ipv4_src", ep.ip_text),)), actions, "overlay",
+                   ep.interface.name)
 
 
 def _accepts(ix: Index, net: Network):
     into = (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup"))
-    prefix = _prefixes()
-    for ep in ix.by_network[net.name]:
-        match = {"tunnel_id": net.id, "tun_ipv6_src": prefix(ep.switch), "eth_type": ETH_IPV4, "ipv4_src": ep.ip_text}
-        yield flow("substrate_in", PRIORITY, match, into, feature="overlay", obj=ep.interface.name)
+    yield from _from_sources(ix, net, into)
     appliances = {ep.switch for ep in ix.by_network[net.name] if not ep.interface.source_dest_check}
     for other in sorted(appliances, key=lambda s: s.name):
         # An appliance may send from any address; it must still come from its own switch.
@@ -218,9 +216,5 @@ def edge_flows(ix: Index, sw: Switch):
 
 
 def _edge_accepts(ix: Index, sw: Switch, net: Network):
-    leave = (SetField("eth_src", sw.uplink.mac), Goto("edge_out"))
-    prefix = _prefixes()
-    for ep in ix.by_network[net.name]:
-        match = {"tunnel_id": net.id, "tun_ipv6_src": prefix(ep.switch), "eth_type": ETH_IPV4, "ipv4_src": ep.ip_text}
-        yield flow("substrate_in", PRIORITY, match, leave, feature="overlay", obj=ep.interface.name)
+    return _from_sources(ix, net, (SetField("eth_src", sw.uplink.mac), Goto("edge_out")))
 
