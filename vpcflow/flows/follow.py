@@ -226,13 +226,21 @@ def _network_flows(ix: Index, net):
         if ep.binding is not None:
             old.setdefault(ep.ip_text, []).append((ep.interface.attach_to, ep.binding))
     head = ((REG_NETWORK, net.id), ("eth_type", ETH_IPV4))
+    # an address's records, by all they are made from: a network's run made again after a change
+    # (an interface moved) makes only the changed addresses' records, and takes the others as
+    # they are (carried from Index to Index: flows/incremental.py)
+    made = ix.cached("follow:records", dict)
     for ep in ix.by_network[net.name]:
         if ep.binding is not None:
             continue  # an old binding: its connections were recorded when it was current
-        current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
-        yield from _recording("follow_new", "followed", "route", head + (("ipv4_dst", ep.ip_text),), ep.ip_text,
-                              current, [current] + old.get(ep.ip_text, []), _HOST_ESTABLISHED, _HOST_OPENING,
-                              network=True, obj=ep.interface.name)
+        key = (net.id, ep.ip_text, ep.interface.name, ep.interface.attach_to, tuple(old.get(ep.ip_text, ())))
+        records = made.get(key)
+        if records is None:
+            current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
+            records = made[key] = tuple(_recording(
+                "follow_new", "followed", "route", head + (("ipv4_dst", ep.ip_text),), ep.ip_text, current,
+                [current] + list(key[4]), _HOST_ESTABLISHED, _HOST_OPENING, network=True, obj=ep.interface.name))
+        yield from records
 
 
 # --- elastic IPs, at the edge ---------------------------------------------------------------------

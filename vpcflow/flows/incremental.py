@@ -488,7 +488,9 @@ def _local_networks(ix: Index, switch: str) -> Set[str]:
 
 
 _CARRY = {
-    "follow": _by_network, "accepts": _by_network, "arp_net": _arp_network,
+    "follow": _by_network, "accepts": _by_network,
+    "follow:records": _always,  # (keyed by all an address's records are made from)
+    "arp_net": _arp_network,
     "arp_common": _arp_network,
     "peers_by_groups": _arp_peers, "edge_accepts": _by_network,
     "routes": _by_networks, "reachable": _by_networks,
