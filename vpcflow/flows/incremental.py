@@ -30,7 +30,7 @@ from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 from vpcflow.flows import arp, authz, nat
 from vpcflow.flows.compiler import Options, SwitchFlows, compile_switch
 from vpcflow.flows.index import Index
-from vpcflow.topology.model import Deployment
+from vpcflow.topology.model import Deployment, same_elastic_addresses
 
 
 class Compiled:
@@ -162,9 +162,7 @@ def eip_holders_changed(o: Deployment, o_follows, n: Deployment, n_follows) -> O
     one, or a remap's drain began or ended: its old holder), or None where the elastic IPs
     themselves differ (every switch reads which addresses they are)."""
     a_eips, b_eips = o.elastic_ips, n.elastic_ips
-    # asked several times per change of a thousand elastic IPs: a pair that is one object
-    # (what a change did not touch) is not compared (netaddr's comparisons are slow)
-    if len(a_eips) != len(b_eips) or any(a is not b and a.ip != b.ip for a, b in zip(a_eips, b_eips)):
+    if not same_elastic_addresses(a_eips, b_eips):
         return None
     names = {e.interface for a, b in zip(a_eips, b_eips) if a is not b and a != b for e in (a, b)}
     names |= {f.old_interface for f in set(o_follows) ^ set(n_follows)}

@@ -107,7 +107,7 @@ from vpcflow.flows.edge import learn_gateway
 from vpcflow.flows.index import Endpoint, Index
 from vpcflow.flows.matches import arp, arp_reply, cidr, embedded_address_actions, ipv4, load_network
 from vpcflow.flows.pipeline import REG_NETWORK
-from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Switch, embed_text
+from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Switch, embed_text, same_elastic_addresses
 from vpcflow.topology.nat_alloc import value_masks
 
 NAT_ZONE = 0
@@ -188,7 +188,7 @@ class Plan:
                 self._by_switch[id(self.forwards)] = old._by_switch[id(old.forwards)]
         else:
             self._place(dep)
-        same_ips = old is not None and _same_addresses(old.elastic_ips, dep.elastic_ips)
+        same_ips = old is not None and same_elastic_addresses(old.elastic_ips, dep.elastic_ips)
         if same_ips and old.elastic_ips is dep.elastic_ips and not (old._eip_holders & moved):
             self.eips, self._eip_of, self._eip_holders = old.eips, old._eip_of, old._eip_holders
             self._pair_at, self._edge_keys = old._pair_at, old._edge_keys
@@ -324,12 +324,6 @@ class Plan:
     def addresses(self) -> List[IPAddress]:
         """Every public address the edge answers for: the pool and the elastic IPs."""
         return sorted(set(self.nat.public_ips) | {e.ip for e in self.elastic_ips})
-
-
-def _same_addresses(a: List[ElasticIp], b: List[ElasticIp]) -> bool:
-    """Whether two models' elastic IPs are the same addresses in the same order (a pair that is
-    one object, what a change did not touch, is not compared: netaddr's comparisons are slow)."""
-    return a is b or (len(a) == len(b) and all(x is y or x.ip == y.ip for x, y in zip(a, b)))
 
 
 def nat_plan(ix: Index) -> Plan:

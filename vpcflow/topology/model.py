@@ -248,6 +248,13 @@ def embed(prefix: IPNetwork, netid: int, ipv4: IPAddress) -> IPAddress:
     return IPAddress(_embedded(prefix, netid, ipv4), 6)
 
 
+def same_elastic_addresses(a: Tuple["ElasticIp", ...], b: Tuple["ElasticIp", ...]) -> bool:
+    """Whether two models' elastic IPs are the same addresses in the same order (what a remap
+    keeps). A pair that is one object (what a change did not touch) is not compared: netaddr's
+    comparisons are slow, and a deployment has a thousand of them."""
+    return a is b or (len(a) == len(b) and all(x is y or x.ip == y.ip for x, y in zip(a, b)))
+
+
 def embed_text(prefix: IPNetwork, netid: int, ipv4) -> str:
     """str(embed(...)), without netaddr's slow formatting (the compiler asks for one per route):
     inet_ntop writes the same compact form (tests/unit/test_embed.py checks it)."""
