@@ -56,10 +56,16 @@ class Endpoint:
 
     @functools.cached_property
     def ip_text(self) -> str:
-        """str(ip), asked for by many flows: made once, when first asked (netaddr's is slow)."""
-        if self.ip.version == 4:
-            return socket.inet_ntoa(int(self.ip).to_bytes(4, "big"))
-        return str(self.ip)
+        """str(ip), asked for by many flows: made once, when first asked."""
+        return address_text(self.ip)
+
+
+def address_text(ip: IPAddress) -> str:
+    """str(ip) without netaddr's formatting, which is slow (an IPv4 address's text is made for
+    every interface address of a big compile)."""
+    if ip.version == 4:
+        return socket.inet_ntoa(int(ip).to_bytes(4, "big"))
+    return str(ip)
 
 
 def _endpoints_of(dep: Deployment, iface: Optional[Interface]) -> Tuple[Endpoint, ...]:

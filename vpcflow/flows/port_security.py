@@ -5,11 +5,9 @@ from an instance port is dropped and counted as spoofed_source (the table's miss
 """
 from __future__ import annotations
 
-import socket
-
 from vpcflow.flows.arp import asker_class
 from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, Load, interned
-from vpcflow.flows.index import Index
+from vpcflow.flows.index import Index, address_text
 from vpcflow.flows.matches import load_network
 from vpcflow.flows.pipeline import REG_SRC_CLASS, REG_SRC_ZONE
 from vpcflow.topology.model import Switch
@@ -17,13 +15,6 @@ from vpcflow.topology.model import Switch
 PRIORITY = 100
 # the same for every interface: made once (a host has hundreds of interfaces, 100k in all)
 _TO_ARP, _TO_EGRESS, _TO_PORT_SECURITY = Goto("arp_responder"), Goto("egress_acl"), Goto("port_security")
-
-
-def _text(ip) -> str:
-    """str(ip), as Endpoint.ip_text makes it: without netaddr's slow formatting."""
-    if ip.version == 4:
-        return socket.inet_ntoa(int(ip).to_bytes(4, "big"))
-    return str(ip)
 
 
 def integration_flows(ix: Index, sw: Switch):
@@ -42,7 +33,7 @@ def integration_flows(ix: Index, sw: Switch):
         # its class: which destinations an ARP request may resolve; for IP, its security groups
         sending = mark + (Load(ix.group_class(iface.security_groups), REG_SRC_CLASS), _TO_EGRESS)
         for ip in iface.ips:
-            text = _text(ip)
+            text = address_text(ip)
             # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
             yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + interned((("arp_spa", text),))
                        + (("arp_sha", iface.mac),),
