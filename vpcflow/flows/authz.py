@@ -312,15 +312,16 @@ def talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:
     """Some rule of the interface concerns addresses outside its network, or its network may talk
     to another one: it needs its gateway."""
     key = ("talks_outside", iface.network, iface.security_groups, network_cidr)
-    return ix.cached(key, lambda: _noted(ix, key, iface.security_groups, lambda: _talks_outside(ix, iface, network_cidr)))
+    return ix.cached(key, lambda: _noted(ix, key, iface.security_groups,
+                                         lambda: _talks_outside(ix, iface.network, iface.security_groups, network_cidr)))
 
 
-def _talks_outside(ix: Index, iface: Interface, network_cidr: IPNetwork) -> bool:
-    if iface.network in ix.cached("authorized_networks",
-                                  lambda: {n for a in ix.dep.authorizations for n in (a.src, a.dst)}):
+def _talks_outside(ix: Index, network: str, groups, network_cidr: IPNetwork) -> bool:
+    """talks_outside of an interface of this network and these security groups (all it reads)."""
+    if network in ix.cached("authorized_networks", lambda: {n for a in ix.dep.authorizations for n in (a.src, a.dst)}):
         return True
     for direction in ("egress", "ingress"):
-        for _, _, rule in rules_of(ix, iface, direction):
+        for _, _, rule in _group_rules(ix, groups, direction):
             if rule.cidr is not None and rule.cidr not in network_cidr:
                 return True
     return False

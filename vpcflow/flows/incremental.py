@@ -24,7 +24,6 @@ that changed what every switch reads); the others need no sync.
 from __future__ import annotations
 
 import dataclasses
-import types
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from vpcflow.flows import arp, authz, nat
@@ -327,8 +326,7 @@ def _verdicts_again(old: Index, new: Index, keys) -> Optional[List[tuple]]:
         else:  # ("talks_outside", network, groups, network cidr)
             if not all(g in sgs for g in key[2]):
                 return None
-            stand_in = types.SimpleNamespace(network=key[1], security_groups=key[2])  # (what it reads)
-            out.append((key, authz._talks_outside(new, stand_in, key[3])))
+            out.append((key, authz._talks_outside(new, key[1], key[2], key[3])))
     return out
 
 
