@@ -252,13 +252,16 @@ def carry_over(old: Index, new: Index, change: Change):
         if (a is None or b is None or a.attach_to is None or b.attach_to is None or a.network != b.network
                 or a.ips != b.ips or a.security_groups != b.security_groups):
             arp_networks |= {i.network for i in (a, b) if i is not None}
-    conj_same = groups_same and all(_naming_rules(o, g) == _naming_rules(n, g) for g in change.groups)
+    # which groups each changed group's rules name, and where: the places number the conjunction
+    # ids (authz._conj_ids), the names decide a class's clause 2
+    named = {g: (_named_groups(o, g), _named_groups(n, g)) for g in change.groups}
+    conj_same = groups_same and all(_places(a) == _places(b) for a, b in named.values())
     verdicts = _verdicts_again(old, new, authz.verdicts_reading(old, change.groups) if change.groups else ())
     reach_same = verdicts is not None and all(old.of_kind(key[0])[key] == value for key, value in verdicts)
     touched = _Touched(names, networks, switches, rules_same, membership, old,
                        groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
                        change.groups, arp_networks, reach_same, [key for key, _ in verdicts or ()],
-                       {g for g in change.groups if _named_groups(o, g) != _named_groups(n, g)})
+                       {g for g, (a, b) in named.items() if a != b})
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -346,12 +349,9 @@ def _named_groups(dep: Deployment, group: str):
             if rule.group is not None]
 
 
-def _naming_rules(dep: Deployment, group: str):
-    """Where a group's rules name a group (authz._conj_ids numbers those), or None without it."""
-    sg = dep.security_groups.get(group)
-    if sg is None:
-        return None
-    return [(d, i) for d in ("ingress", "egress") for i, rule in enumerate(getattr(sg, d)) if rule.group is not None]
+def _places(named):
+    """Where a group's rules name a group (_named_groups without the names), or None without it."""
+    return None if named is None else [(d, i) for d, i, _ in named]
 
 
 # A rule: (the cached values of one kind, what the change touched) -> the keys that go, or ALL.
