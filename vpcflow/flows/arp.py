@@ -23,9 +23,9 @@ from vpcflow.flows.base import drop_flow
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output, interned
 from vpcflow.flows.index import Index, stable_ids
-from vpcflow.layered import Layered
 from vpcflow.flows.matches import arp
 from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_CLASS
+from vpcflow.layered import Layered
 from vpcflow.topology.model import DUMMY_MAC_HIGH16, Switch
 
 PRIORITY = 100
