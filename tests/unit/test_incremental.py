@@ -171,6 +171,36 @@ def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep):
             assert same(compiled.switch(name), compile_switch(fresh, name)), (i, name)
 
 
+def test_an_interface_that_takes_anothers_conntrack_zone_through_a_derived_index(dep):
+    """An interface attached to a host where another's conntrack zone is the one its name gives,
+    and whose name comes first (Index.zones: the rare collision): the other one's zone moves on,
+    and its flows with it, though nothing of it changed."""
+    from vpcflow.flows.index import _zone_hash
+
+    spare = sorted(n for n in dep.instances if n.startswith("spare"))[0]
+    host = dep.instances[spare].switch
+    other = next(i for i in sorted(dep.interfaces.values(), key=lambda i: i.name)
+                 if i.attach_to and dep.instances[i.attach_to].switch == host)
+    name = next(f"a{k}" for k in range(10 ** 6) if _zone_hash(f"a{k}") == _zone_hash(other.name))
+    net = next(n for n in dep.networks.values() if n.name != other.network)  # (its network's runs stay)
+    used = {ip for i in dep.interfaces.values() for ip in i.ips}
+    ip = next(ip for ip in net.cidr.iter_hosts() if ip not in used and ip != net.gateway_ip)
+    added = dataclasses.replace(other, name=name, network=net.name, ips=(ip,), mac="02:00:00:aa:bb:cc", attach_to=None)
+    base = dep.with_interfaces({name: added})  # detached: then attached by a move (groups kept)
+    old_ix = Index(base)
+    before = Compiled(old_ix)
+    for sw in base.switches:
+        before.switch(sw)
+    new_dep = base.with_interfaces({name: dataclasses.replace(added, attach_to=spare)})
+    new_ix = next_index(old_ix, new_dep)
+    assert getattr(new_ix, "change", None) is not None  # derived, not built anew
+    assert new_ix.zones(host)[other.name] != old_ix.zones(host)[other.name]
+    after, _ = before.update(new_ix)
+    fresh = Index(new_dep)
+    for sw in new_dep.switches:
+        assert same(after.switch(sw), compile_switch(fresh, sw)), sw
+
+
 def test_a_followed_move_through_a_derived_index(dep):
     """The old binding of a followed move comes and goes (the drain completes) through derived
     Indexes: each step compiles as a fresh Index of the same model and follows."""
@@ -364,7 +394,10 @@ def test_a_chain_of_remaps_derives_the_nat_plan_a_fresh_one_gives(dep):
 
     e = dep.elastic_ips
     holder = e[1].interface
+    at = dep.instances[dep.interfaces[e[0].interface].attach_to].switch
+    elsewhere = next(i for i in dep.instances.values() if i.switch != at)
     steps = [
+        (lambda d: _with_interface(d, e[0].interface, attach_to=elsewhere.name), ()),  # moved to another host
         (lambda d: remap(d, {1: e[2].interface, 2: e[1].interface}), ()),  # swapped
         (lambda d: d, (ElasticFollow("r", str(e[1].ip), e[2].interface),)),  # (the drain of a remap)
         (lambda d: _with_interface(d, holder, attach_to=None), ()),  # e[2]'s holder now, detached

@@ -112,7 +112,8 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
     interfaces are classed again, and, where rules changed, those of the networks where a
     changed group has members. Where the set of classes changes, the ids are made again and a
     carried run whose class id changed is dropped. Returns the switches where an endpoint's
-    class changed (its ARP requests load another id: port security), None where not known."""
+    class changed (its ARP requests load another id: port security), as (switch, network) pairs,
+    None where not known."""
     prev = old.of_kind("arp_classes").get("arp_classes")
     if prev is None:
         return None
@@ -139,7 +140,7 @@ def carry_classes(old: Index, new: Index, interfaces, changed_groups):
         touched.update((before, key))
         # (a key names its network and groups: where the keys stay, none changes today; this
         # does not lean on it)
-        reclassed.add(ep.switch.name)
+        reclassed.add((ep.switch.name, ep.network.name))
     touched.discard(None)
     if all((k in c.count) == (k in prev.ids) for k in touched):  # the same classes
         c.ids, c.example, c._by_network = prev.ids, prev.example, prev._by_network

@@ -44,24 +44,32 @@ def integration_flows(ix: Index, sw: Switch, options: Options):
     # every host's plumbing is the same: one run, not ~20 flows made at each host's compile
     yield ix.cached("base:host", lambda: Shared(base.integration_flows(ix, sw)))
     embed = sw.name in options.embed_outer_source
-    # A host's own flows are runs too, one per feature, kept in the Index: a runtime change
-    # carries those its switch did not change (flows/incremental.py) and the switch's compile
-    # then only gathers them.
-    yield _own(ix, sw, "port_security", embed, lambda: port_security.integration_flows(ix, sw))
+    # A host's own flows are runs too, one per feature and network of the host (and one of
+    # what it has once), kept in the Index: a runtime change carries those it did not change
+    # (flows/incremental.py: a move remakes its network's on the two hosts), and the switch's
+    # compile then only gathers them.
+    yield from _own(ix, sw, "port_security", embed, lambda net: port_security.network_flows(ix, sw, net),
+                    lambda: port_security.switch_flows(ix, sw))
     yield from arp.integration_flows(ix, sw)
     yield from authz.integration_flows(ix, sw)
     yield from overlay.host_runs(ix, sw, embed)
-    yield _own(ix, sw, "overlay", embed, lambda: overlay.host_own(ix, sw, embed))
+    yield from _own(ix, sw, "overlay", embed, lambda net: overlay.host_own(ix, sw, net, embed),
+                    lambda: overlay.switch_own(sw))
     yield from networks.host_runs(ix, sw, embed)
-    yield _own(ix, sw, "networks", embed, lambda: networks.host_own(ix, sw, embed))
-    yield _own(ix, sw, "nat", embed, lambda: nat.host_flows(ix, sw, embed))
+    yield from _own(ix, sw, "networks", embed, lambda net: networks.host_own(ix, sw, net, embed))
+    yield from _own(ix, sw, "nat", embed, lambda net: nat.host_network_flows(ix, sw, net),
+                    lambda: nat.host_switch_flows(ix, sw, embed))
     yield from follow.host_flows(ix, sw)
 
 
-def _own(ix: Index, sw: Switch, feature: str, embed: bool, make):
-    """One feature's own flows of a host, as a run kept in the Index (key: own:FEATURE, switch,
-    whether the outer source is embedded there)."""
-    return ix.cached((f"own:{feature}", sw.name, embed), lambda: Shared(make()))
+def _own(ix: Index, sw: Switch, feature: str, embed: bool, of_network, of_switch=None):
+    """One feature's own flows of a host, as runs kept in the Index: one per network of the
+    host, and one of what it has once (key: own:FEATURE, switch, whether the outer source is
+    embedded there, the network's name or None)."""
+    for net in ix.local_networks(sw.name):
+        yield ix.cached((f"own:{feature}", sw.name, embed, net.name), lambda: Shared(of_network(net)))
+    if of_switch is not None:
+        yield ix.cached((f"own:{feature}", sw.name, embed, None), lambda: Shared(of_switch()))
 
 
 @contextlib.contextmanager

@@ -231,6 +231,7 @@ def carry_over(old: Index, new: Index, change: Change):
     moved += old.old_bindings + new.old_bindings
     networks = {ep.network.name for ep in moved}
     switches = {ep.switch.name for ep in moved}
+    local_changed = {(ep.switch.name, ep.network.name) for ep in moved} | _zones_changed(old, new, switches)
     rules_same = not change.groups
     membership = set()
     for name in change.interfaces:
@@ -261,7 +262,7 @@ def carry_over(old: Index, new: Index, change: Change):
     touched = _Touched(names, networks, switches, rules_same, membership, old,
                        groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
                        change.groups, arp_networks, reach_same, [key for key, _ in verdicts or ()],
-                       {g for g, (a, b) in named.items() if a != b})
+                       {g for g, (a, b) in named.items() if a != b}, local_changed)
     # kind by kind: a kind is copied without hashing its keys again (tens of thousands of tuples
     # at 100k interfaces); only the keys its rule drops are hashed, and a rule reads a whole
     # kind in one pass, not through a call per key
@@ -283,7 +284,7 @@ def carry_over(old: Index, new: Index, change: Change):
     if reclassed is None or not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
         new.forget("own:port_security", list(new.of_kind("own:port_security")))
     else:
-        new.forget("own:port_security", [k for k in new.of_kind("own:port_security") if k[1] in reclassed])
+        new.forget("own:port_security", [k for k in new.of_kind("own:port_security") if (k[1], k[3]) in reclassed])
     plan = old.of_kind("nat:plan").get("nat:plan")
     if plan is not None:  # where the moved interfaces place no block or forward, it keeps those
         new.keep("nat:plan", nat.Plan(new, plan, change.interfaces))
@@ -309,6 +310,20 @@ class _Touched:
     reach_same: bool  # every verdict the ARP responder reads is the same (_verdicts_again)
     verdicts: list  # the keys of old's verdicts that read the changed groups' rules
     naming_changed: Set[str]  # changed groups whose rules on groups name others, or elsewhere
+    local_changed: Set[Tuple[str, str]]  # (switch, network): where an endpoint of the network came,
+    # went or changed on the switch, or one of its interfaces there changed its conntrack zone
+
+
+def _zones_changed(old: Index, new: Index, switches) -> Set[Tuple[str, str]]:
+    """(switch, network) of the interfaces that kept their switch but not their conntrack zone
+    (Index.zones: another interface that came took it, a rare collision)."""
+    out = set()
+    for sw in switches:
+        before, after = old.zones(sw), new.zones(sw)
+        for name, zone in after.items():
+            if before.get(name, zone) != zone:
+                out.add((sw, new.dep.interfaces[name].network))
+    return out
 
 
 def _verdicts_again(old: Index, new: Index, keys) -> Optional[List[tuple]]:
@@ -444,43 +459,46 @@ def _always(values, t: _Touched):
     return ()
 
 
-# A host's own flows, by feature (compiler._own; key: kind, switch, outer source embedded). Each
-# reads the switch's own endpoints (their zones and group classes) and what is said here.
+# A host's own flows, by feature and network (compiler._own; key: kind, switch, outer source
+# embedded, network or None for what the switch has once). Each reads the switch's own endpoints
+# of its network (their zones and group classes) and what is said here.
+
+def _own_key_changed(key, t: _Touched) -> bool:
+    """Where the switch's own endpoints of the key's network changed (or any, for None)."""
+    return (key[1], key[3]) in t.local_changed if key[3] is not None else key[1] in t.switches
+
 
 def _own_port_security(values, t: _Touched):
     # and the ARP asker classes of its endpoints, which rules decide (carry_over drops the
     # switches where one changed, or every one where the ids changed)
     if not t.groups_same:
         return ALL
-    return _by_switch(values, t)
+    return [key for key in values if _own_key_changed(key, t)]
 
 
 def _own_overlay(values, t: _Touched):
-    # and, where the outer source is embedded (nothing shared), every endpoint of its networks
+    # and, where the outer source is embedded (nothing shared), every endpoint of its network
     if not t.groups_same:
         return ALL
-    return [key for key in values if key[1] in t.switches or (key[2] and _local_networks(t.old, key[1]) & t.networks)]
+    return [key for key in values if _own_key_changed(key, t) or (key[2] and key[3] in t.networks)]
 
 
 def _own_networks(values, t: _Touched):
-    # and whether the other network of each of its authorized pairs has endpoints to reach;
-    # where the outer source is embedded (nothing shared), every endpoint of those networks
+    # and the switch's own endpoints of each network authorized to talk with its network, and
+    # whether the network's senders have endpoints to reach there; where the outer source is
+    # embedded (nothing shared), every endpoint of those networks
     if not t.groups_same:
         return ALL
     partners = _partners(t.old)
-    return [key for key in values if key[1] in t.switches
-            or (key[2] and any(n in t.networks or partners.get(n, set()) & t.networks
-                               for n in _local_networks(t.old, key[1])))
-            or (not key[2] and _local_networks(t.old, key[1]) & t.reach_changed)]
+    return [key for key in values if _own_key_changed(key, t)
+            or any((key[1], p) in t.local_changed for p in partners.get(key[3], ()))
+            or (key[2] and (key[3] in t.networks or partners.get(key[3], set()) & t.networks))
+            or (not key[2] and key[3] in t.reach_changed)]
 
 
 def _own_nat(values, t: _Touched):
     # and the elastic IPs its interfaces hold (or held, while a remap drains)
-    return [key for key in values if key[1] in t.switches or key[1] in t.holder_switches]
-
-
-def _local_networks(ix: Index, switch: str) -> Set[str]:
-    return {net.name for net in ix.local_networks(switch)}
+    return [key for key in values if _own_key_changed(key, t) or key[1] in t.holder_switches]
 
 
 _CARRY = {

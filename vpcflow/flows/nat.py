@@ -107,7 +107,7 @@ from vpcflow.flows.edge import learn_gateway
 from vpcflow.flows.index import Endpoint, Index
 from vpcflow.flows.matches import arp, arp_reply, cidr, embedded_address_actions, ipv4, load_network
 from vpcflow.flows.pipeline import REG_NETWORK
-from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Switch, embed_text, same_elastic_addresses
+from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Network, Switch, embed_text, same_elastic_addresses
 from vpcflow.topology.nat_alloc import value_masks
 
 NAT_ZONE = 0
@@ -337,51 +337,67 @@ def _port_match(proto: str, direction: str, value: int, mask: int):
 
 # --- hosts --------------------------------------------------------------------------------------
 
-def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
+def host_network_flows(ix: Index, sw: Switch, net: Network):
+    """The host's NAT flows of one of its networks: its addresses' translations, and what
+    takes the network's connections back."""
+    if ix.edge is None:
+        return
+    plan = nat_plan(ix)
+    lookup = (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),)  # the same for every address: made once
+    new = ct_flags("+trk+new")
+    commits = {}  # source's cookie object -> nat_snat's actions
+    translated = False
+    for ep in ix.by_switch.get(sw.name, ()):
+        if ep.network.name != net.name:
+            continue
+        src = plan.source(ep)
+        if src is None:
+            continue
+        translated = True
+        match = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_src": ep.ip_text}
+        yield flow("nat_out", PRIORITY, match, lookup, feature="nat", obj=src.obj)
+        # the addresses of a block (its cookie object names its address and ports) share one
+        # translation: made once, not per address (netaddr's str of the block's address)
+        commit = commits.get(src.obj)
+        if commit is None:
+            translate = CtNat("src", str(src.ip), src.lo, src.hi)
+            commit = commits[src.obj] = (Ct(NAT_ZONE, "to_edge", commit=True, mark=net.id, nat=translate),)
+        # ct_mark 0: no connection has this tuple yet (every commit here sets a network id)
+        yield flow("nat_snat", PRIORITY, {**match, "ct_state": new, "ct_mark": 0}, commit, feature="nat", obj=src.obj)
+    if not translated and not any(ep.switch.name == sw.name and ep.network.name == net.name for _, ep in plan.old_eips):
+        return
+    obj = f"network:{net.name}"
+    # A known connection (already translated by nat_out's lookup) is this network's own, or
+    # another tenant's (the table's miss). Not only +est: until the first reply, later
+    # packets of a connection are still +new (measured).
+    yield flow("nat_snat", ESTABLISHED, {REG_NETWORK: net.id, "ct_state": ct_flags("+trk"), "ct_mark": net.id},
+               (Goto("to_edge"),), feature="nat", obj=obj)
+    yield flow("nat_accept", PRIORITY, {"ct_mark": net.id}, (load_network(net.id), Goto("dest_lookup")),
+               feature="nat", obj=obj)
+    # A known connection, translated back by the ct of substrate_in: a reply, a related
+    # error, or a later packet of a forward's connection (still +new before the first reply).
+    yield flow("nat_in", ESTABLISHED, {"ct_state": ct_flags("+trk"), "ct_mark": net.id}, (Goto("nat_accept"),),
+               feature="nat", obj=obj)
+
+
+def host_switch_flows(ix: Index, sw: Switch, embed_source: bool = False):
+    """The host's NAT flows it has once: its public addresses, forwards and elastic IPs."""
     edge = ix.edge
     if edge is None:
         return
     plan = nat_plan(ix)
-    networks = {}
-    lookup = (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),)  # the same for every address: made once
-    new = ct_flags("+trk+new")
-    commits = {}  # (source's cookie object, network id) -> nat_snat's actions
-    for ep in ix.by_switch.get(sw.name, ()):
-        src = plan.source(ep)
-        if src is None:
-            continue
-        net = ep.network
-        networks[net.id] = net
-        match = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_src": ep.ip_text}
-        yield flow("nat_out", PRIORITY, match, lookup, feature="nat", obj=src.obj)
-        # the addresses of a block (its cookie object names its address and ports) and network
-        # share one translation: made once, not per address (netaddr's str of the block's address)
-        commit = commits.get((src.obj, net.id))
-        if commit is None:
-            translate = CtNat("src", str(src.ip), src.lo, src.hi)
-            commit = commits[src.obj, net.id] = (Ct(NAT_ZONE, "to_edge", commit=True, mark=net.id, nat=translate),)
-        # ct_mark 0: no connection has this tuple yet (every commit here sets a network id)
-        yield flow("nat_snat", PRIORITY, {**match, "ct_state": new, "ct_mark": 0}, commit, feature="nat", obj=src.obj)
+    translating = False
     for e, ep in plan.old_eips:
         if ep.switch.name != sw.name:
             continue
         # the old holder's answers on its followed connections: conntrack still translates them
-        networks[ep.network.id] = ep.network
+        translating = True
         if plan.source(ep) is None:
             yield flow("nat_out", PRIORITY, {REG_NETWORK: ep.network.id, **ipv4(ipv4_src=str(ep.ip))},
                        (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),), feature="nat", obj=f"{eip_name(e)}:draining")
-    if not networks:
+    if not (translating or any(plan.source(ep) is not None for ep in ix.by_switch.get(sw.name, ()))):
         return
     yield drop_flow("nat_snat", INVALID, {"ct_state": ct_flags("+trk+inv")}, "nat_invalid")
-    for net in sorted(networks.values(), key=lambda n: n.id):
-        obj = f"network:{net.name}"
-        # A known connection (already translated by nat_out's lookup) is this network's own, or
-        # another tenant's (the table's miss). Not only +est: until the first reply, later
-        # packets of a connection are still +new (measured).
-        yield flow("nat_snat", ESTABLISHED, {REG_NETWORK: net.id, "ct_state": ct_flags("+trk"), "ct_mark": net.id},
-                   (Goto("to_edge"),), feature="nat", obj=obj)
-        yield flow("nat_accept", PRIORITY, {"ct_mark": net.id}, (load_network(net.id), Goto("dest_lookup")),
-                   feature="nat", obj=obj)
     to_edge = [SetField("tunnel_id", EXTERNAL_VNI)]
     to_edge += embedded_address_actions("tun_ipv6_dst", edge.prefix, EXTERNAL_VNI, "ipv4_dst")
     if embed_source:
@@ -399,11 +415,6 @@ def host_flows(ix: Index, sw: Switch, embed_source: bool = False):
         yield drop_flow("nat_in", INVALID + 10, {"ct_state": ct_flags("+trk+inv"),
                                                  **ipv4(ip_proto=IPPROTO["icmp"], icmpv4_type=icmp_type)},
                         "nat_icmp_error_elsewhere")
-    for net in sorted(networks.values(), key=lambda n: n.id):
-        # A known connection, translated back by the ct of substrate_in: a reply, a related
-        # error, or a later packet of a forward's connection (still +new before the first reply).
-        yield flow("nat_in", ESTABLISHED, {"ct_state": ct_flags("+trk"), "ct_mark": net.id}, (Goto("nat_accept"),),
-                   feature="nat", obj=f"network:{net.name}")
     new = {"ct_state": ct_flags("+trk+new"), "ct_mark": 0}
     for f, ep in plan.on_switch(plan.forwards, sw):
         dnat = CtNat("dst", str(ep.ip), f.port, f.port)

@@ -63,15 +63,6 @@ def _talking_by_network(ix: Index) -> Dict[str, List[Tuple[str, str]]]:
 def host_runs(ix: Index, sw: Switch, embed_source: bool):
     """The Shared runs of the host's authorized pairs (routes toward the other network, the
     checks on where its senders live)."""
-    return _host_flows(ix, sw, embed_source, OWN_NOT)
-
-
-def host_own(ix: Index, sw: Switch, embed_source: bool):
-    """The host's own flows of its authorized pairs: the checks, its destinations."""
-    return _host_flows(ix, sw, embed_source, OWN)
-
-
-def _host_flows(ix: Index, sw: Switch, embed_source: bool, own: bool):
     nets = ix.dep.networks
     local = {n.name for n in ix.local_networks(sw.name)}
     authz = _pairs(ix)
@@ -79,9 +70,21 @@ def _host_flows(ix: Index, sw: Switch, embed_source: bool, own: bool):
     for a_name, b_name in sorted({pair for name in local for pair in by_network.get(name, ())}):
         a, b = nets[a_name], nets[b_name]
         if a_name in local:
-            yield from _send(ix, sw, a, b, authz, embed_source, own)
+            yield from _send(ix, sw, a, b, authz, embed_source, OWN_NOT)
         if b_name in local:
-            yield from _receive(ix, sw, a, b, authz, own)
+            yield from _receive(ix, sw, a, b, authz, OWN_NOT)
+
+
+def host_own(ix: Index, sw: Switch, net: Network, embed_source: bool):
+    """The host's own flows of the authorized pairs one of its networks is in: the checks, its
+    destinations (of each pair, the side this network is on)."""
+    nets, authz = ix.dep.networks, _pairs(ix)
+    for a_name, b_name in sorted(_talking_by_network(ix).get(net.name, ())):
+        a, b = nets[a_name], nets[b_name]
+        if a_name == net.name:
+            yield from _send(ix, sw, a, b, authz, embed_source, OWN)
+        if b_name == net.name:
+            yield from _receive(ix, sw, a, b, authz, OWN)
 
 
 def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bool, own: bool):

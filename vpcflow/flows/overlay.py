@@ -63,12 +63,16 @@ def host_runs(ix: Index, sw: Switch, embed_source: bool):
         yield network_accepts(ix, net)
 
 
-def host_own(ix: Index, sw: Switch, embed_source: bool):
-    """The host's own flows: what only this switch has (its destinations, its prefix)."""
-    for net in ix.local_networks(sw.name):
-        yield from _route(ix, sw, net, embed_source)
+def host_own(ix: Index, sw: Switch, net: Network, embed_source: bool):
+    """The host's own flows of one of its networks: its routes to its local destinations, and
+    the delivery to them."""
+    yield from _route(ix, sw, net, embed_source)
+    yield from _deliver(ix, sw, net)
+
+
+def switch_own(sw: Switch):
+    """What the host has once, whatever its networks."""
     yield own_prefix_is_spoofed(sw)
-    yield from _deliver(ix, sw)
 
 
 # which part of routes() to make: the Shared run every switch of the network shares, or the
@@ -182,22 +186,19 @@ def followed_route(ep, match, actions, feature, local: bool = False):
                 obj=f"{ep.interface.name}@{ep.interface.attach_to}")
 
 
-def _deliver(ix: Index, sw: Switch):
+def _deliver(ix: Index, sw: Switch, net: Network):
     zones = ix.zones(sw.name)
-    # per network: (its cidr as a match value, its gateway's dummy MAC), made once (netaddr's
-    # hash and str were most of what an endpoint's flows cost here)
-    networks = {}
+    # made once for the network (netaddr's hash and str were most of what an endpoint's flows
+    # cost here)
+    net_cidr, from_gateway = cidr(net.cidr), SetField("eth_src", dummy_mac(net.gateway_ip))
     lookup_done = Goto("ingress_acl")
     for ep in ix.by_switch.get(sw.name, ()):
-        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: ep.network.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text},
+        if ep.network.name != net.name:
+            continue
+        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text},
                    (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
                     Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
                    feature="overlay", obj=ep.interface.name)
-        net = ep.network
-        known = networks.get(net.name)
-        if known is None:
-            known = networks[net.name] = (cidr(net.cidr), SetField("eth_src", dummy_mac(net.gateway_ip)))
-        net_cidr, from_gateway = known
         base = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text}
         to_port = (SetField("eth_dst", ep.interface.mac), Output(ep.port))
         yield flow("deliver", PRIORITY, {**base, "ipv4_src": net_cidr},

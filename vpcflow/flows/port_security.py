@@ -10,26 +10,28 @@ from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, Load, interned
 from vpcflow.flows.index import Index, address_text
 from vpcflow.flows.matches import load_network
 from vpcflow.flows.pipeline import REG_SRC_CLASS, REG_SRC_ZONE
-from vpcflow.topology.model import Switch
+from vpcflow.topology.model import Network, Switch
 
 PRIORITY = 100
 # the same for every interface: made once (a host has hundreds of interfaces, 100k in all)
 _TO_ARP, _TO_EGRESS, _TO_PORT_SECURITY = Goto("arp_responder"), Goto("egress_acl"), Goto("port_security")
 
 
-def integration_flows(ix: Index, sw: Switch):
-    """Matches as tuples: an interface's own items (its port, its MAC) are made once and shared by
-    its flows without being kept for sharing (core.interned): no other flow has them, and
-    300k of them in that dict cost more to put there than they saved. The items other flows
-    have too (an address, eth_type) are interned."""
-    ports = {}  # port -> its in_port item
+def network_flows(ix: Index, sw: Switch, net: Network):
+    """The checks of the switch's interfaces in one network (a run of their own: a move of an
+    interface remakes its network's, not the switch's). Matches as tuples: an interface's own
+    items (its port, its MAC) are made once and shared by its flows without being kept for
+    sharing (core.interned): no other flow has them, and 300k of them in that dict cost more to
+    put there than they saved. The items other flows have too (an address, eth_type) are
+    interned."""
     zones = ix.zones(sw.name)
+    network = load_network(net.id)
     for iface, port in ix.local_interfaces(sw.name):
-        net = ix.dep.networks[iface.network]
-        in_port = ports.setdefault(port, ("in_port", port))
-        own = (in_port, ("eth_src", iface.mac))
+        if iface.network != net.name:
+            continue
+        own = (("in_port", port), ("eth_src", iface.mac))
         obj = iface.name
-        mark = (load_network(net.id), Load(zones[iface.name], REG_SRC_ZONE, 0, 16))
+        mark = (network, Load(zones[iface.name], REG_SRC_ZONE, 0, 16))
         # its class: which destinations an ARP request may resolve; for IP, its security groups
         sending = mark + (Load(ix.group_class(iface.security_groups), REG_SRC_CLASS), _TO_EGRESS)
         for ip in iface.ips:
@@ -45,8 +47,13 @@ def integration_flows(ix: Index, sw: Switch):
         if not iface.source_dest_check:
             # An appliance (router, NAT instance) may send from any address, still from its own MAC.
             yield Flow("port_security", PRIORITY - 10, own + _IPV4, sending, "port_security", obj)
-    for port in sorted(ports):
-        yield Flow("classify", 100, (ports[port],), (_TO_PORT_SECURITY,), "port_security", f"port:{port}")
+
+
+def switch_flows(ix: Index, sw: Switch):
+    """What enters from an instance port goes to port security (a port may carry interfaces
+    of several networks)."""
+    for port in sorted({port for _, port in ix.local_interfaces(sw.name)}):
+        yield Flow("classify", 100, (("in_port", port),), (_TO_PORT_SECURITY,), "port_security", f"port:{port}")
 
 
 _ARP_REQUEST = (("eth_type", ETH_ARP), ("arp_op", 1))
