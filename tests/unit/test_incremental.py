@@ -414,6 +414,10 @@ def test_a_chain_of_remaps_derives_the_nat_plan_a_fresh_one_gives(dep):
         assert derived.eips == fresh.eips, i
         assert derived._eip_of == fresh._eip_of and derived._eip_holders == fresh._eip_holders, i
         assert derived.old_eips == fresh.old_eips, i
+        # each host's elastic IPs (carried from the last Plan where it had them: asked here)
+        switches = [ix.dep.switches[name] for name in sorted(ix.dep.switches)]
+        assert [list(derived.on_switch(derived.eips, sw)) for sw in switches] == \
+            [list(fresh.on_switch(fresh.eips, sw)) for sw in switches], i
         assert [derived.elastic_ip(str(x.ip)) for x in current.elastic_ips] == list(current.elastic_ips), i
 
 

@@ -221,11 +221,13 @@ class Plan:
         # (the position of each is old's: the same addresses, in order; an interface holds one)
         self._pair_at, self._eip_of, holders = list(old._pair_at), dict(old._eip_of), set(old._eip_holders)
         self._edge_keys = dict(old._edge_keys)
+        changed = []  # the positions of the pairs that came or went
         for n, (a, e) in enumerate(zip(old.elastic_ips, ix.dep.elastic_ips)):
             if a is e and e.interface not in moved:
                 continue
             self._edge_keys.pop(id(a), None)  # (ids of objects this Plan holds only)
             gone = self._pair_at[n]
+            changed.append(n)
             if gone is not None and self._eip_of.get(gone[0].interface) is gone[0]:
                 del self._eip_of[gone[0].interface]
             holders.discard(a.interface)
@@ -237,6 +239,19 @@ class Plan:
                     self._eip_of[e.interface] = e
         self.eips = [pair for pair in self._pair_at if pair is not None]
         self._eip_holders = frozenset(holders)
+        by_switch = old._by_switch.get(id(old.eips))
+        if by_switch is not None:  # on_switch's lists, made again where a pair came or went (not
+            # a pass over thousands of pairs at the first host's compile); in position order
+            now = {n: self._pair_at[n] for n in changed}
+            was = {n: old._pair_at[n] for n in changed}
+            switches = {pair[1].switch.name for pair in (*now.values(), *was.values()) if pair is not None}
+            by_switch = dict(by_switch)
+            for name in switches:
+                kept = [(old._position[int(pair[0].ip)], pair) for pair in by_switch.get(name, ())]
+                kept = [(n, pair) for n, pair in kept if n not in now]
+                kept += [(n, pair) for n, pair in now.items() if pair is not None and pair[1].switch.name == name]
+                by_switch[name] = [pair for _, pair in sorted(kept, key=lambda x: x[0])]
+            self._by_switch[id(self.eips)] = by_switch
 
     def edge_key(self, e: ElasticIp, edge: str) -> tuple:
         """The cache key of an elastic IP's run at the edge while no remap of it drains
