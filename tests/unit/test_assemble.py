@@ -78,6 +78,53 @@ def test_a_recompile_checks_the_runs_it_did_not_have_against_those_it_had():
     assert clear.parts is not None and list(clear) == list(kept.flows + new_a.flows)
 
 
+def test_a_recompile_checks_only_the_keys_a_remade_run_did_not_have():
+    """A run remade after a change (Shared.reuse) is checked by the keys the run it replaces did
+    not have, against everything else and against that one's: a new key that clashes with a kept
+    run, with another remade run's old flows, or with an own flow is still found; a remade run
+    whose keys stay is clear."""
+    def remade(previous, flows):
+        run = Shared(flows)
+        run.reuse(previous)
+        return run
+
+    kept, a, b = Shared([route("10.0.0.1")]), Shared([route("10.0.0.2")]), Shared([route("10.0.0.3")])
+    before = finish([route("10.0.0.9"), kept, a, b])
+    assert before.parts is not None
+    moved = remade(a, [route("10.0.0.2", to="nat_out"), route("10.0.0.4")])  # an action changed, one key new
+    assert moved.remade[3] == (hash(route("10.0.0.4").key),)
+    clear = finish([route("10.0.0.9"), kept, moved, b], previous=before)
+    assert clear.parts is not None and sorted(f.obj for f in clear) == ["10.0.0.1", "10.0.0.2", "10.0.0.3",
+                                                                         "10.0.0.4", "10.0.0.9"]
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # a kept run's
+        finish([kept, remade(a, [route("10.0.0.2"), route("10.0.0.1", to="nat_out")]), b], previous=before)
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # another remade one's old
+        finish([kept, remade(a, [route("10.0.0.2"), route("10.0.0.3", to="nat_out")]),
+                remade(b, [route("10.0.0.3"), route("10.0.0.5")])], previous=before)
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # a new own flow's
+        finish([route("10.0.0.2", to="nat_out"), kept, remade(a, [route("10.0.0.2")]), b], previous=before)
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # an old own flow's
+        finish([route("10.0.0.9"), kept, remade(a, [route("10.0.0.2"), route("10.0.0.9", to="nat_out")]), b],
+               previous=before)
+
+
+def test_a_few_hashes_are_found_among_arrays_only_where_they_are_items():
+    import array
+
+    from vpcflow.flows.assemble import _any_among
+
+    items = array.array("q", [0x1122334455667788, -5, 7])
+    assert _any_among([-5], [array.array("q"), items])
+    assert not _any_among([8], [items])
+    # the bytes of a hash that straddle two items are not one of them
+    straddling = array.array("q")
+    straddling.frombytes(items.tobytes()[4:12])
+    assert not _any_among([straddling[0]], [items])
+    assert _any_among([straddling[0]], [items, straddling])
+    many = list(range(100, 140))  # (many: by a set)
+    assert not _any_among(many, [items]) and _any_among(many + [7], [items])
+
+
 def test_one_match_in_several_conjunctions_is_one_flow_with_all_of_them():
     def clause(conj_id):
         return flow("ingress_rules", 90, {"reg2": 7, "eth_type": 0x0800, "ipv4_src": "10.0.0.1"},

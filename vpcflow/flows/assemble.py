@@ -39,7 +39,9 @@ class Shared:
             self.flows, keys = _finish_keyed(flows)
             hashes = map(hash, keys)
         self.keys = array.array("q", hashes)
-        self.remade = None  # (the run it replaces, weakly; its own new flows; the old ones it dropped): reuse
+        # (the run it replaces, weakly; its own new flows; the old ones it dropped; the hashes of
+        # its keys the run it replaces did not have, or None if its own are not all distinct): reuse
+        self.remade = None
 
     def __len__(self):
         return len(self.flows)
@@ -63,8 +65,11 @@ class Shared:
                 out.append(f)
                 fresh.append(f)
         self.flows = tuple(out)
-        # what a sync of a switch that held `previous` needs to look at (controller/sync.py)
-        self.remade = (weakref.ref(previous), tuple(fresh), tuple(same_match.values()))
+        # what a sync of a switch that held `previous` needs to look at (controller/sync.py), and
+        # what a compile of such a switch checks against its other runs (_clear_beside)
+        mine = set(self.keys)
+        added = tuple(mine.difference(previous.keys)) if len(mine) == len(self.keys) else None
+        self.remade = (weakref.ref(previous), tuple(fresh), tuple(same_match.values()), added)
 
 
 def sort_key(f: Flow):
@@ -200,20 +205,54 @@ def finish(items, overlaps: Optional[Overlaps] = None, previous=None) -> Sequenc
 
 
 def _clear_beside(before: tuple, runs: List[Shared], own_keys) -> bool:
-    """Whether runs and own keys are all distinct, where the runs `before` (the parts of a compile
-    of the switch that was, see Flows) has are known to be: the others and the own keys against
-    each other, then against each of those (a set of a few runs' keys, not of a host's 10,000:
-    a runtime change recompiles every host of the networks it touched)."""
-    known = set(map(id, before[1:]))
-    fresh = list(map(hash, own_keys))
-    kept = []
+    """Whether runs and own keys are all distinct, where the parts `before` (of the compile of the
+    switch that was, see Flows) are known to be: only the keys that are new here are checked,
+    against each other and against the others (a runtime change recompiles every host of the
+    networks it touched, whose runs are mostly the same, or remade with a few new keys: a moved
+    address's). New: the own keys before did not have, every key of a run before did not have,
+    and of a run remade from one of before's (Shared.reuse), the keys that one did not have
+    (checked against that one's: its other keys were distinct from the rest)."""
+    known = {id(r): r for r in before[1:]}
+    had = {hash(f.key) for f in before[0]}
+    new = [h for h in map(hash, own_keys) if h not in had]
+    others = [array.array("q", had)]  # the known keys, by run
+    replaced = set()
     for r in runs:
         if id(r) in known:
-            kept.append(r)
+            others.append(r.keys)
+            continue
+        remade = r.remade
+        previous = remade[0]() if remade is not None else None
+        if previous is not None and id(previous) in known and remade[3] is not None and id(previous) not in replaced:
+            replaced.add(id(previous))
+            new.extend(remade[3])
+            others.append(previous.keys)
         else:
-            fresh.extend(r.keys)
-    checking = set(fresh)
-    return len(checking) == len(fresh) and all(map(checking.isdisjoint, (r.keys for r in kept)))
+            new.extend(r.keys)
+    if not new:
+        return True
+    if len(set(new)) != len(new):
+        return False
+    return not _any_among(new, others)
+
+
+def _any_among(hashes: List[int], arrays: List[array.array]) -> bool:
+    """Whether any of a few hashes is in these arrays. A set of the few and a pass over the
+    arrays' items made an int object of each (7,000 at a big host: 0.4 ms); a search of their
+    bytes for each hash is a tenth of that (a match between two items is not one)."""
+    if len(hashes) > 16:
+        few = set(hashes)
+        return not all(map(few.isdisjoint, arrays))
+    data = b"".join(arrays)
+    width = array.array("q").itemsize
+    for h in hashes:
+        needle = array.array("q", (h,)).tobytes()
+        i = data.find(needle)
+        while i != -1:
+            if i % width == 0:
+                return True
+            i = data.find(needle, i + 1)
+    return False
 
 
 class Flows(collections.abc.Sequence):
