@@ -58,6 +58,33 @@ def test_counted_runs_find_an_overlap_that_a_change_brings():
     assert finish([route("10.0.0.4"), kept], counted) == (route("10.0.0.4"),) + kept.flows
 
 
+def test_runs_taken_as_one_are_added_and_counted_by_their_runs():
+    """Runs (a few thousand of an edge's, as a few hundred items) are added as their runs. Counted
+    (Overlaps), a Runs that comes in place of one that goes is counted by the runs that differ:
+    a clashing run in it is found; the runs of a Runs that went no longer count, also where a
+    new Runs holds them with others."""
+    from vpcflow.flows.assemble import Runs
+
+    a, b, c = (Shared([route(f"10.0.0.{i}")]) for i in (1, 2, 3))
+    first = Runs([a, b])
+    counted = Overlaps()
+    flows = finish([route("10.0.0.9"), first, c], counted)
+    assert list(flows) == [route("10.0.0.9")] + [f for r in (a, b, c) for f in r.flows] and len(flows) == 4
+    assert flows.parts[1:] == (a, b, c)  # (in the order they came)
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # against a kept run
+        finish([Runs([a, b, Shared([route("10.0.0.3", to="nat_out")])]), c], counted)
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # within the new Runs
+        finish([Runs([a, b, Shared([route("10.0.0.1", to="nat_out")])]), c], counted)
+    # b went, with its Runs; a new Runs holds a again: b's match is free (found clear, not by
+    # finishing every flow again: parts), a's is still taken
+    again = Runs([a, Shared([route("10.0.0.2", to="nat_out")])])
+    flows = finish([again, c], counted)
+    assert flows.parts is not None and sorted(f.obj for f in flows) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([Runs([a]), Shared([route("10.0.0.1", to="nat_out")]), c], counted)
+    assert len(finish([Runs([a]), Runs([b]), c], counted)) == 3
+
+
 def test_a_recompile_checks_the_runs_it_did_not_have_against_those_it_had():
     """A host recompiled after a change checks only its new runs and own flows against the runs
     its last compile had (those are known not to overlap): a new run that overlaps a kept one, or

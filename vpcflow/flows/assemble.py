@@ -72,6 +72,31 @@ class Shared:
         self.remade = (weakref.ref(previous), tuple(fresh), tuple(same_match.values()), added)
 
 
+class Runs:
+    """Shared runs that a switch's compile takes as one item: looked up, counted (Overlaps) and
+    put together as one. An edge has a run per network and per elastic IP (~10,000 at 100k
+    interfaces): gathered one by one, they were most of its recompile after a change; as a few
+    hundred of these, a change makes again only the one holding its run."""
+
+    __slots__ = ("runs", "flow_count", "key_count")
+
+    def __init__(self, runs: Iterable[Shared]):
+        self.runs = tuple(runs)
+        self.flow_count = sum(len(r.flows) for r in self.runs)
+        self.key_count = sum(len(r.keys) for r in self.runs)
+
+    def __iter__(self):
+        return iter(self.runs)
+
+    def __len__(self):
+        return len(self.runs)
+
+    @property
+    def keys(self):
+        """The key hashes of its runs, one after the other."""
+        return itertools.chain.from_iterable(r.keys for r in self.runs)
+
+
 def sort_key(f: Flow):
     """The order of a switch's flows: table, priority (highest first), feature, object, match."""
     return _order(f) + (repr(f.match),)
@@ -153,26 +178,42 @@ class Overlaps:
     def _count(self, current):
         if not self._runs:
             runs = current.values()
-            self._counts = collections.Counter(itertools.chain.from_iterable(r.keys for r in runs))
-            self._surplus = sum(len(r.keys) for r in runs) - len(self._counts)
+            # (a dict: a Counter's __delitem__ is written in Python)
+            self._counts = dict(collections.Counter(itertools.chain.from_iterable(r.keys for r in runs)))
+            self._surplus = sum(_key_count(r) for r in runs) - len(self._counts)
             self._runs = current
             return
-        counts, surplus, old = self._counts, self._surplus, self._runs
-        for i in old.keys() - current.keys():  # (set operations on the ids: thousands of runs)
-            for h in old[i].keys:
-                c = counts[h]
-                if c == 1:
-                    del counts[h]
-                else:
-                    counts[h] = c - 1
-                    surplus -= 1
-        for i in current.keys() - old.keys():
-            for h in current[i].keys:
-                c = counts.get(h, 0)
-                counts[h] = c + 1
-                if c:
-                    surplus += 1
+        old = self._runs
+        # (set operations on the ids: thousands of runs); a Runs that came in place of one that
+        # went mostly holds the same runs: only the runs that differ are counted out and in
+        times, runs = collections.Counter(), {}  # run id -> how many more times it is counted now
+        for units, ids, step in ((old, old.keys() - current.keys(), -1), (current, current.keys() - old.keys(), 1)):
+            for i in ids:
+                unit = units[i]
+                for r in (unit.runs if unit.__class__ is Runs else (unit,)):
+                    times[id(r)] += step
+                    runs[id(r)] = r
+        counts, surplus = self._counts, self._surplus
+        for i, n in times.items():
+            for _ in range(abs(n)):
+                if n > 0:
+                    for h in runs[i].keys:
+                        c = counts.get(h, 0)
+                        counts[h] = c + 1
+                        surplus += c > 0
+                    continue
+                for h in runs[i].keys:
+                    c = counts[h]
+                    if c == 1:
+                        del counts[h]
+                    else:
+                        counts[h] = c - 1
+                        surplus -= 1
         self._runs, self._surplus = current, surplus
+
+
+def _key_count(unit) -> int:
+    return unit.key_count if unit.__class__ is Runs else len(unit.keys)
 
 
 def finish(items, overlaps: Optional[Overlaps] = None, previous=None) -> Sequence[Flow]:
@@ -184,14 +225,16 @@ def finish(items, overlaps: Optional[Overlaps] = None, previous=None) -> Sequenc
     to overlap: only the others are checked against them)."""
     own, by_id = [], {}
     for item in items:
-        if item.__class__ is Shared:
+        cls = item.__class__
+        if cls is Shared or cls is Runs:
             by_id[id(item)] = item  # once: a run two features ask for (a network both local and a partner)
         else:
             own.append(item)
     flows, keys = _finish_keyed(own)
     if not by_id:
         return flows
-    runs = list(by_id.values())
+    units = by_id.values()
+    runs = list(itertools.chain.from_iterable(u.runs if u.__class__ is Runs else (u,) for u in units))
     if overlaps is not None:
         clear = overlaps.clear_of(by_id, list(map(hash, keys)))
     elif getattr(previous, "parts", None) is not None:
@@ -201,7 +244,8 @@ def finish(items, overlaps: Optional[Overlaps] = None, previous=None) -> Sequenc
         clear = len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) == total
     if not clear:
         return _finish_keyed(itertools.chain(own, *(r.flows for r in runs)))[0]
-    return Flows((flows,) + tuple(runs))
+    length = len(flows) + sum(len(u.flows) if u.__class__ is Shared else u.flow_count for u in units)
+    return Flows((flows,) + tuple(runs), length)
 
 
 def _clear_beside(before: tuple, runs: List[Shared], own_keys) -> bool:
@@ -266,9 +310,9 @@ class Flows(collections.abc.Sequence):
 
     __slots__ = ("parts", "_len", "_flat")
 
-    def __init__(self, parts: tuple):
+    def __init__(self, parts: tuple, length: Optional[int] = None):
         self.parts = parts
-        self._len = len(parts[0]) + sum(len(r.flows) for r in parts[1:])
+        self._len = len(parts[0]) + sum(len(r.flows) for r in parts[1:]) if length is None else length
         self._flat = None
 
     def __iter__(self):
