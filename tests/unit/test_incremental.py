@@ -270,6 +270,32 @@ def test_an_elastic_ip_remap_through_a_derived_index(dep):
             assert same(compiled.switch(name), compile_switch(fresh, name)), name
 
 
+def test_an_old_holder_moved_while_its_remap_drains_through_a_derived_index(dep):
+    """While a remap drains, the edge also takes the elastic IP's followed connections from the
+    old holder's host: the old holder moved to another host meanwhile, the edge's run of that
+    elastic IP follows it, though its holder and key stay."""
+    from vpcflow.flows.follow import ElasticFollow
+
+    eip = dep.elastic_ips[0]
+    target = next(i.name for i in dep.interfaces.values() if i.network == dep.interfaces[eip.interface].network
+                  and i.name != eip.interface and i.attach_to)
+    remapped = dataclasses.replace(dep, elastic_ips=(dataclasses.replace(eip, interface=target),) + dep.elastic_ips[1:])
+    draining = (ElasticFollow("r1", str(eip.ip), eip.interface),)
+    at = dep.instances[dep.interfaces[eip.interface].attach_to].switch
+    elsewhere = next(n for n, i in sorted(dep.instances.items()) if i.switch != at and n.startswith("spare"))
+    ix = next_index(Index(dep), remapped, draining)
+    compiled = Compiled(ix)
+    for name in dep.switches:
+        compiled.switch(name)
+    moved = _with_interface(remapped, eip.interface, attach_to=elsewhere)
+    ix = next_index(ix, moved, draining)
+    assert getattr(ix, "change", None) is not None
+    compiled, _ = compiled.update(ix)
+    fresh = Index(moved, draining)
+    for name in moved.switches:
+        assert same(compiled.switch(name), compile_switch(fresh, name)), name
+
+
 def test_a_partner_network_emptied_through_a_derived_index(dep):
     """Every interface of a network that another is authorized to reach is detached at once:
     the senders' switches lose their checks toward it (there is nothing left to reach), though

@@ -381,6 +381,11 @@ def _by_networks(values, t: _Touched):
     return [key for key in values if key[1] in t.networks or key[2] in t.networks]
 
 
+def _by_network_names(values, t: _Touched):
+    # (key[2]: the names of the networks whose runs it holds)
+    return [key for key in values if not t.networks.isdisjoint(key[2])]
+
+
 def _by_switch(values, t: _Touched):
     return [key for key in values if key[1] in t.switches]
 
@@ -507,6 +512,8 @@ _CARRY = {
     "arp_net": _arp_network,
     "arp_common": _arp_network,
     "peers_by_groups": _arp_peers, "edge_accepts": _by_network,
+    "edge_accepts:runs": _by_network_names,
+    "edge_accepts:chunks": _always,  # (the networks, in chunks: a change of them builds a new Index)
     "routes": _by_networks, "reachable": _by_networks,
     "local_networks": _by_switch, "local_interfaces": _by_switch,
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
@@ -519,6 +526,7 @@ _CARRY = {
     "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
     "own:port_security": _own_port_security, "own:overlay": _own_overlay, "own:networks": _own_networks,
     "own:nat": _own_nat,
+    "nat:edge:eip_runs": _always,  # (each Runs is kept with the members it was made of: nat.edge_flows)
     "base:host": _always,  # (the same on every host: the pipeline's tables)
     "finish:overlaps": _always,  # it says itself which runs it counts (assemble.Overlaps)
 }

@@ -99,7 +99,7 @@ from typing import Dict, List, Optional, Tuple
 
 from netaddr import IPAddress
 
-from vpcflow.flows.assemble import Shared
+from vpcflow.flows.assemble import Runs, Shared
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, CtNat, Goto, Learn, LearnSpec, Output, SetField,
                                 ct_flags, flow)
@@ -115,6 +115,7 @@ EXTERNAL_VNI = 0
 PRIORITY = 100
 ESTABLISHED = 200
 INVALID = 300
+EDGE_CHUNK = 64  # elastic IPs per Runs at the edge (Plan.edge_chunks)
 RETURN_IDLE_TIMEOUT = 60  # seconds a learned echo return path outlives the last request that made it
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP_ERRORS = (3, 11, 12)  # destination unreachable, time exceeded, parameter problem
@@ -191,7 +192,7 @@ class Plan:
         same_ips = old is not None and same_elastic_addresses(old.elastic_ips, dep.elastic_ips)
         if same_ips and old.elastic_ips is dep.elastic_ips and not (old._eip_holders & moved):
             self.eips, self._eip_of, self._eip_holders = old.eips, old._eip_of, old._eip_holders
-            self._pair_at, self._edge_keys = old._pair_at, old._edge_keys
+            self._pair_at, self._edge_keys, self._chunks = old._pair_at, old._edge_keys, old._chunks
             if id(old.eips) in old._by_switch:
                 self._by_switch[id(self.eips)] = old._by_switch[id(old.eips)]
         else:
@@ -217,6 +218,7 @@ class Plan:
             self._eip_of = {ep.interface.name: e for e, ep in self.eips}
             self._eip_holders = frozenset(e.interface for e in ix.dep.elastic_ips)
             self._edge_keys = {}  # id of an elastic IP of self.elastic_ips -> (edge_key, edge)
+            self._chunks = {}  # (edge, chunk) -> its members (edge_chunks)
             return
         # (the position of each is old's: the same addresses, in order; an interface holds one)
         self._pair_at, self._eip_of, holders = list(old._pair_at), dict(old._eip_of), set(old._eip_holders)
@@ -239,6 +241,8 @@ class Plan:
                     self._eip_of[e.interface] = e
         self.eips = [pair for pair in self._pair_at if pair is not None]
         self._eip_holders = frozenset(holders)
+        remade = {n // EDGE_CHUNK for n in changed}
+        self._chunks = {key: members for key, members in old._chunks.items() if key[1] not in remade}
         by_switch = old._by_switch.get(id(old.eips))
         if by_switch is not None:  # on_switch's lists, made again where a pair came or went (not
             # a pass over thousands of pairs at the first host's compile); in position order
@@ -261,6 +265,25 @@ class Plan:
             known = self._edge_keys[id(e)] = (("nat:edge", edge, (eip_name(e), e.interface, ()), frozenset({e.interface})),
                                               edge)
         return known[0]
+
+    def edge_chunks(self, edge: str, draining: Dict[int, tuple]):
+        """The elastic IPs' runs at the edge, by chunk of EDGE_CHUNK positions: (chunk, members, whether
+        a remap of one drains), a member (its run's cache key, the elastic IP, its holder's
+        endpoint) per attached one.
+        draining: (elastic IP, its run's key) of those whose remaps drain, by id. The members of a
+        chunk with none are made once per Plan, and kept by a derived one where no position of
+        the chunk changed: an edge's compile then asks for a few hundred chunks, not a run per
+        elastic IP (thousands)."""
+        with_draining = {self._position[int(e.ip)] // EDGE_CHUNK for e, _ in draining.values()}
+        pairs = self._pair_at
+        for c in range(0, (len(pairs) + EDGE_CHUNK - 1) // EDGE_CHUNK):
+            members = None if c in with_draining else self._chunks.get((edge, c))
+            if members is None:
+                members = tuple((draining[id(e)][1] if id(e) in draining else self.edge_key(e, edge), e, ep)
+                                for e, ep in filter(None, pairs[c * EDGE_CHUNK:(c + 1) * EDGE_CHUNK]))
+                if c not in with_draining:
+                    self._chunks[edge, c] = members
+            yield c, members, c in with_draining
 
     def elastic_ip(self, ip) -> Optional[ElasticIp]:
         """The elastic IP of this address (text or IPAddress), or None."""
@@ -495,28 +518,35 @@ def edge_flows(ix: Index, sw: Switch):
     # thousands of parts: looked up as a few entries, not one by one at each compile of the edge.
     # The blocks of switches no change of interfaces moves; the parts interfaces place are also
     # each an entry of its own, so that a move of one makes only its part again.
-    yield from ix.cached(("nat:edge", sw.name, "switch blocks", frozenset()), lambda: tuple(
+    yield ix.cached(("nat:edge", sw.name, "switch blocks", frozenset()), lambda: Runs(
         Shared(_edge_block(sw, b, host)) for b, host in plan.blocks if b.owner in switches))
     placed = plan._owners  # every interface that places a block or forward (attached or not: made once per Plan)
-    yield from ix.cached(("nat:edge", sw.name, "placed", placed), lambda: tuple(_edge_placed(ix, plan, sw)))
+    yield ix.cached(("nat:edge", sw.name, "placed", placed), lambda: Runs(_edge_placed(ix, plan, sw)))
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
-    follows = {}  # the draining remaps by elastic IP (its id: it is the plan's)
+    draining = {}  # the draining remaps by elastic IP (its id: it is the plan's)
     for f in ix.elastic_follows:
         x = plan.elastic_ip(f.ip)
         if x is not None:
-            follows.setdefault(id(x), []).append(f)
-    for e, ep in plan.eips:
+            draining.setdefault(id(x), (x, []))[1].append(f)
+    for i, (x, follows) in draining.items():
         # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
         # its holder and the remaps still draining from old holders decide it: the key says
         # which is which (a remap back to an old holder is another run) and names each remap
-        draining = follows.get(id(e)) if follows else None
-        if draining is None:
-            key = plan.edge_key(e, sw.name)
-        else:
-            draining = tuple(sorted((f.remap_id, f.old_interface) for f in draining))
-            key = ("nat:edge", sw.name, (eip_name(e), e.interface, draining),
-                   frozenset({e.interface} | {old for _, old in draining}))
-        yield ix.cached(key, lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+        remaps = tuple(sorted((f.remap_id, f.old_interface) for f in follows))
+        draining[i] = (x, ("nat:edge", sw.name, (eip_name(x), x.interface, remaps),
+                           frozenset({x.interface} | {old for _, old in remaps})))
+    # Each Runs is kept with the members it was made of: asked again with the same ones (the
+    # same objects, where the Plan kept its chunk), it is taken as it is. Where a remap drains,
+    # the old holders' places decide too: gathered again from the runs (carried by their keys).
+    made = ix.cached(("nat:edge:eip_runs", sw.name), dict)  # chunk -> (its members, their Runs)
+    for c, members, drains in plan.edge_chunks(sw.name, draining):
+        known = None if drains else made.get(c)
+        if known is None or not (known[0] is members or known[0] == members):
+            known = (members, Runs(ix.cached(key, lambda: Shared(_edge_eip(ix, plan, sw, e, ep)))
+                                   for key, e, ep in members))
+            if not drains:
+                made[c] = known
+        yield known[1]
 
 
 def _edge_placed(ix: Index, plan: Plan, sw: Switch):

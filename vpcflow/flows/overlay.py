@@ -14,7 +14,7 @@ from typing import Optional
 
 from netaddr import IPNetwork
 
-from vpcflow.flows.assemble import Shared
+from vpcflow.flows.assemble import Runs, Shared
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Load, Move, Output, SetField, flow, interned
 from vpcflow.flows.index import Index
@@ -208,12 +208,27 @@ def _deliver(ix: Index, sw: Switch, net: Network):
                    feature="overlay", obj=ep.interface.name)
 
 
+EDGE_CHUNK = 64  # networks per Runs at the edge
+
+
 def edge_flows(ix: Index, sw: Switch):
     """The edge accepts traffic of an instance only from the switch where that instance lives:
-    a run per network (a change of one network leaves the others' runs as they are)."""
-    for net in ix.dep.networks.values():
-        if ix.by_network.get(net.name):
-            yield ix.cached(("edge_accepts", net.name, sw.name), lambda: Shared(_edge_accepts(ix, sw, net)))
+    a run per network (a change of one network leaves the others' runs as they are), taken
+    EDGE_CHUNK networks at a time (Runs: a compile of the edge gathers a few hundred, not a
+    run per network)."""
+    for key, nets in _edge_chunks(ix, sw):
+        yield ix.cached(key, lambda: Runs(ix.cached(("edge_accepts", net.name, sw.name),
+                                                    lambda: Shared(_edge_accepts(ix, sw, net)))
+                                          for net in nets if ix.by_network.get(net.name)))
+
+
+def _edge_chunks(ix: Index, sw: Switch):
+    """(key, networks) of each Runs of the edge's accepts; the key names its networks."""
+    def make():
+        nets = list(ix.dep.networks.values())
+        parts = [nets[i:i + EDGE_CHUNK] for i in range(0, len(nets), EDGE_CHUNK)]
+        return [(("edge_accepts:runs", sw.name, frozenset(n.name for n in part)), part) for part in parts]
+    return ix.cached(("edge_accepts:chunks", sw.name), make)
 
 
 def _edge_accepts(ix: Index, sw: Switch, net: Network):
