@@ -58,7 +58,7 @@ class Shared:
         for f in self.flows:
             key = (f.table, f.priority, f.match)
             g = same_match.get(key)
-            if g is not None and g == f:
+            if g is not None and (g is f or g == f):
                 out.append(g)
                 del same_match[key]
             else:

@@ -116,17 +116,37 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
                 yield route(ep, ep.switch.name == sw.name)
         return
 
+    key = ("routes", net.name, (dst_net or net).name, feature)
+
     def make():
         by_switch = {}
         for ep in endpoints:
             by_switch.setdefault(ep.switch.name, []).append(ep)
-        return Shared(route(ep, False) for ep in endpoints), by_switch
-    shared, by_switch = ix.cached(("routes", net.name, (dst_net or net).name, feature), make)
+        before = _routes_before(ix, key)
+        flows = []
+        for ep in endpoints:
+            known = before.get(id(ep))
+            flows.append(known[1] if known is not None and known[0] is ep else route(ep, False))
+        return Shared(flows), by_switch, tuple(endpoints)
+    shared, by_switch, _ = ix.cached(key, make)
     if not own:
         yield shared
         return
     for ep in by_switch.get(sw.name, ()):
         yield route(ep, True)
+
+
+def _routes_before(ix: Index, key) -> dict:
+    """id(endpoint) -> (endpoint, its route) of the run a change makes again (Index.replaced): an
+    endpoint the change kept (the same object: the same address, switch and binding) keeps its
+    route, and only the others' are made (most of a network's, after a move of one)."""
+    previous = ix.replaced.get("routes", {}).get(key) if ix.replaced else None
+    if previous is None:
+        return {}
+    run, _, endpoints = previous
+    if len(run.flows) != len(endpoints):  # (a flow per endpoint, in their order, unless some were one)
+        return {}
+    return {id(ep): (ep, f) for ep, f in zip(endpoints, run.flows)}
 
 
 def network_accepts(ix: Index, net: Network):
