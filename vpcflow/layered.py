@@ -2,6 +2,9 @@
 uses instead of copying a mapping of 100k entries to change a few."""
 from __future__ import annotations
 
+import collections.abc
+import types
+
 
 _MISSING, _GONE = object(), object()
 
@@ -74,3 +77,59 @@ class Layered:
         if v is _MISSING:
             self._top[key] = v = value
         return v
+
+
+class Overlaid(collections.abc.Mapping):
+    """A read-only mapping as a few entries put over another one (read-only too): a deployment
+    with a few interfaces replaced (Deployment.with_interfaces) without a copy of 100k entries
+    (2.7 ms at each runtime change). Look-ups go through the layers (made one dict again every
+    few); what reads every entry (iteration, len) reads the one dict it makes once."""
+
+    __slots__ = ("_top", "_base", "_depth", "_flat")
+    FLAT_AFTER = 8
+
+    def __init__(self, base: collections.abc.Mapping, top: dict):
+        depth = base._depth + 1 if isinstance(base, Overlaid) else 1
+        if depth > self.FLAT_AFTER:
+            base, depth = base.flat(), 1
+        self._top, self._base, self._depth, self._flat = top, base, depth, None
+
+    def flat(self) -> collections.abc.Mapping:
+        """The same entries, as one read-only mapping (made once)."""
+        if self._flat is None:
+            out = dict(self._base.flat() if isinstance(self._base, Overlaid) else self._base)
+            out.update(self._top)
+            self._flat = types.MappingProxyType(out)
+        return self._flat
+
+    def __getitem__(self, key):
+        v = self._top.get(key, _MISSING)
+        return self._base[key] if v is _MISSING else v
+
+    def get(self, key, default=None):
+        v = self._top.get(key, _MISSING)
+        return self._base.get(key, default) if v is _MISSING else v
+
+    def __contains__(self, key) -> bool:
+        return key in self._top or key in self._base
+
+    def __iter__(self):
+        return iter(self.flat())
+
+    def __len__(self) -> int:
+        return len(self.flat())
+
+    def keys(self):
+        return self.flat().keys()
+
+    def items(self):
+        return self.flat().items()
+
+    def values(self):
+        return self.flat().values()
+
+    def copy(self) -> dict:
+        return dict(self.flat())
+
+    def __repr__(self):
+        return f"Overlaid({dict(self.flat())!r})"

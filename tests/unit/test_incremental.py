@@ -349,6 +349,38 @@ def test_layered_classes_read_as_the_dict_they_stand_for():
         assert sorted(m.values()) == sorted(expected.values())
 
 
+def test_a_deployments_interfaces_after_changes_read_as_the_dict_they_stand_for(dep):
+    """with_interfaces puts the replaced interfaces over the deployment's (layered.Overlaid), made
+    one mapping again every few changes: each deployment of a chain reads, iterates and compares
+    as its interfaces would in a dict, and a later change never alters an earlier one's."""
+    import random
+
+    from vpcflow.layered import Overlaid
+
+    rnd = random.Random(3)
+    names = sorted(dep.interfaces)
+    current, truth, kept = dep, dict(dep.interfaces), []
+    for step in range(3 * Overlaid.FLAT_AFTER):
+        changes = {}
+        for name in rnd.sample(names, 3):
+            changes[name] = dataclasses.replace(truth[name], mac=f"02:00:00:00:{step:02x}:{len(changes):02x}")
+        if step % 5 == 0:  # one that was not there
+            changes[f"new-{step}"] = dataclasses.replace(truth[names[0]], name=f"new-{step}")
+        current = current.with_interfaces(changes)
+        truth.update(changes)
+        assert isinstance(current.interfaces, Overlaid)
+        kept.append((current, dict(truth)))
+    for d, expected in kept:
+        interfaces = d.interfaces
+        assert all(interfaces[k] is v and interfaces.get(k) is v and k in interfaces for k, v in expected.items())
+        assert interfaces.get("none") is None and "none" not in interfaces
+        with pytest.raises(KeyError):
+            interfaces["none"]
+        assert len(interfaces) == len(expected) and dict(interfaces.items()) == expected
+        assert list(interfaces) == list(expected) and list(interfaces.values()) == list(expected.values())
+        assert interfaces == expected and dataclasses.replace(dep, interfaces=frozen_map(expected)) == d
+
+
 @pytest.mark.parametrize("change", ["move", "groups", "rule", "rule names a group"])
 def test_a_recompiled_switch_keeps_the_objects_of_its_unchanged_flows(dep, change, monkeypatch):
     """Runs made again after a change take the flow objects of the runs they replace where the

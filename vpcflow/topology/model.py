@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Tuple
 
 from netaddr import IPAddress, IPNetwork
 
-from vpcflow.layered import Layered
+from vpcflow.layered import Layered, Overlaid
 
 HOST = "host"
 EDGE = "edge"
@@ -201,9 +201,8 @@ class Deployment:
     def with_interfaces(self, interfaces: Mapping[str, "Interface"]) -> "Deployment":
         """This deployment with these interfaces replaced (or added). The new one remembers which
         (replaced_from), so that what changed need not be found by comparing every interface."""
-        merged = self.interfaces.copy()  # the mapping's own copy: {**proxy} took 40 ms at 100k
-        merged.update(interfaces)
-        new = dataclasses.replace(self, interfaces=MappingProxyType(merged))
+        merged = Overlaid(self.interfaces, dict(interfaces))  # (not a copy of every interface)
+        new = dataclasses.replace(self, interfaces=merged)
         object.__setattr__(new, "_replaced", (weakref.ref(self), frozenset(interfaces)))
         attached = self.__dict__.get("_attached")
         if attached is not None:  # carried over: only the replaced interfaces' instances change
