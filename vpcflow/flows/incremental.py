@@ -24,6 +24,7 @@ that changed what every switch reads); the others need no sync.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from vpcflow.flows import arp, authz, nat
@@ -466,11 +467,35 @@ def _always(values, t: _Touched):
 
 # A host's own flows, by feature and network (compiler._own; key: kind, switch, outer source
 # embedded, network or None for what the switch has once). Each reads the switch's own endpoints
-# of its network (their zones and group classes) and what is said here.
+# of its network (their zones and group classes) and what is said here. There are thousands of
+# them where every switch was compiled (5 per feature and host): the keys that go are made from
+# what changed, not found by reading every key.
 
-def _own_key_changed(key, t: _Touched) -> bool:
-    """Where the switch's own endpoints of the key's network changed (or any, for None)."""
-    return (key[1], key[3]) in t.local_changed if key[3] is not None else key[1] in t.switches
+_EMBEDS = (False, True)
+
+
+def _own_changed(kind: str, t: _Touched):
+    """The keys of the (switch, network) pairs where the switch's own endpoints changed, and of
+    what the switches they touched have once."""
+    for sw, net in t.local_changed:
+        for embed in _EMBEDS:
+            yield (kind, sw, embed, net)
+    for sw in t.switches:
+        for embed in _EMBEDS:
+            yield (kind, sw, embed, None)
+
+
+def _own_of_networks(kind: str, t: _Touched, networks, embeds):
+    """The keys of these networks at every switch that serves them (a key is made where its
+    switch serves its network, and goes when that changes: local_changed)."""
+    for net in networks:
+        for sw in {ep.switch.name for ep in t.old.by_network.get(net, ())}:
+            for embed in embeds:
+                yield (kind, sw, embed, net)
+
+
+def _present(values, keys):
+    return {key for key in keys if key in values}
 
 
 def _own_port_security(values, t: _Touched):
@@ -478,14 +503,15 @@ def _own_port_security(values, t: _Touched):
     # switches where one changed, or every one where the ids changed)
     if not t.groups_same:
         return ALL
-    return [key for key in values if _own_key_changed(key, t)]
+    return _present(values, _own_changed("own:port_security", t))
 
 
 def _own_overlay(values, t: _Touched):
     # and, where the outer source is embedded (nothing shared), every endpoint of its network
     if not t.groups_same:
         return ALL
-    return [key for key in values if _own_key_changed(key, t) or (key[2] and key[3] in t.networks)]
+    kind = "own:overlay"
+    return _present(values, itertools.chain(_own_changed(kind, t), _own_of_networks(kind, t, t.networks, (True,))))
 
 
 def _own_networks(values, t: _Touched):
@@ -494,16 +520,21 @@ def _own_networks(values, t: _Touched):
     # embedded (nothing shared), every endpoint of those networks
     if not t.groups_same:
         return ALL
-    partners = _partners(t.old)
-    return [key for key in values if _own_key_changed(key, t)
-            or any((key[1], p) in t.local_changed for p in partners.get(key[3], ()))
-            or (key[2] and (key[3] in t.networks or partners.get(key[3], set()) & t.networks))
-            or (not key[2] and key[3] in t.reach_changed)]
+    kind, partners = "own:networks", _partners(t.old)
+    of_partners = ((kind, sw, embed, net) for sw, p in t.local_changed for net in partners.get(p, ())
+                   for embed in _EMBEDS)
+    embedded = t.networks | {n for net in t.networks for n in partners.get(net, ())}
+    return _present(values, itertools.chain(_own_changed(kind, t), of_partners,
+                                            _own_of_networks(kind, t, embedded, (True,)),
+                                            _own_of_networks(kind, t, t.reach_changed, (False,))))
 
 
 def _own_nat(values, t: _Touched):
     # and the elastic IPs its interfaces hold (or held, while a remap drains)
-    return [key for key in values if _own_key_changed(key, t) or key[1] in t.holder_switches]
+    kind = "own:nat"
+    holders = ((kind, sw, embed, net) for sw in t.holder_switches
+               for net in [None] + [n.name for n in t.old.local_networks(sw)] for embed in _EMBEDS)
+    return _present(values, itertools.chain(_own_changed(kind, t), holders))
 
 
 _CARRY = {
