@@ -36,6 +36,10 @@ def _naming(dep, group, named):
     return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
 
 
+_CHANGE_NAMES = ("move", "detach", "groups", "rule", "rule names a group", "rule narrows a group's reach",
+                 "rule's ports come to meet", "rule names another group", "forward's interface moves", "nothing")
+
+
 def _changes(dep):
     spare = sorted(n for n in dep.instances if n.startswith("spare"))[-1]
     moved = generate.iface_name(1)
@@ -477,6 +481,82 @@ def test_a_chain_of_remaps_derives_the_nat_plan_a_fresh_one_gives(dep):
         assert [list(derived.on_switch(derived.eips, sw)) for sw in switches] == \
             [list(fresh.on_switch(fresh.eips, sw)) for sw in switches], i
         assert [derived.elastic_ip(str(x.ip)) for x in current.elastic_ips] == list(current.elastic_ips), i
+
+
+def _reference_drops():
+    """What each carry rule that makes its keys from the change must drop, read from every key."""
+    def own_changed(key, t):
+        return (key[1], key[3]) in t.local_changed if key[3] is not None else key[1] in t.switches
+
+    def partners(t):
+        from vpcflow.flows.incremental import _partners
+        return _partners(t.old)
+
+    def members(key, t):
+        sgs = t.old.dep.security_groups
+        return bool(t.naming_changed.intersection(key[1])) or any(
+            r.group in t.membership for g in key[1] for r in sgs[g].ingress + sgs[g].egress if r.group)
+
+    def own_networks(key, t):
+        p = partners(t)
+        return (own_changed(key, t) or any((key[1], n) in t.local_changed for n in p.get(key[3], ()))
+                or (key[2] and (key[3] in t.networks or bool(p.get(key[3], set()) & t.networks)))
+                or (not key[2] and key[3] in t.reach_changed))
+
+    return {
+        "follow": lambda key, t: key[1] in t.networks,
+        "accepts": lambda key, t: key[1] in t.networks,
+        "edge_accepts": lambda key, t: key[1] in t.networks,
+        "routes": lambda key, t: key[1] in t.networks or key[2] in t.networks,
+        "reachable": lambda key, t: key[1] in t.networks or key[2] in t.networks,
+        "local_networks": lambda key, t: key[1] in t.switches,
+        "local_interfaces": lambda key, t: key[1] in t.switches,
+        "member_ips": lambda key, t: key[1] in t.membership,
+        "authz:class": lambda key, t: bool(t.rule_groups.intersection(key[1])),
+        "authz:members": members,
+        "authz:verdicts": lambda key, t: key[1] in t.rule_groups,
+        "own:port_security": own_changed,
+        "own:overlay": lambda key, t: own_changed(key, t) or (key[2] and key[3] in t.networks),
+        "own:networks": own_networks,
+        "own:nat": lambda key, t: own_changed(key, t) or key[1] in t.holder_switches,
+    }
+
+
+@pytest.mark.parametrize("change", sorted(set(_CHANGE_NAMES) | {"remap"}))
+def test_the_keys_a_rule_makes_are_those_reading_every_key_finds(dep, change, monkeypatch):
+    """A carry rule makes the keys that go from what the change touched (a running controller's
+    Index holds thousands of each kind): exactly those that reading every key of the kind finds,
+    with every switch compiled, the outer source embedded or not."""
+    from vpcflow.flows import incremental
+    from vpcflow.flows.follow import ElasticFollow
+
+    reference, checked = _reference_drops(), set()
+
+    def checking(kind, rule):
+        def check(values, t):
+            out = rule(values, t)
+            if out is not incremental.ALL:
+                assert set(out) == {key for key in values if reference[kind](key, t)}, (change, kind)
+                checked.add(kind)
+            return out
+        return check
+
+    for kind in reference:
+        monkeypatch.setitem(incremental._CARRY, kind, checking(kind, incremental._CARRY[kind]))
+    ix = Index(dep)
+    for name in dep.switches:
+        compile_switch(ix, name)
+        compile_switch(ix, name, Options(embed_outer_source=frozenset({name})))
+    if change == "remap":
+        eip = dep.elastic_ips[0]
+        target = next(i.name for i in dep.interfaces.values() if i.network == dep.interfaces[eip.interface].network
+                      and i.name != eip.interface and i.attach_to)
+        new = dataclasses.replace(dep, elastic_ips=(dataclasses.replace(eip, interface=target),) + dep.elastic_ips[1:])
+        derived = next_index(ix, new, (ElasticFollow("r1", str(eip.ip), eip.interface),))
+    else:
+        derived = next_index(ix, _changes(dep)[change])
+    assert getattr(derived, "change", None) is not None
+    assert checked  # (a change that drops every key of every kind would check nothing)
 
 
 def test_every_kind_a_compile_caches_has_a_carry_rule(dep):

@@ -285,7 +285,8 @@ def carry_over(old: Index, new: Index, change: Change):
     if reclassed is None or not arp.same_class_ids(old, new):  # port security loads an ARP asker's class id
         new.forget("own:port_security", list(new.of_kind("own:port_security")))
     else:
-        new.forget("own:port_security", [k for k in new.of_kind("own:port_security") if (k[1], k[3]) in reclassed])
+        new.forget("own:port_security", [("own:port_security", sw, embed, net) for sw, net in reclassed
+                                          for embed in _EMBEDS])
     plan = old.of_kind("nat:plan").get("nat:plan")
     if plan is not None:  # where the moved interfaces place no block or forward, it keeps those
         new.keep("nat:plan", nat.Plan(new, plan, change.interfaces))
@@ -374,21 +375,44 @@ def _places(named):
 ALL = object()
 
 
-def _by_network(values, t: _Touched):
-    return [key for key in values if key[1] in t.networks]
+# Where every switch was compiled (a running controller), a kind holds thousands of keys: a
+# rule makes the keys that go from what the change touched, where their shape is known, rather
+# than reading every key (tests/unit/test_incremental.py checks each against reading them all).
+
+def _present(values, keys) -> Set[tuple]:
+    return {key for key in keys if key in values}
 
 
-def _by_networks(values, t: _Touched):
-    return [key for key in values if key[1] in t.networks or key[2] in t.networks]
+def _of_networks(kind: str):
+    # (kind, network)
+    return lambda values, t: _present(values, ((kind, n) for n in t.networks))
+
+
+def _of_switches(kind: str):
+    # (kind, switch)
+    return lambda values, t: _present(values, ((kind, sw) for sw in t.switches))
+
+
+def _edge_accepts(values, t: _Touched):
+    # (kind, network, edge)
+    return _present(values, (("edge_accepts", n, e.name) for n in t.networks for e in t.old.edges))
+
+
+def _of_pairs(kind: str, features=None):
+    # (kind, network, other network[, feature]): either of them touched (its own, or a partner)
+    def rule(values, t: _Touched):
+        partners = _partners(t.old)
+        pairs = {(n, n) for n in t.networks} | {pair for n in t.networks for p in partners.get(n, ())
+                                                for pair in ((n, p), (p, n))}
+        if features is None:
+            return _present(values, ((kind,) + pair for pair in pairs))
+        return _present(values, ((kind,) + pair + (f,) for pair in pairs for f in features))
+    return rule
 
 
 def _by_network_names(values, t: _Touched):
-    # (key[2]: the names of the networks whose runs it holds)
+    # (key[2]: the names of the networks whose runs it holds; a few dozen keys)
     return [key for key in values if not t.networks.isdisjoint(key[2])]
-
-
-def _by_switch(values, t: _Touched):
-    return [key for key in values if key[1] in t.switches]
 
 
 def _arp_class(values, t: _Touched):
@@ -430,14 +454,31 @@ def _conj_same(values, t: _Touched):
 
 
 def _members_same(values, t: _Touched):
-    return [key for key in values if key[1] in t.membership]
+    # (kind, group)
+    return _present(values, (("member_ips", g) for g in t.membership))
+
+
+def _classes_with(t: _Touched, groups):
+    """The classes (an interface's security groups, as a tuple) with any of these groups."""
+    by_group = t.old.cached("group_classes:by_group", lambda: _classes_by_group(t.old))
+    return {c for g in groups for c in by_group.get(g, ())}
+
+
+def _classes_by_group(ix: Index) -> Dict[str, List[tuple]]:
+    out: Dict[str, List[tuple]] = {}
+    for c in ix.group_classes():
+        for g in set(c):
+            out.setdefault(g, []).append(c)
+    return out
 
 
 def _authz_class(values, t: _Touched):
     # its rules and the ids of its class and conjunctions
     if not t.conj_same:  # (which implies that no interface changed its groups: the class ids)
         return ALL
-    return [key for key in values if t.rule_groups.intersection(key[1])]
+    if not t.rule_groups:
+        return ()
+    return _present(values, (("authz:class", c) for c in _classes_with(t, t.rule_groups)))
 
 
 def _authz_members(values, t: _Touched):
@@ -445,20 +486,23 @@ def _authz_members(values, t: _Touched):
     # addresses of those groups
     if not t.conj_same:
         return ALL
-    groups = t.old.dep.security_groups
-    return [key for key in values if t.naming_changed.intersection(key[1])
-            or any(r.group in t.membership for g in key[1] for r in groups[g].ingress + groups[g].egress if r.group)]
+    if not t.naming_changed and not t.membership:
+        return ()
+    naming = _naming_groups(t.old)
+    groups = set(t.naming_changed) | {g for m in t.membership for g in naming.get(m, ())}
+    return _present(values, (("authz:members", c) for c in _classes_with(t, groups)))
 
 
 def _verdicts(values, t: _Touched):
-    # the rules of its group
-    return [key for key in values if key[1] in t.rule_groups]
+    # the rules of its group: (kind, group)
+    return _present(values, (("authz:verdicts", g) for g in t.rule_groups))
 
 
 def _nat_edge(values, t: _Touched):
     # (edge, object, the interfaces whose place decides it): a remap changes its elastic IP's
     # key itself (who holds it is in the object)
-    return [key for key in values if key[3] & t.names]
+    names = t.names
+    return [key for key in values if not names.isdisjoint(key[3])]
 
 
 def _always(values, t: _Touched):
@@ -492,10 +536,6 @@ def _own_of_networks(kind: str, t: _Touched, networks, embeds):
         for sw in {ep.switch.name for ep in t.old.by_network.get(net, ())}:
             for embed in embeds:
                 yield (kind, sw, embed, net)
-
-
-def _present(values, keys):
-    return {key for key in keys if key in values}
 
 
 def _own_port_security(values, t: _Touched):
@@ -538,15 +578,16 @@ def _own_nat(values, t: _Touched):
 
 
 _CARRY = {
-    "follow": _by_network, "accepts": _by_network,
+    "follow": _of_networks("follow"), "accepts": _of_networks("accepts"),
     "follow:records": _always,  # (keyed by all an address's records are made from)
     "arp_net": _arp_network,
     "arp_common": _arp_network,
-    "peers_by_groups": _arp_peers, "edge_accepts": _by_network,
+    "peers_by_groups": _arp_peers, "edge_accepts": _edge_accepts,
     "edge_accepts:runs": _by_network_names,
     "edge_accepts:chunks": _always,  # (the networks, in chunks: a change of them builds a new Index)
-    "routes": _by_networks, "reachable": _by_networks,
-    "local_networks": _by_switch, "local_interfaces": _by_switch,
+    "routes": _of_pairs("routes", ("overlay", "authz")), "reachable": _of_pairs("reachable"),
+    "local_networks": _of_switches("local_networks"), "local_interfaces": _of_switches("local_interfaces"),
+    "group_classes:by_group": _groups_same,
     "arp_class": _arp_class, "arp_targets": _arp_network, "arp_decided": _arp_network,
     "may_send": _groups_untouched, "talks_outside": _groups_untouched, "authz:verdicts": _verdicts,
     "incremental:naming_groups": _rules_same,

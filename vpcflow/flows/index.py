@@ -252,10 +252,13 @@ class Index:
         """The id of an interface's security groups (in their order: the first rule decides) as
         registers carry it (pipeline.REG_SRC_CLASS, REG_DST_CLASS): every interface of the
         deployment's, so that an id depends on the groups alone."""
-        ids = self.cached("group_classes", lambda: stable_ids(
+        return self.group_classes()[groups]
+
+    def group_classes(self) -> Dict[Tuple[str, ...], int]:
+        """Every interface's security groups (a class), with its id (group_class)."""
+        return self.cached("group_classes", lambda: stable_ids(
             [i.security_groups for i in self.dep.interfaces.values()] + [ep.interface.security_groups
                                                                         for ep in self.old_bindings]))
-        return ids[groups]
 
     def members(self, group: str) -> List[Endpoint]:
         """Attached addresses of interfaces in a security group (indexed once: every group rule
