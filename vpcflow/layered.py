@@ -72,6 +72,18 @@ class Layered:
     def values(self):
         return self.flat().values()
 
+    def __iter__(self):  # (a pass over every entry: a dict of them made first)
+        return iter(self.flat())
+
+    def __len__(self) -> int:
+        return len(self.flat())
+
+    def items(self):
+        return self.flat().items()
+
+    def copy(self) -> dict:
+        return self.flat()
+
     def setdefault(self, key, value):
         v = self.get(key, _MISSING)
         if v is _MISSING:
@@ -127,6 +139,18 @@ class Overlaid(collections.abc.Mapping):
 
     def values(self):
         return self.flat().values()
+
+    def __iter__(self):  # (a pass over every entry: a dict of them made first)
+        return iter(self.flat())
+
+    def __len__(self) -> int:
+        return len(self.flat())
+
+    def items(self):
+        return self.flat().items()
+
+    def copy(self) -> dict:
+        return self.flat()
 
     def copy(self) -> dict:
         return dict(self.flat())

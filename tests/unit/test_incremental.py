@@ -144,9 +144,17 @@ def test_a_derived_index_compiles_what_a_fresh_one_does(dep, change):
             assert same(after.switch(name, options), compile_switch(fresh, name, options)), (change, name)
 
 
-def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep):
+@pytest.mark.parametrize("layered", [False, True])
+def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep, layered, monkeypatch):
     """Moves, detaches, re-attaches, group and rule edits one after the other, each derived from
-    the last: every switch compiles as from a fresh Index of the same model."""
+    the last: every switch compiles as from a fresh Index of the same model. Layered: every
+    kind carried as a Layered mapping (a big kind is: a host's own runs where every switch was
+    compiled), through more changes than it takes to make one dict of them again."""
+    from vpcflow.flows import incremental
+    from vpcflow.layered import Layered
+
+    if layered:
+        monkeypatch.setattr(incremental, "_LAYERED_FROM", 0)
     spares = sorted(n for n in dep.instances if n.startswith("spare"))
     web, app, db = generate.group_names(0)
     steps = [
@@ -162,17 +170,22 @@ def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep):
         lambda d: _with_rule(d, web, "ingress", 0, ports=PortRange(80, 81)),
         lambda d: _with_rule(d, web, "egress", 0, cidr=IPNetwork("10.0.0.5/32")),
     ]
-    ix, compiled, current = Index(dep), None, dep
+    assert len(steps) > Layered.FLAT_AFTER
+    ix, compiled, current, deepest = Index(dep), None, dep, 0
     compiled = Compiled(ix)
     for name in dep.switches:
         compiled.switch(name)
     for i, step in enumerate(steps):
         current = step(current)
         ix = next_index(ix, current)
+        depth = max((m._depth for m in ix._by_kind.values() if isinstance(m, Layered)), default=0)
+        deepest = max(deepest, depth)
+        assert not layered or depth
         compiled, _ = compiled.update(ix)
         fresh = Index(current)
         for name in current.switches:
             assert same(compiled.switch(name), compile_switch(fresh, name)), (i, name)
+    assert deepest == (Layered.FLAT_AFTER if layered else 0)  # (made one dict again after that)
 
 
 def test_an_interface_that_takes_anothers_conntrack_zone_through_a_derived_index(dep):
