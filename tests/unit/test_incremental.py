@@ -36,6 +36,18 @@ def _naming(dep, group, named):
     return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
 
 
+def _derived_compiles_as_fresh(ix, compiled, model, follows=()):
+    """The next Index derived from ix (not built anew), and every switch compiled through it as
+    from a fresh Index of the model: (that Index, its Compiled)."""
+    ix = next_index(ix, model, follows)
+    assert getattr(ix, "change", None) is not None
+    compiled, _ = compiled.update(ix)
+    fresh = Index(model, follows)
+    for name in model.switches:
+        assert same(compiled.switch(name), compile_switch(fresh, name)), name
+    return ix, compiled
+
+
 _CHANGE_NAMES = ("move", "detach", "groups", "rule", "rule names a group", "rule narrows a group's reach",
                  "rule's ports come to meet", "rule names another group", "forward's interface moves", "nothing")
 
@@ -227,12 +239,7 @@ def test_a_followed_move_through_a_derived_index(dep):
     for name in dep.switches:
         compiled.switch(name)
     for model, follow in ((new_dep, follows), (new_dep, ())):  # draining, then complete
-        ix = next_index(ix, model, follow)
-        assert getattr(ix, "change", None) is not None
-        compiled, _ = compiled.update(ix)
-        fresh = Index(model, follow)
-        for name in model.switches:
-            assert same(compiled.switch(name), compile_switch(fresh, name)), name
+        ix, compiled = _derived_compiles_as_fresh(ix, compiled, model, follow)
 
 
 def test_an_index_and_its_compiles_go_when_the_model_does(dep):
@@ -304,13 +311,7 @@ def test_an_old_holder_moved_while_its_remap_drains_through_a_derived_index(dep)
     compiled = Compiled(ix)
     for name in dep.switches:
         compiled.switch(name)
-    moved = _with_interface(remapped, eip.interface, attach_to=elsewhere)
-    ix = next_index(ix, moved, draining)
-    assert getattr(ix, "change", None) is not None
-    compiled, _ = compiled.update(ix)
-    fresh = Index(moved, draining)
-    for name in moved.switches:
-        assert same(compiled.switch(name), compile_switch(fresh, name)), name
+    _derived_compiles_as_fresh(ix, compiled, _with_interface(remapped, eip.interface, attach_to=elsewhere), draining)
 
 
 def test_a_partner_network_emptied_through_a_derived_index(dep):
@@ -372,12 +373,12 @@ def test_a_deployments_interfaces_after_changes_read_as_the_dict_they_stand_for(
     as its interfaces would in a dict, and a later change never alters an earlier one's."""
     import random
 
-    from vpcflow.layered import Overlaid
+    from vpcflow.layered import Layered, Overlaid
 
     rnd = random.Random(3)
     names = sorted(dep.interfaces)
     current, truth, kept = dep, dict(dep.interfaces), []
-    for step in range(3 * Overlaid.FLAT_AFTER):
+    for step in range(3 * Layered.FLAT_AFTER):
         changes = {}
         for name in rnd.sample(names, 3):
             changes[name] = dataclasses.replace(truth[name], mac=f"02:00:00:00:{step:02x}:{len(changes):02x}")
