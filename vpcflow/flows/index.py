@@ -147,7 +147,9 @@ class Index:
             setattr(ix, attr, table)
         ix.edges, ix.hosts = old.edges, old.hosts
         touched = {ep.switch.name for ep in removed + added}
-        ix._zones = {name: zones for name, zones in old._zones.items() if name not in touched}
+        ix._zones = dict(old._zones)  # (a copy, then the touched switches' out: thousands of switches)
+        for name in touched:
+            ix._zones.pop(name, None)
         ix._members = None
         if old._members is not None:
             groups = {g for ep in removed + added for g in ep.interface.security_groups}
