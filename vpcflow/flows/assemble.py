@@ -24,15 +24,21 @@ class Shared:
 
     __slots__ = ("flows", "keys", "remade", "__weakref__")
 
-    def __init__(self, flows: Iterable[Flow]):
+    def __init__(self, flows: Iterable[Flow], like: Optional["Shared"] = None):
+        """like: the run this one is made again in place of (after a change), whose flow objects
+        it mostly takes over (follow records, routes): their key hashes are taken too."""
         # hashes, not the keys (a frozenset each: most of a big compile's memory), in an array
         # (a set of them was an eighth of it); two keys of one hash only send finish() the slow way
         flows, hashes, verify = tuple(flows), [], pipeline.verify
+        known = dict(zip(map(id, like.flows), like.keys)) if like is not None else {}  # (like holds them)
         for f in flows:  # every flow of a big compile passes here: Flow.key written out
-            if not f.checked:
-                verify(f)
-                f.checked = True
-            hashes.append(hash((f.table, f.priority, frozenset(f.match))))
+            h = known.get(id(f))
+            if h is None:
+                if not f.checked:
+                    verify(f)
+                    f.checked = True
+                h = hash((f.table, f.priority, frozenset(f.match)))
+            hashes.append(h)
         if len(set(hashes)) == len(hashes):  # all distinct (most runs): no dict of their keys
             self.flows = flows
         else:  # a flow made twice, a match in several conjunctions, a conflict: _finish_keyed says
@@ -53,9 +59,14 @@ class Shared:
         and a change does not double the memory of the runs it remakes. The flow of the same
         table, priority and match (as the same code makes it; a moved destination's flows may
         come in another place of the run) is the one compared."""
-        same_match = {(g.table, g.priority, g.match): g for g in previous.flows}
+        # (most are the same objects where the run was made from them: Shared's like)
+        had, mine = set(map(id, previous.flows)), set(map(id, self.flows))
+        same_match = {(g.table, g.priority, g.match): g for g in previous.flows if id(g) not in mine}
         out, fresh = [], []
         for f in self.flows:
+            if id(f) in had:
+                out.append(f)
+                continue
             key = (f.table, f.priority, f.match)
             g = same_match.get(key)
             if g is not None and (g is f or g == f):

@@ -214,7 +214,8 @@ _HOST_OPENING = (("ct_state", ct_flags("+trk+new")),)
 def host_flows(ix: Index, sw: Switch):
     for net in ix.local_networks(sw.name):
         # the same on every switch that serves the network: made once
-        yield ix.cached(("follow", net.name), lambda: Shared(_network_flows(ix, net)))
+        key = ("follow", net.name)
+        yield ix.cached(key, lambda: Shared(_network_flows(ix, net), like=ix.replaced_value(key)))
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
 
 

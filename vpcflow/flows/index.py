@@ -193,6 +193,11 @@ class Index:
                         run.reuse(old)
             return value
 
+    def replaced_value(self, key):
+        """The value of this key in the Index a change derived this one from, where the change
+        did not carry it over (it is made again), or None."""
+        return self.replaced.get(_kind(key), {}).get(key) if self.replaced else None
+
     def keep(self, key, value):
         """Put a value into the cache (made here, or carried over from another Index)."""
         self._by_kind.setdefault(_kind(key), {})[key] = value

@@ -127,7 +127,8 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
         for ep in endpoints:
             known = before.get(id(ep))
             flows.append(known[1] if known is not None and known[0] is ep else route(ep, False))
-        return Shared(flows), by_switch, tuple(endpoints)
+        previous = ix.replaced_value(key)
+        return Shared(flows, like=previous[0] if previous is not None else None), by_switch, tuple(endpoints)
     shared, by_switch, _ = ix.cached(key, make)
     if not own:
         yield shared
@@ -140,7 +141,7 @@ def _routes_before(ix: Index, key) -> dict:
     """id(endpoint) -> (endpoint, its route) of the run a change makes again (Index.replaced): an
     endpoint the change kept (the same object: the same address, switch and binding) keeps its
     route, and only the others' are made (most of a network's, after a move of one)."""
-    previous = ix.replaced.get("routes", {}).get(key) if ix.replaced else None
+    previous = ix.replaced_value(key)
     if previous is None:
         return {}
     run, _, endpoints = previous
