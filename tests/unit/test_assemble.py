@@ -135,6 +135,20 @@ def test_a_recompile_checks_only_the_keys_a_remade_run_did_not_have():
                previous=before)
 
 
+def test_a_run_made_like_another_has_the_keys_a_fresh_one_has():
+    """A run made again from most of the flow objects of the run it replaces takes their key
+    hashes from it (Shared like=): the same as hashing them anew, also where the run it
+    replaces dropped a flow made twice; reuse() then keeps those objects and names the new."""
+    a, b, c, d = (route(f"10.0.0.{i}") for i in (1, 2, 3, 4))
+    before = Shared([a, b, route("10.0.0.2"), c])  # (b's equal made twice: one flow)
+    flows = [route("10.0.0.5"), c, a, d]
+    remade = Shared(flows, like=before)
+    assert list(remade.keys) == list(Shared(flows).keys)
+    remade.reuse(before)
+    assert remade.flows[1] is c and remade.flows[2] is a
+    assert set(remade.remade[1]) == {route("10.0.0.5"), d} and remade.remade[2] == (b,)
+
+
 def test_a_few_hashes_are_found_among_arrays_only_where_they_are_items():
     import array
 
