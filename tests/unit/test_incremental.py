@@ -259,6 +259,18 @@ def test_an_index_and_its_compiles_go_when_the_model_does(dep):
     gone = [weakref.ref(ix), weakref.ref(compiled), weakref.ref(nxt), weakref.ref(later)]
     del ix, compiled, nxt, later
     assert [r() for r in gone] == [None] * 4
+    # a chain of derived Indexes: only the one in force (and its compiles) lives on, not the
+    # ones it was derived from (a running controller derives one per change, for months)
+    ix, kept = Index(dep), []
+    compiled = Compiled(ix)
+    for model in (_changes(dep)["move"], dep, _changes(dep)["move"]):
+        kept.append((weakref.ref(ix), weakref.ref(compiled)))
+        ix = next_index(ix, model)
+        compiled, _ = compiled.update(ix)
+        for name in dep.switches:
+            compiled.switch(name)
+    assert getattr(ix, "change", None) is not None  # (derived)
+    assert [(a(), b()) for a, b in kept] == [(None, None)] * 3
 
 
 def test_an_elastic_ip_remap_through_a_derived_index(dep):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import weakref
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from vpcflow.flows import arp, authz, nat
@@ -101,7 +102,7 @@ def next_index(old: Optional[Index], dep: Deployment, follows=()) -> Index:
     if change.instances or change.networks:
         return Index(dep, follows)
     new = Index.derived(old, dep, follows, change.interfaces)
-    new.change = (old, change)
+    new.change = (weakref.ref(old), change)  # (weakly: each Index would keep the one before alive)
     carry_over(old, new, change)
     return new
 
@@ -117,7 +118,7 @@ def changed_switches(old: Index, new: Index) -> Optional[Set[str]]:
     if holders is None:
         return None
     known = getattr(new, "change", None)
-    change = known[1] if known is not None and known[0] is old else change_between(o, n)
+    change = known[1] if known is not None and known[0]() is old else change_between(o, n)
     interfaces, instances = set(change.interfaces), set(change.instances)
     networks, groups = set(change.networks), set(change.groups)
     if instances:  # the interfaces attached to them moved with them
