@@ -78,8 +78,8 @@ class Shared:
         self.flows = tuple(out)
         # what a sync of a switch that held `previous` needs to look at (controller/sync.py), and
         # what a compile of such a switch checks against its other runs (_clear_beside)
-        mine = set(self.keys)
-        added = tuple(mine.difference(previous.keys)) if len(mine) == len(self.keys) else None
+        own_keys = set(self.keys)
+        added = tuple(own_keys.difference(previous.keys)) if len(own_keys) == len(self.keys) else None
         self.remade = (weakref.ref(previous), tuple(fresh), tuple(same_match.values()), added)
 
 
