@@ -30,15 +30,22 @@ class Shared:
         # hashes, not the keys (a frozenset each: most of a big compile's memory), in an array
         # (a set of them was an eighth of it); two keys of one hash only send finish() the slow way
         flows, hashes, verify = tuple(flows), [], pipeline.verify
-        known = dict(zip(map(id, like.flows), like.keys)) if like is not None else {}  # (like holds them)
-        for f in flows:  # every flow of a big compile passes here: Flow.key written out
-            h = known.get(id(f))
-            if h is None:
+        known = dict(zip(map(id, like.flows), like.keys)) if like is not None else None  # (like holds them)
+        if known is None:
+            for f in flows:  # every flow of a big compile passes here: Flow.key written out
                 if not f.checked:
                     verify(f)
                     f.checked = True
-                h = hash((f.table, f.priority, frozenset(f.match)))
-            hashes.append(h)
+                hashes.append(hash((f.table, f.priority, frozenset(f.match))))
+        else:
+            for f in flows:
+                h = known.get(id(f))
+                if h is None:
+                    if not f.checked:
+                        verify(f)
+                        f.checked = True
+                    h = hash((f.table, f.priority, frozenset(f.match)))
+                hashes.append(h)
         if len(set(hashes)) == len(hashes):  # all distinct (most runs): no dict of their keys
             self.flows = flows
         else:  # a flow made twice, a match in several conjunctions, a conflict: _finish_keyed says
