@@ -130,6 +130,8 @@ def test_a_recompile_checks_only_the_keys_a_remade_run_did_not_have():
                 remade(b, [route("10.0.0.3"), route("10.0.0.5")])], previous=before)
     with pytest.raises(PipelineError, match="two different flows with one match"):  # a new own flow's
         finish([route("10.0.0.2", to="nat_out"), kept, remade(a, [route("10.0.0.2")]), b], previous=before)
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # the run it replaces, kept too
+        finish([kept, a, remade(a, [route("10.0.0.2", to="nat_out")]), b], previous=before)
     with pytest.raises(PipelineError, match="two different flows with one match"):  # an old own flow's
         finish([route("10.0.0.9"), kept, remade(a, [route("10.0.0.2"), route("10.0.0.9", to="nat_out")]), b],
                previous=before)

@@ -278,7 +278,7 @@ def _clear_beside(before: tuple, runs: List[Shared], own_keys) -> bool:
     had = {hash(f.key) for f in before[0]}
     new = [h for h in map(hash, own_keys) if h not in had]
     others = [array.array("q", had)]  # the known keys, by run
-    replaced = set()
+    replaced = {id(r) for r in runs if id(r) in known}  # (a run kept beside its own remake: all new)
     for r in runs:
         if id(r) in known:
             others.append(r.keys)
