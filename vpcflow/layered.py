@@ -81,9 +81,6 @@ class Layered:
     def items(self):
         return self.flat().items()
 
-    def copy(self) -> dict:
-        return self.flat()
-
     def setdefault(self, key, value):
         v = self.get(key, _MISSING)
         if v is _MISSING:

@@ -31,6 +31,7 @@ class Shared:
         # (a set of them was an eighth of it); two keys of one hash only send finish() the slow way
         flows, hashes, verify = tuple(flows), [], pipeline.verify
         known = dict(zip(map(id, like.flows), like.keys)) if like is not None else None  # (like holds them)
+        # two loops: a look-up per flow where there is no `like` cost a full compile measurably
         if known is None:
             for f in flows:  # every flow of a big compile passes here: Flow.key written out
                 if not f.checked:
@@ -102,12 +103,6 @@ class Runs:
         self.runs = tuple(runs)
         self.flow_count = sum(len(r.flows) for r in self.runs)
         self.key_count = sum(len(r.keys) for r in self.runs)
-
-    def __iter__(self):
-        return iter(self.runs)
-
-    def __len__(self):
-        return len(self.runs)
 
     @property
     def keys(self):
@@ -213,13 +208,12 @@ class Overlaps:
                     runs[id(r)] = r
         counts, surplus = self._counts, self._surplus
         for i, n in times.items():
-            for _ in range(abs(n)):
-                if n > 0:
-                    for h in runs[i].keys:
-                        c = counts.get(h, 0)
-                        counts[h] = c + 1
-                        surplus += c > 0
-                    continue
+            for _ in range(n):  # counted in (range of a negative n: none)
+                for h in runs[i].keys:
+                    c = counts.get(h, 0)
+                    counts[h] = c + 1
+                    surplus += c > 0
+            for _ in range(-n):  # counted out
                 for h in runs[i].keys:
                     c = counts[h]
                     if c == 1:
