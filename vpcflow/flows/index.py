@@ -185,7 +185,7 @@ class Index:
             value = values[key] = make()
             # a run made again after a change takes the equal flows of the run it replaces (also
             # a run kept with its look-up, as a tuple)
-            previous = self.replaced.get(kind, {}).get(key) if self.replaced else None
+            previous = self.replaced_value(key) if self.replaced else None
             if previous is not None:
                 pairs = zip(value, previous) if value.__class__ is previous.__class__ is tuple else ((value, previous),)
                 for run, old in pairs:

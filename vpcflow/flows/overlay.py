@@ -122,12 +122,12 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
         by_switch = {}
         for ep in endpoints:
             by_switch.setdefault(ep.switch.name, []).append(ep)
-        before = _routes_before(ix, key)
+        previous = ix.replaced_value(key)
+        before = _routes_before(previous)
         flows = []
         for ep in endpoints:
             known = before.get(id(ep))
             flows.append(known[1] if known is not None and known[0] is ep else route(ep, False))
-        previous = ix.replaced_value(key)
         return Shared(flows, like=previous[0] if previous is not None else None), by_switch, tuple(endpoints)
     shared, by_switch, _ = ix.cached(key, make)
     if not own:
@@ -137,11 +137,11 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
         yield route(ep, True)
 
 
-def _routes_before(ix: Index, key) -> dict:
-    """id(endpoint) -> (endpoint, its route) of the run a change makes again (Index.replaced): an
-    endpoint the change kept (the same object: the same address, switch and binding) keeps its
-    route, and only the others' are made (most of a network's, after a move of one)."""
-    previous = ix.replaced_value(key)
+def _routes_before(previous) -> dict:
+    """id(endpoint) -> (endpoint, its route) of the routes a change makes again (previous: their
+    value in the Index before it, Index.replaced_value, or None): an endpoint the change kept
+    (the same object: the same address, switch and binding) keeps its route, and only the
+    others' are made (most of a network's, after a move of one)."""
     if previous is None:
         return {}
     run, _, endpoints = previous
