@@ -262,8 +262,7 @@ class Plan:
         (edge_flows): made once per elastic IP, not at each compile of the edge (a thousand)."""
         known = self._edge_keys.get(id(e))
         if known is None or known[1] != edge:
-            known = self._edge_keys[id(e)] = (("nat:edge", edge, (eip_name(e), e.interface, ()), frozenset({e.interface})),
-                                              edge)
+            known = self._edge_keys[id(e)] = (eip_run_key(edge, e), edge)
         return known[0]
 
     def edge_chunks(self, edge: str, draining: Dict[int, tuple]):
@@ -523,18 +522,13 @@ def edge_flows(ix: Index, sw: Switch):
     placed = plan._owners  # every interface that places a block or forward (attached or not: made once per Plan)
     yield ix.cached(("nat:edge", sw.name, "placed", placed), lambda: Runs(_edge_placed(ix, plan, sw)))
     yield ix.cached(("nat:edge", sw.name, "icmp", placed), lambda: Shared(_edge_icmp(plan, sw)))
-    draining = {}  # the draining remaps by elastic IP (its id: it is the plan's)
+    follows = {}  # the draining remaps by elastic IP (its id: it is the plan's)
     for f in ix.elastic_follows:
         x = plan.elastic_ip(f.ip)
         if x is not None:
-            draining.setdefault(id(x), (x, []))[1].append(f)
-    for i, (x, follows) in draining.items():
-        # inbound: flows/follow.py (every connection to an elastic IP is recorded at the edge);
-        # its holder and the remaps still draining from old holders decide it: the key says
-        # which is which (a remap back to an old holder is another run) and names each remap
-        remaps = tuple(sorted((f.remap_id, f.old_interface) for f in follows))
-        draining[i] = (x, ("nat:edge", sw.name, (eip_name(x), x.interface, remaps),
-                           frozenset({x.interface} | {old for _, old in remaps})))
+            follows.setdefault(id(x), (x, []))[1].append(f)
+    draining = {i: (x, eip_run_key(sw.name, x, tuple(sorted((f.remap_id, f.old_interface) for f in fs))))
+                for i, (x, fs) in follows.items()}
     # Each Runs is kept with the members it was made of: asked again with the same ones (the
     # same objects, where the Plan kept its chunk), it is taken as it is. Where a remap drains,
     # the old holders' places decide too: gathered again from the runs (carried by their keys).
@@ -547,6 +541,15 @@ def edge_flows(ix: Index, sw: Switch):
             if not drains:
                 made[c] = known
         yield known[1]
+
+
+def eip_run_key(edge: str, e: ElasticIp, remaps: tuple = ()) -> tuple:
+    """The cache key of an elastic IP's run at the edge (inbound: flows/follow.py records every
+    connection to it there). Its holder and the remaps still draining from old holders
+    ((remap id, old interface), sorted) decide it: the key says which is which (a remap back to
+    an old holder is another run), and its last item names the interfaces whose place decides
+    it (flows/incremental.py)."""
+    return ("nat:edge", edge, (eip_name(e), e.interface, remaps), frozenset({e.interface} | {old for _, old in remaps}))
 
 
 def _edge_placed(ix: Index, plan: Plan, sw: Switch):
