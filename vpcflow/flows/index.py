@@ -228,6 +228,10 @@ class Index:
         nets = {ep.network.name: ep.network for ep in self.by_switch.get(switch, ())}
         return sorted(nets.values(), key=lambda n: n.id)
 
+    def local_endpoints(self, switch: str, network: str) -> List[Endpoint]:
+        """The endpoints of a network on a switch (what a host's own runs of that network read)."""
+        return [ep for ep in self.by_switch.get(switch, ()) if ep.network.name == network]
+
     def local_interfaces(self, switch: str) -> List[Tuple[Interface, str]]:
         """(interface, port) attached on this switch, each once, in name order."""
         return self.cached(("local_interfaces", switch), lambda: self._local_interfaces(switch))

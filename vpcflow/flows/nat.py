@@ -384,9 +384,7 @@ def host_network_flows(ix: Index, sw: Switch, net: Network):
     new = ct_flags("+trk+new")
     commits = {}  # source's cookie object -> nat_snat's actions
     translated = False
-    for ep in ix.by_switch.get(sw.name, ()):
-        if ep.network.name != net.name:
-            continue
+    for ep in ix.local_endpoints(sw.name, net.name):
         src = plan.source(ep)
         if src is None:
             continue

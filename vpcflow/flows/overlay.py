@@ -213,9 +213,7 @@ def _deliver(ix: Index, sw: Switch, net: Network):
     # cost here)
     net_cidr, from_gateway = cidr(net.cidr), SetField("eth_src", dummy_mac(net.gateway_ip))
     lookup_done = Goto("ingress_acl")
-    for ep in ix.by_switch.get(sw.name, ()):
-        if ep.network.name != net.name:
-            continue
+    for ep in ix.local_endpoints(sw.name, net.name):
         yield flow("dest_lookup", PRIORITY, {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text},
                    (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
                     Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
