@@ -548,7 +548,7 @@ def _own_of_networks(kind: str, t: _Touched, networks, embeds):
 
 def _own_port_security(values, t: _Touched):
     # and the ARP asker classes of its endpoints, which rules decide (carry_over drops the
-    # switches where one changed, or every one where the ids changed)
+    # (switch, network) pairs where one changed, or every one where the ids changed)
     if not t.groups_same:
         return ALL
     return _present(values, _own_changed("own:port_security", t))
