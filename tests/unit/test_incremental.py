@@ -161,7 +161,7 @@ def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep, layered, monke
     """Moves, detaches, re-attaches, group and rule edits one after the other, each derived from
     the last: every switch compiles as from a fresh Index of the same model. Layered: every
     kind carried as a Layered mapping (a big kind is: a host's own runs where every switch was
-    compiled), through more changes than it takes to make one dict of them again."""
+    compiled), through changes enough that some are made one dict again."""
     from vpcflow.flows import incremental
     from vpcflow.layered import Layered
 
@@ -182,22 +182,23 @@ def test_a_chain_of_changes_stays_what_a_fresh_compile_gives(dep, layered, monke
         lambda d: _with_rule(d, web, "ingress", 0, ports=PortRange(80, 81)),
         lambda d: _with_rule(d, web, "egress", 0, cidr=IPNetwork("10.0.0.5/32")),
     ]
-    assert len(steps) > Layered.FLAT_AFTER
-    ix, compiled, current, deepest = Index(dep), None, dep, 0
+    ix, compiled, current, depths, rebased = Index(dep), None, dep, {}, False
     compiled = Compiled(ix)
     for name in dep.switches:
         compiled.switch(name)
     for i, step in enumerate(steps):
         current = step(current)
         ix = next_index(ix, current)
-        depth = max((m._depth for m in ix._by_kind.values() if isinstance(m, Layered)), default=0)
-        deepest = max(deepest, depth)
-        assert not layered or depth
+        layers = {kind: m for kind, m in ix._by_kind.items() if isinstance(m, Layered)}
+        assert bool(layers) == layered
+        assert not any(isinstance(m._base, Layered) for m in layers.values())  # (two levels at most)
+        rebased |= any(m._depth < depths.get(kind, 0) for kind, m in layers.items())
+        depths = {kind: m._depth for kind, m in layers.items()}
         compiled, _ = compiled.update(ix)
         fresh = Index(current)
         for name in current.switches:
             assert same(compiled.switch(name), compile_switch(fresh, name)), (i, name)
-    assert deepest == (Layered.FLAT_AFTER if layered else 0)  # (made one dict again after that)
+    assert rebased == layered
 
 
 def test_an_interface_that_takes_anothers_conntrack_zone_through_a_derived_index(dep):
@@ -349,16 +350,16 @@ def test_a_partner_network_emptied_through_a_derived_index(dep):
 
 def test_layered_classes_read_as_the_dict_they_stand_for():
     """The ARP classes of a derived Index are changes layered over the old ones (layered.Layered),
-    made one dict again every few layers: each layer reads as a dict changed in turn would, and
-    a layer never changes those below it."""
+    made one dict again now and then: each layer reads as a dict changed in turn would, and a
+    layer never changes those below it."""
     import random
 
     from vpcflow.layered import Layered
 
     rnd = random.Random(7)
     truth = {k: k * 10 for k in range(50)}
-    layered, kept = dict(truth), []
-    for _ in range(3 * Layered.FLAT_AFTER):
+    layered, kept, rebased = dict(truth), [], 0
+    for _ in range(24):
         layered = Layered(layered)
         for _ in range(10):
             k, op = rnd.randrange(60), rnd.random()
@@ -372,16 +373,35 @@ def test_layered_classes_read_as_the_dict_they_stand_for():
                 layered[k] = truth[k] = rnd.randrange(1000)
             assert (k in layered) == (k in truth)
         kept.append((layered, dict(truth)))
+        assert not isinstance(layered._base, Layered)
+        rebased += layered._depth == 1 and len(kept) > 1
         assert all(layered.get(k) == truth.get(k) for k in range(60))
     for m, expected in kept:  # the older layers still read what they said
         assert all(m.get(k) == expected.get(k) for k in range(60))
         assert m.flat() == expected
         assert sorted(m.values()) == sorted(expected.values())
+    assert rebased  # (10 of 50 keys a layer: made one dict again every few)
+
+
+def test_a_layered_mapping_is_made_one_dict_again_when_its_changes_cost_as_much():
+    """Over a big base, a layer that changes one key copies only the changes: the whole is made
+    one dict again only when those copies have cost about as much as one of the whole (here,
+    changes times layers past twice the base's 10,000 entries: about layer 141)."""
+    from vpcflow.layered import Layered
+
+    m, first_rebase = {k: k for k in range(10_000)}, None
+    for layer in range(1, 200):
+        m = Layered(m)
+        m[-layer] = layer
+        if first_rebase is None and m._depth == 1 and layer > 1:
+            first_rebase = layer
+        assert m.get(-layer) == layer and m.get(5) == 5 and m.get(-1) == 1
+    assert 100 < first_rebase < 160
 
 
 def test_a_deployments_interfaces_after_changes_read_as_the_dict_they_stand_for(dep):
     """with_interfaces puts the replaced interfaces over the deployment's (layered.Overlaid), made
-    one mapping again every few changes: each deployment of a chain reads, iterates and compares
+    one mapping again now and then: each deployment of a chain reads, iterates and compares
     as its interfaces would in a dict, and a later change never alters an earlier one's."""
     import random
 
@@ -389,8 +409,8 @@ def test_a_deployments_interfaces_after_changes_read_as_the_dict_they_stand_for(
 
     rnd = random.Random(3)
     names = sorted(dep.interfaces)
-    current, truth, kept = dep, dict(dep.interfaces), []
-    for step in range(3 * Layered.FLAT_AFTER):
+    current, truth, kept, rebased = dep, dict(dep.interfaces), [], False
+    for step in range(60):
         changes = {}
         for name in rnd.sample(names, 3):
             changes[name] = dataclasses.replace(truth[name], mac=f"02:00:00:00:{step:02x}:{len(changes):02x}")
@@ -399,6 +419,7 @@ def test_a_deployments_interfaces_after_changes_read_as_the_dict_they_stand_for(
         current = current.with_interfaces(changes)
         truth.update(changes)
         assert isinstance(current.interfaces, Overlaid)
+        rebased |= current.interfaces._layers._depth == 1 and step > 0
         kept.append((current, dict(truth)))
     for d, expected in kept:
         interfaces = d.interfaces
@@ -409,6 +430,7 @@ def test_a_deployments_interfaces_after_changes_read_as_the_dict_they_stand_for(
         assert len(interfaces) == len(expected) and dict(interfaces.items()) == expected
         assert list(interfaces) == list(expected) and list(interfaces.values()) == list(expected.values())
         assert interfaces == expected and dataclasses.replace(dep, interfaces=frozen_map(expected)) == d
+    assert rebased
 
 
 @pytest.mark.parametrize("change", ["move", "groups", "rule", "rule names a group"])
