@@ -159,3 +159,56 @@ def test_after_any_remaps_the_state_files_elastic_ips_are_those_a_full_compariso
         assert records.elastic_ips(dep, base) == {str(e.ip): e.interface for e in dep.elastic_ips
                                                   if before[str(e.ip)] != e.interface}
     assert remapped > 100 and records.elastic_ips(dep, base)
+
+
+# --- the controller's runtime changes ------------------------------------------------------------
+
+def _moved_by_controller(tmp_path, saved_attachments=None):
+    """A Controller of two-hosts.yaml with a state file (one that attaches eni-web2 elsewhere, if
+    given), every switch compiled."""
+    import json
+
+    from vpcflow.controller.state import Controller
+
+    path = tmp_path / "state.json"
+    if saved_attachments is not None:
+        path.write_text(json.dumps({"version": records.STATE_VERSION, "attachments": saved_attachments,
+                                    "elastic_ips": {}, "remaps": {}}))
+    ctl = Controller(load_file(data_file("two-hosts.yaml")), state_file=str(path))
+    for name in ctl.deployment.switches:
+        ctl.desired(name, "br-int", "3.1.0")
+    return ctl, path
+
+
+def test_a_change_after_start_writes_the_attachments_a_full_comparison_finds(tmp_path):
+    """The controller looks up the state file's attachments at start (the first change then
+    compares only what it replaced): after a restart from a state file that moved one interface,
+    a detach of another writes both, as comparing every interface with the file finds."""
+    import json
+
+    ctl, path = _moved_by_controller(tmp_path, {"eni-web2": "spare1"})
+    ctl.change(lambda d: records.detach(d, "eni-web1", {"requester": "acme"}))
+    written = json.loads(path.read_text())["attachments"]
+    assert written == records.attachments(ctl.deployment, ctl.base) == {"eni-web2": "spare1", "eni-web1": None}
+
+
+def test_what_a_change_replaced_is_freed_after_its_syncs_not_on_its_way(tmp_path):
+    """The Index and compiled switches a runtime change replaces are kept until the app has
+    synced the change (release_retired), and then freed; changes that come faster than their
+    syncs keep a few (RETIRED_KEPT), not all."""
+    import weakref
+
+    from vpcflow.controller import state
+
+    ctl, _ = _moved_by_controller(tmp_path)
+    homes = ["spare1", "web2"]
+    replaced = []
+    for i in range(state.RETIRED_KEPT + 2):
+        replaced.append(weakref.ref(ctl.index))
+        ctl.change(lambda d: records.attach(d, "eni-web2", {"instance": homes[i % 2], "requester": "acme",
+                                                            "follow_connections": False}, "r1"))
+        for name in ctl.deployment.switches:
+            ctl.desired(name, "br-int", "3.1.0")
+    assert [r() is not None for r in replaced] == [False] * 2 + [True] * state.RETIRED_KEPT
+    ctl.release_retired()
+    assert [r() for r in replaced] == [None] * len(replaced) and ctl.index is not None

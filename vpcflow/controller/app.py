@@ -361,15 +361,24 @@ class VpcflowApp(AppBase):
         phases across all switches, to the model in force when it began), and one waiting to
         start also brings in the changes made meanwhile."""
         if not phased:
-            hub.spawn(self._sync_receivers_first, phased)
+            hub.spawn(self._synced_then_released)
         elif not self.phased_queued:
             self.phased_queued = True
             hub.spawn(self._phased_run)
 
+    def _synced_then_released(self):
+        try:
+            self._sync_receivers_first()
+        finally:
+            self.ctl.release_retired()  # what the change replaced, freed once no switch waits on it
+
     def _phased_run(self):
         with self.phased_lock:
             self.phased_queued = False  # this run has begun: a change from now on needs one more
-            self._sync_receivers_first(True, self.ctl.model_in_force())
+            try:
+                self._sync_receivers_first(True, self.ctl.model_in_force())
+            finally:
+                self.ctl.release_retired()
 
     def _sync_receivers_first(self, phased: bool = False, model=None):
         """Every bridge, hosts before edges: the edge is the one sender of everything that comes
