@@ -16,9 +16,10 @@ import yaml
 from bench import generate
 from bench.util import median, now, peak_rss, profile, rss, worker_main
 from vpcflow.controller import records
-from vpcflow.flows.compiler import Options, compile_switch
+from vpcflow.controller.state import Controller
+from vpcflow.flows import pipeline
+from vpcflow.flows.compiler import compile_switch
 from vpcflow.flows.follow import ElasticFollow
-from vpcflow.flows.incremental import Compiled, next_index
 from vpcflow.flows.index import Index
 from vpcflow.flows.nat import PORTED, block_name
 from vpcflow.flows.portmask import range_to_masks
@@ -83,35 +84,21 @@ def _with_rule(dep, group, direction, index, **changes):
     return dataclasses.replace(dep, security_groups=frozen_map({**dep.security_groups, group: sg}))
 
 
-def _api_call(dep, make):
-    """The API's own work for a change (records.py, as state.change runs it): the checks and the
-    new model (make), then the state file. The controller has looked up instances' interfaces
-    and written the state file before: both are carried over, as they are in a running one."""
-    directory = tempfile.mkdtemp(prefix="vpcflow-bench-state-")
-    path = os.path.join(directory, "state.json")
-    dep.interfaces_of("")
-    previous = records.save(path, dep, dep, {})
-
-    def call():
-        new, remap = make()
-        records.save(path, new, dep, {remap.id: remap} if remap else {}, previous)
-        return new
-    return call, directory
-
-
 def _changes(dep, data):
     """(what, new deployment, draining remaps, changed file data, tenant concerned, hosts concerned,
-    the API call that makes the change or None: _api_call)."""
+    the change as a running controller makes it and undoes it: a _Steps)."""
     racks = sum(1 for n in dep.instances if n.startswith("spare"))
     spare = f"spare{racks - 1}"
     moved = generate.iface_name(1)  # network n0, rack 0
-    old_host = dep.instances[dep.interfaces[moved].attach_to].switch
+    home = dep.interfaces[moved].attach_to
+    old_host = dep.instances[home].switch
     move_data = {**data, "interfaces": {**data["interfaces"], moved: {**data["interfaces"][moved], "attach_to": spare}}}
     group = generate.group_names(0)[0]
     rule_data = {**data, "security_groups": {**data["security_groups"], group: {
         **data["security_groups"][group],
         "ingress": [{**data["security_groups"][group]["ingress"][0], "ports": "80-81"}]
         + data["security_groups"][group]["ingress"][1:]}}}
+    ports = dep.security_groups[group].ingress[0].ports
     # an elastic IP remapped to another interface of its network, its connections followed (the
     # old holder drains): what `vpcflow remap --follow` does
     eip = dep.elastic_ips[0]
@@ -123,20 +110,38 @@ def _changes(dep, data):
     remap_data = {**data, "elastic_ips": [{**data["elastic_ips"][0], "interface": target}] + data["elastic_ips"][1:]}
     requester = dep.networks[dep.interfaces[moved].network].entity
 
-    def move():
-        return records.attach(dep, moved, {"instance": spare, "requester": requester, "follow_connections": False},
-                              "bench")
+    def attach(instance):
+        return lambda d: records.attach(d, moved, {"instance": instance, "requester": requester,
+                                                   "follow_connections": False}, "bench")
 
-    def remap():
-        return records.remap_elastic_ip(dep, str(eip.ip), {"interface": target, "follow_connections": True}, "bench")
+    def rule(ports):
+        return lambda d: _with_rule(d, group, "ingress", 0, ports=ports)
+
+    def remap(interface, follow):
+        return lambda d: records.remap_elastic_ip(d, str(eip.ip), {"interface": interface, "follow_connections": follow},
+                                                  f"bench-{interface}")
+
+    def remap_undone(ctl, made):  # its drain ends, then the address goes back, not followed
+        ctl.remap_progress(made.id, 0)
+        return [remap(eip.interface, False)]
     return [
         (f"interface move ({moved}: {old_host} -> {dep.instances[spare].switch})",
-         move()[0], (), move_data, "t0", {old_host, dep.instances[spare].switch}, move),
+         attach(spare)(dep)[0], (), move_data, "t0", {old_host, dep.instances[spare].switch},
+         _Steps(attach(spare), lambda ctl, _: [attach(home)])),
         (f"security-group rule edit ({group} ingress[0]: tcp 80 -> 80-81)",
-         _with_rule(dep, group, "ingress", 0, ports=PortRange(80, 81)), (), rule_data, "t0", set(), None),
+         rule(PortRange(80, 81))(dep), (), rule_data, "t0", set(), _Steps(rule(PortRange(80, 81)), lambda ctl, _: [rule(ports)])),
         (f"elastic-IP remap, followed ({eip.ip}: {eip.interface} on {holders[0]} -> {target} on {holders[1]})",
-         remap()[0], (ElasticFollow("bench", str(eip.ip), eip.interface),), remap_data, "t0", set(holders), remap),
+         remap(target, True)(dep)[0], (ElasticFollow("bench", str(eip.ip), eip.interface),), remap_data, "t0",
+         set(holders), _Steps(remap(target, True), remap_undone)),
     ]
+
+
+@dataclasses.dataclass
+class _Steps:
+    """A change as the controller takes it (Controller.change), and how to undo it between runs:
+    undo(controller, the change's Remap or None) -> more changes to make (after what it did itself)."""
+    make: object
+    undo: object
 
 
 def _candidates(dep, tenant, hosts):
@@ -152,95 +157,125 @@ def job_incremental(size: str, runs: int, others: int, budget: float) -> dict:
     """Each change: which switches' flows change, and the time to compile those from the new model.
 
     The first run is timed switch by switch while finding what changed (a fresh Index, then
-    the changed switches); more runs, while within `budget` seconds, time the whole again.
+    the changed switches); more runs, while within `budget` seconds, time the whole again. The
+    change itself, then, through a running Controller (_through_controller).
     """
     started = now()
     data = generate.sized(size)
     dep = parse(data)
-    old_ix = Index(dep)
-    # every switch compiled, as in a running controller: the Index then holds the work of all of
-    # them, which a change carries over (its cost grows with that, not with the switches examined)
-    t = now()
-    old = {name: compile_switch(old_ix, name) for name in dep.switches}
-    compiled_all = now() - t
-    results = []
-    for what, new_dep, follows, new_data, tenant, named, make in _changes(dep, data):
+    state_dir = tempfile.mkdtemp(prefix="vpcflow-bench-state-")
+    try:
+        ctl = Controller(dep, state_file=os.path.join(state_dir, "state.json"))
+        # every switch compiled, as in a running controller: the Index then holds the work of all of
+        # them, which a change carries over (its cost grows with that, not with the switches examined)
         t = now()
-        parse(new_data)
-        validate = now() - t
-        t = now()
-        new_ix = Index(new_dep, follows)
-        index_time = now() - t
-        changed, seconds, added, removed = [], index_time, 0, 0
-        candidates = _candidates(dep, tenant, named)
-        far = [s for s in dep.switches if s not in candidates]
-        sample = far[len(far) // (others + 1)::len(far) // (others + 1) or 1][:others]
-        examined = candidates + sample
-        for name in examined:
-            t = now()
-            b = compile_switch(new_ix, name)
-            took = now() - t
-            before = set(old[name].integration) | set(old[name].underlay)
-            after = set(b.integration) | set(b.underlay)
-            if before != after:
-                changed.append(name)
-                seconds += took
-                added += len(after - before)
-                removed += len(before - after)
-
-        def recompile(names):
-            ix = Index(new_dep, follows)
-            for name in names:
-                compile_switch(ix, name)
-        times = [seconds]
-        while len(times) < runs and now() - started < budget:
-            t = now()
-            recompile(changed)
-            times.append(now() - t)
-        module = _through_incremental(old_ix, old, new_dep, follows, changed, max(runs, 3))
-        api = None
-        if make is not None:
-            call, directory = _api_call(dep, make)
-            try:
-                api = []
-                for _ in range(max(runs, 3)):
-                    t = now()
-                    call()
-                    api.append(now() - t)
-            finally:
-                shutil.rmtree(directory, ignore_errors=True)
-        results.append({"module": module, "api": api, "what": what, "validate": validate, "times": times, "index": index_time,
-                        "changed": changed, "examined": len(examined), "sampled_others": len(sample),
-                        "others_changed": [s for s in changed if s in sample],
-                        "flows_added": added, "flows_removed": removed,
-                        "switch_flows": sum(_count(old[n]) for n in changed)})
-    # the last change once more, as the controller runs it, under the profiler
-    results[-1].update(profile=profile(lambda: _through_incremental(old_ix, old, new_dep, follows, changed, 1,
-                                                                     sync=False)))
+        for name in dep.switches:
+            ctl.desired(name, pipeline.INTEGRATION, BENCH_OVS_VERSION)
+        compiled_all = now() - t
+        model = ctl.model_in_force()[1]
+        old = {name: model.switch(name) for name in dep.switches}
+        results = []
+        for what, new_dep, follows, new_data, tenant, named, steps in _changes(dep, data):
+            results.append(_incremental_one(ctl, old, dep, what, new_dep, follows, new_data, tenant, named, steps,
+                                            runs, others, budget, started))
+        # the last change once more, as the controller runs it, under the profiler
+        results[-1].update(profile=_profiled_change(ctl, steps))
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
     return {"switches_total": len(dep.switches), "compiled_all": compiled_all, "changes": results}
 
 
-def _through_incremental(old_ix, old_flows, new_dep, follows, changed, runs: int, sync: bool = True) -> dict:
-    """The same change as the controller runs it (state._install): the next Index derived from
-    the one in force (incremental.next_index, which carries over what the change did not touch),
-    the switches it finds changed, recompiled; the others keep their flows. `before` is not
-    changed by a run, so each run starts from the same state."""
-    before = Compiled(old_ix, {(name, Options()): flows for name, flows in old_flows.items()})
-    times, found, synced = [], [], []
+def _incremental_one(ctl, old, dep, what, new_dep, follows, new_data, tenant, named, steps, runs, others, budget,
+                     started) -> dict:
+    t = now()
+    parse(new_data)
+    validate = now() - t
+    t = now()
+    new_ix = Index(new_dep, follows)
+    index_time = now() - t
+    changed, seconds, added, removed = [], index_time, 0, 0
+    candidates = _candidates(dep, tenant, named)
+    far = [s for s in dep.switches if s not in candidates]
+    sample = far[len(far) // (others + 1)::len(far) // (others + 1) or 1][:others]
+    examined = candidates + sample
+    for name in examined:
+        t = now()
+        b = compile_switch(new_ix, name)
+        took = now() - t
+        before = set(old[name].integration) | set(old[name].underlay)
+        after = set(b.integration) | set(b.underlay)
+        if before != after:
+            changed.append(name)
+            seconds += took
+            added += len(after - before)
+            removed += len(before - after)
+
+    def recompile(names):
+        ix = Index(new_dep, follows)
+        for name in names:
+            compile_switch(ix, name)
+    times = [seconds]
+    while len(times) < runs and now() - started < budget:
+        t = now()
+        recompile(changed)
+        times.append(now() - t)
+    module = _through_controller(ctl, steps, changed, old, max(runs, 9))
+    return {"module": module, "what": what, "validate": validate, "times": times, "index": index_time,
+            "changed": changed, "examined": len(examined), "sampled_others": len(sample),
+            "others_changed": [s for s in changed if s in sample],
+            "flows_added": added, "flows_removed": removed,
+            "switch_flows": sum(_count(old[n]) for n in changed)}
+
+
+BENCH_OVS_VERSION = "3.1.0"  # what the switches report (Open vSwitch of Debian 12): no embedded outer source
+
+
+def _through_controller(ctl, steps, changed, old_flows, runs: int) -> dict:
+    """The change as a running controller makes it: `Controller.change` (the API's checks, the
+    new model, the state file, then the next Index derived from the one in force and the
+    switches it finds changed), then those switches' flows (`Controller.desired`, what a sync
+    asks for). Not timed: its sync diff (measured apart), and undoing it for the next run (as
+    the same kind of change, its switches compiled too, and what it replaced freed, as the app
+    does after the syncs: Controller.release_retired)."""
+    times, found, synced, flagged = [], [], [], set()
     for _ in range(runs):
         t = now()
-        after, flagged = before.update(next_index(old_ix, new_dep, follows))
+        generation, remap = ctl.change(steps.make)
         found.append(now() - t)
-        flagged = set(new_dep.switches) if flagged is None else flagged
-        for name in flagged:
-            after.switch(name)
+        flagged = _compiled_as_synced(ctl, generation - 1)
         times.append(now() - t)
-        if sync:  # (not under the profiler: its set-up encodes every flow of those switches)
-            synced.append(_sync_work({name: old_flows[name] for name in changed},
-                                     {name: after.switch(name) for name in changed}))
-    out = {"seconds": median(times), "times": times, "find": median(found), "flagged": len(flagged),
-           "missed": sorted(set(changed) - flagged)}
-    return {**out, "sync": median(synced)} if synced else out
+        model = ctl.model_in_force()[1]
+        synced.append(_sync_work({name: old_flows[name] for name in changed},
+                                 {name: model.switch(name) for name in changed}))
+        _undo(ctl, steps, remap)
+    return {"seconds": median(times), "times": times, "find": median(found), "flagged": len(flagged),
+            "missed": sorted(set(changed) - flagged), "sync": median(synced)}
+
+
+def _compiled_as_synced(ctl, since: int) -> set:
+    """The flows of the switches the changes after generation `since` touched, as their syncs ask
+    for them."""
+    flagged = ctl.changed_switches(since)
+    flagged = set(ctl.deployment.switches) if flagged is None else flagged
+    for name in flagged:
+        ctl.desired(name, pipeline.INTEGRATION, BENCH_OVS_VERSION)
+    return flagged
+
+
+def _undo(ctl, steps, remap):
+    ctl.release_retired()
+    since = ctl.generation
+    for make in steps.undo(ctl, remap):
+        ctl.change(make)
+    _compiled_as_synced(ctl, since)
+    ctl.release_retired()
+
+
+def _profiled_change(ctl, steps) -> str:
+    since, made = ctl.generation, []
+    text = profile(lambda: made.append(ctl.change(steps.make)[1]) or _compiled_as_synced(ctl, since))
+    _undo(ctl, steps, made[0])
+    return text
 
 
 def _sync_work(old, new) -> float:

@@ -111,20 +111,25 @@ class Report:
 
     def incremental(self):
         self.add("## 2. Incremental change", "",
-                 "A move and a remap are made by the API's own functions (`controller/records.py`: checks, new "
-                 "model); a rule edit, which comes with a reload, is applied to the model value "
-                 "(`dataclasses.replace`). "
+                 "Each change is made through a running `Controller` (`controller/state.py`), as the API makes "
+                 "it: `Controller.change` with the API's own functions (`controller/records.py`: checks, new "
+                 "model) for a move and a remap; a rule edit, which comes with a reload, is put in force the "
+                 "same way as a changed model value (`dataclasses.replace`). "
                  "Switches examined: every switch hosting an interface of the tenant concerned, the hosts "
                  "named by the change, the edge, and a few others far away (a check that they do not "
                  "change). Every switch of the deployment was compiled before the change, as in a running "
                  "controller: the Index in force then holds the work of all of them, which the change carries "
-                 "over. **Time to new desired flows** is what the "
-                 "controller runs from an API call (`state.change`): the API's own work (its checks, the new "
-                 "model, the state file written), then `incremental.next_index` (the next Index derived from "
-                 "the one in force, with the work the change did not touch carried over), "
-                 "`Compiled.update` (which finds the switches to recompile), and the compile of those "
-                 "switches. After it, not in that time: the controller's diff of each changed switch "
-                 "against what its bridge holds (`sync.diff_since`, new flows encoded; no switch). "
+                 "over. **Time to new desired flows**: from the API call to the new flows of every switch it "
+                 "changed. `Controller.change` runs the API's checks, writes the state file, derives the next "
+                 "Index from the one in force (`incremental.next_index`: the work the change did not touch "
+                 "carried over) and finds the switches to recompile (`Compiled.update`); then those switches' "
+                 "flows are compiled, as their syncs ask for them (`Controller.desired`). Each run starts from "
+                 "where the one before left the controller: the change was undone (not timed) by the same kind "
+                 "of change (moved back, the rule put back, the remap's drain ended and the address given "
+                 "back), and what the changes replaced was freed, as the app does after a change's syncs "
+                 "(`Controller.release_retired`). After it, not in that time: the controller's diff of each "
+                 "changed switch against what its bridge holds (`sync.diff_since`, new flows encoded; no "
+                 "switch). "
                  "For comparison, the same switches compiled from a fresh `Index` (what a "
                  "restart does). **Baseline**: validating the changed file (`loader.parse`).", "",
                  "| size | change | switches changed (examined) | flows added / removed (of the flows on those switches) "
@@ -141,16 +146,14 @@ class Report:
                 continue
             for c in r["changes"]:
                 m = c["module"]
-                api = median(c["api"]) if c.get("api") else None
-                t = m["seconds"] + (api or 0)
+                t = m["seconds"]
                 self.change_seconds.setdefault(size, {})[c["what"].split(" (")[0]] = t
                 others = "none of the far ones" if not c["others_changed"] else "far ones too: " + ", ".join(c["others_changed"])
                 missed = f"; **missed {', '.join(m['missed'])}**" if m["missed"] else ""
                 self.add(f"| {size} | {c['what']} | {len(c['changed'])} ({c['examined']}; {others}{missed}) "
                          f"| {c['flows_added']:,} / {c['flows_removed']:,} ({c['switch_flows']:,}) "
-                         f"| {_s(t)} ({_n(len(m['times']), 'run')}; "
-                         f"{'API checks and state file ' + _s(api) + '; ' if api is not None else ''}"
-                         f"finding the switches {_s(m['find'])}"
+                         f"| {_s(t)} ({_n(len(m['times']), 'run')}, slowest {_s(max(m['times']))}; "
+                         f"the change, to finding the switches {_s(m['find'])}"
                          f"{'; then the sync diff of those switches ' + _s(m['sync']) if 'sync' in m else ''}) "
                          f"| {_s(median(c['times']))} (Index {_s(c['index'])}) | {_s(c['validate'])} "
                          f"| {t / c['validate']:.2f} | {_met(t < 0.02)} |")
@@ -171,8 +174,8 @@ class Report:
                          f"recompiles the switches `flows/incremental.py` finds (all of them, the full compile "
                          f"of section 1, {_s(seconds)}, only when what every switch reads changed).", "")
         for size, c in profiles[-1:]:
-            self.add(f"Where the time goes ({size}, {c['what']}, as the controller runs it: derived Index, "
-                     "changed switches recompiled; cProfile, by own time):", "")
+            self.add(f"Where the time goes ({size}, {c['what']}, as the controller runs it: "
+                     "`Controller.change`, then the changed switches' flows; cProfile, by own time):", "")
             self.add(*_block(c["profile"]))
 
     def growth(self):

@@ -275,6 +275,20 @@ class Controller:
                 return upto
             return None
 
+    def changed_switches(self, since: int):
+        """The switches whose flows the model changes after generation `since` may have changed
+        (what their syncs will find changed); None: every switch, or older than remembered."""
+        with self.lock:
+            if since < self._changes[0][0] - 1:
+                return None
+            out = set()
+            for g, changed in self._changes:
+                if g > since:
+                    if changed is None:
+                        return None
+                    out |= changed
+            return out
+
     def name_of(self, cookie: int):
         """(feature, object) that a cookie names, from the flows compiled for the model in force."""
         with self.lock:
