@@ -405,7 +405,7 @@ def test_a_deployments_interfaces_after_changes_read_as_the_dict_they_stand_for(
     as its interfaces would in a dict, and a later change never alters an earlier one's."""
     import random
 
-    from vpcflow.layered import Layered, Overlaid
+    from vpcflow.layered import Overlaid
 
     rnd = random.Random(3)
     names = sorted(dep.interfaces)
