@@ -244,7 +244,7 @@ def test_a_followed_move_through_a_derived_index(dep):
 
 
 def test_an_index_and_its_compiles_go_when_the_model_does(dep):
-    """Compiled objects are kept out of the cyclic collector's sight (compiler._without_gc), so a
+    """Compiled objects are kept out of the cyclic collector's sight (compiler.without_gc), so a
     reference cycle through an Index would keep a whole model alive: there must be none. Freed
     by reference counting alone, without a collection."""
     import weakref

@@ -212,11 +212,12 @@ class Controller:
             self._retired = (self._retired + [(self.index, self._switches)])[-RETIRED_KEPT:]
         self.deployment = dep
         compiler.release_frozen()
-        # derived from the one in force where a runtime change allows (flows/incremental.py)
-        self.index = incremental.next_index(self.index, dep, self.follows())
+        with compiler.without_gc():  # (as a compile: objects that live on, no cycles)
+            # derived from the one in force where a runtime change allows (flows/incremental.py)
+            self.index = incremental.next_index(self.index, dep, self.follows())
+            # switches whose inputs did not change keep their compiled flows (flows/incremental.py)
+            self._switches, changed = self._switches.update(self.index)
         self.generation += 1
-        # switches whose inputs did not change keep their compiled flows (flows/incremental.py)
-        self._switches, changed = self._switches.update(self.index)
         self._changes = (self._changes + [(self.generation, changed)])[-CHANGES_KEPT:]
         self._names = None
         if dep.switches is not self._located:  # (a runtime change keeps them: 2,000 switches, ~5 ms)

@@ -73,7 +73,7 @@ def _own(ix: Index, sw: Switch, feature: str, embed: bool, of_network, of_switch
 
 
 @contextlib.contextmanager
-def _without_gc():
+def without_gc():
     """Compiling makes no reference cycles, only many objects that live on (the flows, kept as
     long as the model holds). The cyclic collector would walk the growing heap again and again
     for nothing: measured, it took more time than the compile itself (70 s of a 110 s compile of
@@ -110,7 +110,7 @@ def compile_switch(ix: Index, name: str, options: Options = Options(), previous:
     # host's are few: counting them all would cost memory for every host, for little)
     overlaps = ix.cached(("finish:overlaps", name), Overlaps) if sw.role == EDGE else None
     before = previous.integration if previous is not None else None
-    with _without_gc():
+    with without_gc():
         return SwitchFlows(finish(integration_flows(ix, sw, options), overlaps, before),
                            finish(underlay.underlay_flows(sw)))
 

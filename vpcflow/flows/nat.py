@@ -175,7 +175,7 @@ class Plan:
         the elastic IPs are the same and none of their holders moved, theirs too."""
         dep = ix.dep
         # not the Index itself: the Index caches its Plan, and a cycle would outlive the model
-        # (compiled objects are kept out of the cyclic collector's sight, compiler._without_gc)
+        # (compiled objects are kept out of the cyclic collector's sight, compiler.without_gc)
         self.elastic_ips = dep.elastic_ips
         self.nat = dep.nat
         # an interface's primary address (its first), where it is attached now (not the old
