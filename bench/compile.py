@@ -219,7 +219,7 @@ def _incremental_one(ctl, old, dep, what, new_dep, follows, new_data, tenant, na
         t = now()
         recompile(changed)
         times.append(now() - t)
-    module = _through_controller(ctl, steps, changed, old, max(runs, 9))
+    module = _through_controller(ctl, steps, changed, max(runs, 9))
     return {"module": module, "what": what, "validate": validate, "times": times, "index": index_time,
             "changed": changed, "examined": len(examined), "sampled_others": len(sample),
             "others_changed": [s for s in changed if s in sample],
@@ -230,7 +230,7 @@ def _incremental_one(ctl, old, dep, what, new_dep, follows, new_data, tenant, na
 BENCH_OVS_VERSION = "3.1.0"  # what the switches report (Open vSwitch of Debian 12): no embedded outer source
 
 
-def _through_controller(ctl, steps, changed, old_flows, runs: int) -> dict:
+def _through_controller(ctl, steps, changed, runs: int) -> dict:
     """The change as a running controller makes it: `Controller.change` (the API's checks, the
     new model, the state file, then the next Index derived from the one in force and the
     switches it finds changed), then those switches' flows (`Controller.desired`, what a sync
@@ -239,14 +239,15 @@ def _through_controller(ctl, steps, changed, old_flows, runs: int) -> dict:
     does after the syncs: Controller.release_retired)."""
     times, found, synced, flagged = [], [], [], set()
     for _ in range(runs):
+        held = ctl.model_in_force()[1]  # (what the bridges hold: the flows synced before)
+        held = {name: held.switch(name) for name in changed}
         t = now()
         generation, remap = ctl.change(steps.make)
         found.append(now() - t)
         flagged = _compiled_as_synced(ctl, generation - 1)
         times.append(now() - t)
         model = ctl.model_in_force()[1]
-        synced.append(_sync_work({name: old_flows[name] for name in changed},
-                                 {name: model.switch(name) for name in changed}))
+        synced.append(_sync_work(held, {name: model.switch(name) for name in changed}))
         _undo(ctl, steps, remap)
     return {"seconds": median(times), "times": times, "find": median(found), "flagged": len(flagged),
             "missed": sorted(set(changed) - flagged), "sync": median(synced)}
