@@ -112,7 +112,7 @@ def compile_switch(ix: Index, name: str, options: Options = Options(), previous:
     before = previous.integration if previous is not None else None
     with without_gc():
         return SwitchFlows(finish(integration_flows(ix, sw, options), overlaps, before),
-                           finish(underlay.underlay_flows(sw)))
+                           ix.cached(("underlay", name), lambda: finish(underlay.underlay_flows(sw))))
 
 
 def compile_deployment(dep: Deployment, options: Options = Options(), follows=()) -> Dict[str, SwitchFlows]:

@@ -620,5 +620,6 @@ _CARRY = {
     "own:nat": _own_nat,
     "nat:edge:eip_runs": _always,  # (each Runs is kept with the members it was made of: nat.edge_flows)
     "base:host": _always,  # (the same on every host: the pipeline's tables)
+    "underlay": _always,  # (a switch's own: a change of the switches builds a new Index)
     "finish:overlaps": _always,  # it says itself which runs it counts (assemble.Overlaps)
 }
