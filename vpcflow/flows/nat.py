@@ -95,6 +95,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import operator
 from typing import Dict, List, Optional, Tuple
 
 from netaddr import IPAddress
@@ -182,6 +184,8 @@ class Plan:
         # binding a moved record's drain keeps: that one only finishes the connections it had)
         self.primary = FirstEndpoints(ix.by_interface)
         self._by_switch: Dict[int, Dict[str, list]] = {}
+        # (a tuple of elastic IPs, interface -> the positions of those it holds): _holder_positions
+        self._by_holder = old._by_holder if old is not None else None
         if old is not None and old.nat == self.nat and not (old._owners & moved):
             self.blocks, self.forwards, self._owners = old.blocks, old.forwards, old._owners
             self._block_of, self._icmp_senders, self._served = old._block_of, old._icmp_senders, old._served
@@ -223,23 +227,32 @@ class Plan:
         # (the position of each is old's: the same addresses, in order; an interface holds one)
         self._pair_at, self._eip_of, holders = list(old._pair_at), dict(old._eip_of), set(old._eip_holders)
         self._edge_keys = dict(old._edge_keys)
-        changed = []  # the positions of the pairs that came or went
-        for n, (a, e) in enumerate(zip(old.elastic_ips, ix.dep.elastic_ips)):
-            if a is e and e.interface not in moved:
-                continue
+        # the positions of the pairs that came or went: the elastic IPs replaced (a remap's) and
+        # those the moved interfaces hold, found without a pass over a thousand of them in Python
+        a_eips, b_eips = old.elastic_ips, ix.dep.elastic_ips
+        positions = set()
+        if a_eips is not b_eips:
+            positions.update(itertools.compress(itertools.count(), map(operator.is_not, a_eips, b_eips)))
+        if moved:
+            by_holder = self._holder_positions(old, b_eips)
+            for name in moved:
+                positions.update(by_holder.get(name, ()))
+        changed = sorted(positions)
+        for n in changed:
+            a, e = a_eips[n], b_eips[n]
             self._edge_keys.pop(id(a), None)  # (ids of objects this Plan holds only)
             gone = self._pair_at[n]
-            changed.append(n)
             if gone is not None and self._eip_of.get(gone[0].interface) is gone[0]:
-                del self._eip_of[gone[0].interface]
+                # (None, not deleted: a dict keys were deleted from is copied key by key, 10x slower)
+                self._eip_of[gone[0].interface] = None
             holders.discard(a.interface)
             self._pair_at[n] = (e, held[e.interface][0]) if e.interface in held else None
-        for a, e in zip(old.elastic_ips, ix.dep.elastic_ips):
-            if a is not e or e.interface in moved:
-                holders.add(e.interface)
-                if e.interface in held:
-                    self._eip_of[e.interface] = e
-        self.eips = [pair for pair in self._pair_at if pair is not None]
+        for n in changed:
+            e = b_eips[n]
+            holders.add(e.interface)
+            if e.interface in held:
+                self._eip_of[e.interface] = e
+        self.eips = list(filter(None, self._pair_at))  # (the pairs, at C speed: an empty one is None)
         self._eip_holders = frozenset(holders)
         remade = {n // EDGE_CHUNK for n in changed}
         self._chunks = {key: members for key, members in old._chunks.items() if key[1] not in remade}
@@ -256,6 +269,18 @@ class Plan:
                 kept += [(n, pair) for n, pair in now.items() if pair is not None and pair[1].switch.name == name]
                 by_switch[name] = [pair for _, pair in sorted(kept, key=lambda x: x[0])]
             self._by_switch[id(self.eips)] = by_switch
+
+    def _holder_positions(self, old: "Plan", eips) -> Dict[str, List[int]]:
+        """interface -> the positions of the elastic IPs it holds in eips (made once per tuple of
+        elastic IPs: a move keeps it)."""
+        known = old._by_holder
+        if known is None or known[0] is not eips:
+            positions: Dict[str, List[int]] = {}
+            for n, e in enumerate(eips):
+                positions.setdefault(e.interface, []).append(n)
+            known = (eips, positions)
+        self._by_holder = known
+        return known[1]
 
     def edge_key(self, e: ElasticIp, edge: str) -> tuple:
         """The cache key of an elastic IP's run at the edge while no remap of it drains
