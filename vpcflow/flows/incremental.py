@@ -112,6 +112,7 @@ def next_index(old: Optional[Index], dep: Deployment, follows=()) -> Index:
     change = change_between(o, dep)
     if change.instances or change.networks:
         return Index(dep, follows)
+    old.seal()  # (what it makes from now on must not show through the new one's kinds)
     new = Index.derived(old, dep, follows, change.interfaces)
     new.change = (weakref.ref(old), change)  # (weakly: each Index would keep the one before alive)
     carry_over(old, new, change)
@@ -276,10 +277,9 @@ def carry_over(old: Index, new: Index, change: Change):
                        groups_same, _switches_of(holders, old, new), conj_same, reach_changed,
                        change.groups, arp_networks, reach_same, [key for key, _ in verdicts or ()],
                        {g for g, (a, b) in named.items() if a != b}, local_changed)
-    # kind by kind: a small kind is copied without hashing its keys again; a big one (a host's
-    # own runs, by feature and network: ~10,000 where every switch was compiled) is layered
-    # over the old one, with the keys its rule drops taken out (copying every kind was 5 ms of a
-    # change at 100k interfaces)
+    # kind by kind, layered over the old one with the keys its rule drops taken out, not copied
+    # (every kind copied was 5 ms of a change at 100k interfaces; the small ones copied, and then
+    # copied key by key once keys were deleted from them, still ~1.5 ms)
     # (old's own `replaced`, the change before, goes with old: a controller frees old after the
     # change's syncs; freed here, it was ~1.3 ms of a 100k move)
     for kind, values in list(old._by_kind.items()):  # (a rule may ask old for a look-up it caches)
@@ -288,14 +288,9 @@ def carry_over(old: Index, new: Index, change: Change):
         new.replaced[kind] = values  # (Index.cached: what is made again reuses equal flows)
         if dropped is ALL:
             continue
-        if values.__class__ is Layered or len(values) >= _LAYERED_FROM:
-            kept = Layered(values)
-            for key in dropped:
-                kept.pop(key)
-        else:
-            kept = values.copy()
-            for key in dropped:
-                del kept[key]
+        kept = Layered(values)
+        for key in dropped:
+            kept.pop(key)
         new.keep_kind(kind, kept)
     for key, value in verdicts if reach_same else ():  # (after the kinds are carried)
         new.keep(key, value)
@@ -392,7 +387,6 @@ def _places(named):
 
 # A rule: (the cached values of one kind, what the change touched) -> the keys that go, or ALL.
 ALL = object()
-_LAYERED_FROM = 2000  # keys: a kind this big is carried as a Layered mapping, not copied
 
 
 # Where every switch was compiled (a running controller), a kind holds thousands of keys: a

@@ -101,6 +101,7 @@ class Index:
         self._members = None
         self._by_kind: Dict[str, Dict[object, object]] = {}  # the cache, by kind
         self.replaced: Dict[str, Dict[object, object]] = {}  # the cache of the Index before a change (cached)
+        self._late: Optional[Dict[object, object]] = None  # what it makes once sealed (seal)
 
     def _follow(self, follows) -> List[Endpoint]:
         """The old bindings of draining interface moves, as endpoints. An elastic IP's old holder
@@ -161,6 +162,7 @@ class Index:
                     [ep for ep in added if g in ep.interface.security_groups]
         ix._by_kind = {}
         ix.replaced = {}
+        ix._late = None
         return ix
 
     @property
@@ -175,25 +177,40 @@ class Index:
         network's flows toward its endpoints, a group's addresses, ...). key: a kind (a
         string), or a tuple whose first item is its kind. The cache is kept by kind:
         flows/incremental.py carries a runtime change's untouched values over kind by kind,
-        each kind's dict copied as it is (a copy reuses the stored hashes of its keys, which
-        tuples and addresses make costly to compute again)."""
+        each kind's dict layered under the next Index's (layered.Layered: no copy, and the
+        stored hashes of its keys, which tuples and addresses make costly, are not made again)."""
         kind = key[0] if key.__class__ is tuple else key  # (_kind written out: thousands of calls a change)
         values = self._by_kind.get(kind)
-        if values is None:
-            values = self._by_kind[kind] = {}
-        try:
-            return values[key]
-        except KeyError:
-            value = values[key] = make()
-            # a run made again after a change takes the equal flows of the run it replaces (also
-            # a run kept with its look-up, as a tuple)
-            previous = self.replaced_value(key) if self.replaced else None
-            if previous is not None:
-                pairs = zip(value, previous) if value.__class__ is previous.__class__ is tuple else ((value, previous),)
-                for run, old in pairs:
-                    if run.__class__ is old.__class__ is Shared:
-                        run.reuse(old)
-            return value
+        if values is not None:
+            try:
+                return values[key]
+            except KeyError:
+                pass
+        if self._late is None:
+            if values is None:
+                values = self._by_kind[kind] = {}
+        else:  # sealed: made apart from what a derived Index lies over
+            values = self._late
+            if key in values:
+                return values[key]
+        value = values[key] = make()
+        # a run made again after a change takes the equal flows of the run it replaces (also
+        # a run kept with its look-up, as a tuple)
+        previous = self.replaced_value(key) if self.replaced else None
+        if previous is not None:
+            pairs = zip(value, previous) if value.__class__ is previous.__class__ is tuple else ((value, previous),)
+            for run, old in pairs:
+                if run.__class__ is old.__class__ is Shared:
+                    run.reuse(old)
+        return value
+
+    def seal(self):
+        """Keep apart what is made from now on: a change derives the next Index from this one,
+        whose cached values lie over this one's (layered.Layered, without a copy). A value made
+        here later (a rule of the change asks, or a sync still running on this model compiles a
+        switch) would show through there as carried over, though the change may have touched it."""
+        if self._late is None:
+            self._late = {}
 
     def replaced_value(self, key):
         """The value of this key in the Index a change derived this one from, where the change
