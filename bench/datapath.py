@@ -102,7 +102,10 @@ class Pair:
     def iperf(self, seconds: int, client: str = "a", dst: str = B_IP) -> float:
         """Gbit/s received, client -> dst; retried while the server is still coming up."""
         for _ in range(20):
-            out = self.run(client, f"iperf3 -c {dst} -p {PORT} -t {seconds} -J", timeout=seconds + 30)
+            # (an attempt on a path that carries nothing fails in 3 s, not at TCP's own give-up:
+            # 20 of those were minutes before the section could say so)
+            out = self.run(client, f"iperf3 -c {dst} -p {PORT} -t {seconds} -J --connect-timeout 3000",
+                           timeout=seconds + 30)
             try:
                 return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
             except (ValueError, KeyError):
