@@ -239,15 +239,15 @@ def _through_controller(ctl, steps, changed, runs: int) -> dict:
     does after the syncs: Controller.release_retired)."""
     times, found, synced, flagged = [], [], [], set()
     for _ in range(runs):
-        held = ctl.model_in_force()[1]  # (what the bridges hold: the flows synced before)
-        held = {name: held.switch(name) for name in changed}
+        before = ctl.model_in_force()[1]  # (what the bridges hold: the flows synced last)
         t = now()
         generation, remap = ctl.change(steps.make)
         found.append(now() - t)
         flagged = _compiled_as_synced(ctl, generation - 1)
         times.append(now() - t)
-        model = ctl.model_in_force()[1]
-        synced.append(_sync_work(held, {name: model.switch(name) for name in changed}))
+        after = ctl.model_in_force()[1]
+        synced.append(_sync_work({name: before.switch(name) for name in changed},
+                                 {name: after.switch(name) for name in changed}))
         _undo(ctl, steps, remap)
     return {"seconds": median(times), "times": times, "find": median(found), "flagged": len(flagged),
             "missed": sorted(set(changed) - flagged), "sync": median(synced)}

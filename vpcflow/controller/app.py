@@ -366,19 +366,16 @@ class VpcflowApp(AppBase):
             self.phased_queued = True
             hub.spawn(self._phased_run)
 
-    def _synced_then_released(self):
+    def _synced_then_released(self, phased: bool = False, model=None):
         try:
-            self._sync_receivers_first()
+            self._sync_receivers_first(phased, model)
         finally:
             self.ctl.release_retired()  # what the change replaced, freed once no switch waits on it
 
     def _phased_run(self):
         with self.phased_lock:
             self.phased_queued = False  # this run has begun: a change from now on needs one more
-            try:
-                self._sync_receivers_first(True, self.ctl.model_in_force())
-            finally:
-                self.ctl.release_retired()
+            self._synced_then_released(True, self.ctl.model_in_force())
 
     def _sync_receivers_first(self, phased: bool = False, model=None):
         """Every bridge, hosts before edges: the edge is the one sender of everything that comes
