@@ -19,16 +19,16 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from vpcflow.flows.authz import groups_may_send, may_send, talks_outside
-from vpcflow.flows.base import drop_flow
+from vpcflow.flows.base import drop_object
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output, interned
 from vpcflow.flows.index import Index, stable_ids
-from vpcflow.flows.matches import arp
 from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_CLASS
 from vpcflow.layered import Layered
 from vpcflow.topology.model import DUMMY_MAC_HIGH16, Switch
 
 PRIORITY = 100
+OWN_ADDRESS = drop_object("arp_own_address")
 
 
 def computed_reply():
@@ -217,9 +217,12 @@ def _network_flows(ix: Index, classes: _Classes, net):
         yield Flow("arp_responder", PRIORITY, request + interned((("arp_tpa", text),)), computed_reply(), "arp",
                    f"net{net.id}:all")
     # A request for one's own address (a gratuitous ARP or a duplicate check) gets no answer.
+    # (drop_flow's {reg0, **arp(arp_spa=address, arp_tpa=address)}, from parts interned once)
+    head = interned(((REG_NETWORK, net.id), ("eth_type", ETH_ARP)))
     for ep in ix.by_network[net.name]:
-        yield drop_flow("arp_responder", PRIORITY + 10,
-                        {REG_NETWORK: net.id, **arp(arp_spa=ep.ip_text, arp_tpa=ep.ip_text)}, "arp_own_address")
+        text = ep.ip_text
+        yield Flow("arp_responder", PRIORITY + 10, head + interned((("arp_spa", text), ("arp_tpa", text))), (),
+                   "drop", OWN_ADDRESS)
 
 
 def _targets(ix: Index, src) -> tuple:

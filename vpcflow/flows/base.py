@@ -22,7 +22,12 @@ def tables_of(sw: Switch):
 
 def drop_flow(table: str, priority: int, match, reason: str):
     """A drop counted under its reason: the flow's packet counter is the drop counter."""
-    return flow(table, priority, match, (), feature="drop", obj=f"drop:{reason}")
+    return flow(table, priority, match, (), feature="drop", obj=drop_object(reason))
+
+
+def drop_object(reason: str) -> str:
+    """The object of a drop flow's cookie: its reason (feature "drop")."""
+    return f"drop:{reason}"
 
 
 def integration_flows(ix: Index, sw: Switch):

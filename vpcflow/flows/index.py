@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 from netaddr import IPAddress
 
 from vpcflow.flows.assemble import Shared
+from vpcflow.flows.core import interned
 from vpcflow.layered import Layered
 from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch
 
@@ -58,6 +59,17 @@ class Endpoint:
     def ip_text(self) -> str:
         """str(ip), asked for by many flows: made once, when first asked."""
         return address_text(self.ip)
+
+    @functools.cached_property
+    def dst_match(self) -> tuple:
+        """Its (ipv4_dst, address) match item, interned, as a tuple to add to a match's head
+        (matches.network_ipv4): made once for the flows toward it."""
+        return interned((("ipv4_dst", self.ip_text),))
+
+    @functools.cached_property
+    def src_match(self) -> tuple:
+        """Its (ipv4_src, address) match item, as dst_match."""
+        return interned((("ipv4_src", self.ip_text),))
 
 
 def address_text(ip: IPAddress) -> str:

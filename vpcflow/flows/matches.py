@@ -5,7 +5,7 @@ import functools
 
 from netaddr import IPAddress, IPNetwork
 
-from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Load, Move, Output, SetField
+from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Load, Move, Output, SetField, interned
 from vpcflow.flows.pipeline import REG_NETWORK
 from vpcflow.topology.model import DUMMY_MAC_HIGH16
 
@@ -23,6 +23,15 @@ def cidr(net: IPNetwork):
     if net.prefixlen == (32 if net.version == 4 else 128):
         return str(net.network)
     return (str(net.network), str(net.netmask))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def network_ipv4(netid: int) -> tuple:
+    """The match items {reg0: netid, eth_type: IPv4}, interned once per network: the head of the
+    per-address flows of the network, which add the address's own item (Endpoint.dst_match).
+    Tuples put together, not a dict per flow: flow() interns every item of a dict match, and
+    that look-up in a dict of millions of items was most of what such a flow cost."""
+    return interned(((REG_NETWORK, netid), ("eth_type", ETH_IPV4)))
 
 
 def ipv4(**fields):
@@ -53,10 +62,13 @@ def arp_reply(ip: IPAddress, mac: str):
 
 def dummy_source_mac():
     """eth_src = the dummy MAC of ip_src, computed in the switch (see model.dummy_mac)."""
-    return (
-        Move("ipv4_src", "eth_src", 32, 0, 0),
-        Load(DUMMY_MAC_HIGH16, "eth_src", 32, 16),
-    )
+    return _DUMMY_SOURCE_MAC
+
+
+_DUMMY_SOURCE_MAC = (  # the same for every interface: made once
+    Move("ipv4_src", "eth_src", 32, 0, 0),
+    Load(DUMMY_MAC_HIGH16, "eth_src", 32, 16),
+)
 
 
 def embedded_address_actions(field: str, prefix: IPNetwork, netid: int, ip_field: str):

@@ -103,11 +103,11 @@ from netaddr import IPAddress
 
 from vpcflow.flows.assemble import Runs, Shared
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, CtNat, Goto, Learn, LearnSpec, Output, SetField,
-                                ct_flags, flow)
+from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, CtNat, Flow, Goto, Learn, LearnSpec, Output, SetField,
+                                ct_flags, flow, interned)
 from vpcflow.flows.edge import learn_gateway
 from vpcflow.flows.index import Endpoint, Index
-from vpcflow.flows.matches import arp, arp_reply, cidr, embedded_address_actions, ipv4, load_network
+from vpcflow.flows.matches import arp, arp_reply, cidr, embedded_address_actions, ipv4, load_network, network_ipv4
 from vpcflow.flows.pipeline import REG_NETWORK
 from vpcflow.topology.model import TUNNEL_PORT, ElasticIp, Forward, NatBlock, Network, Switch, embed_text, same_elastic_addresses
 from vpcflow.topology.nat_alloc import value_masks
@@ -406,7 +406,8 @@ def host_network_flows(ix: Index, sw: Switch, net: Network):
         return
     plan = nat_plan(ix)
     lookup = (Ct(NAT_ZONE, "nat_snat", nat=CtNat()),)  # the same for every address: made once
-    new = ct_flags("+trk+new")
+    head = network_ipv4(net.id)
+    unconnected = interned((("ct_state", ct_flags("+trk+new")), ("ct_mark", 0)))
     commits = {}  # source's cookie object -> nat_snat's actions
     translated = False
     for ep in ix.local_endpoints(sw.name, net.name):
@@ -414,8 +415,8 @@ def host_network_flows(ix: Index, sw: Switch, net: Network):
         if src is None:
             continue
         translated = True
-        match = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_src": ep.ip_text}
-        yield flow("nat_out", PRIORITY, match, lookup, feature="nat", obj=src.obj)
+        match = head + ep.src_match  # {reg0: net.id, eth_type: IPv4, ipv4_src: ep's address}
+        yield Flow("nat_out", PRIORITY, match, lookup, "nat", src.obj)
         # the addresses of a block (its cookie object names its address and ports) share one
         # translation: made once, not per address (netaddr's str of the block's address)
         commit = commits.get(src.obj)
@@ -423,7 +424,7 @@ def host_network_flows(ix: Index, sw: Switch, net: Network):
             translate = CtNat("src", str(src.ip), src.lo, src.hi)
             commit = commits[src.obj] = (Ct(NAT_ZONE, "to_edge", commit=True, mark=net.id, nat=translate),)
         # ct_mark 0: no connection has this tuple yet (every commit here sets a network id)
-        yield flow("nat_snat", PRIORITY, {**match, "ct_state": new, "ct_mark": 0}, commit, feature="nat", obj=src.obj)
+        yield Flow("nat_snat", PRIORITY, match + unconnected, commit, "nat", src.obj)
     if not translated and not any(ep.switch.name == sw.name and ep.network.name == net.name for _, ep in plan.old_eips):
         return
     obj = f"network:{net.name}"

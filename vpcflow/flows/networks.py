@@ -16,9 +16,9 @@ from typing import Dict, List, Set, Tuple
 
 from vpcflow.flows.authz import l4_matches
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_IPV4, Goto, Load, ct_flags, flow
+from vpcflow.flows.core import Flow, Goto, Load, ct_flags, flow
 from vpcflow.flows.index import Index
-from vpcflow.flows.matches import cidr, ipv4
+from vpcflow.flows.matches import cidr, ipv4, network_ipv4
 from vpcflow.flows.overlay import OWN, OWN_NOT, PRIORITY, network_accepts, routes
 from vpcflow.flows.pipeline import REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK, REG_SRC_NETWORK
 from vpcflow.topology.model import Authorization, Network, Switch
@@ -108,13 +108,15 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
     zones = ix.zones(sw.name)
     into_b = (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24))  # every endpoint's: made once
     lookup_done = Goto("ingress_acl")
+    head = network_ipv4(a.id)
     for ep in _reachable(ix, a, b):
         if ep.switch.name != sw.name:
             continue
-        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: a.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text},
+        # {reg0: a.id, eth_type: IPv4, ipv4_dst: ep's address}
+        yield Flow("dest_lookup", PRIORITY, head + ep.dst_match,
                    into_b + (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
                              Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
-                   feature="authz", obj=obj)
+                   "authz", obj)
     yield from _check("network_acl_in", "deliver", a, b, authz,
                       {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)
 

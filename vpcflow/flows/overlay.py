@@ -18,7 +18,7 @@ from vpcflow.flows.assemble import Runs, Shared
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Load, Move, Output, SetField, flow, interned
 from vpcflow.flows.index import Index
-from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4
+from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4, network_ipv4
 from vpcflow.flows.pipeline import REG_BINDING, REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK
 from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embed_text
 
@@ -101,10 +101,10 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
     switch, built once (Shared); a destination on this switch takes a local route above its
     shared one (LOCAL). Where the outer source embeds the inner one it is the sender's own: then
     nothing is shared. own: the switch's own routes (OWN), else the Shared run (OWN_NOT)."""
+    head = network_ipv4(net.id)
+
     def route(ep, local: bool):
-        # ipv4() written out here and in the other per-endpoint matches: its call and the dict
-        # merged into this one were 7% of building and finishing such a run (measured)
-        match = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text}
+        match = head + ep.dst_match  # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
         if local:
             return followed_route(ep, match, (Goto("dest_lookup"),), feature, local=True)
         return followed_route(ep, match, encapsulate(sw if embed_source else None, net, ep.switch.prefix, ep.ip,
@@ -198,13 +198,14 @@ def _accepts(ix: Index, net: Network):
 LOCAL = 5  # a route to a destination on this switch: above the shared one every switch has
 
 
-def followed_route(ep, match, actions, feature, local: bool = False):
-    """The route flow of an endpoint; an old binding takes only the connections recorded under it."""
+def followed_route(ep, match: tuple, actions: tuple, feature, local: bool = False):
+    """The route flow of an endpoint (match: interned items); an old binding takes only the
+    connections recorded under it."""
     bonus = LOCAL if local else 0
     if ep.binding is None:
-        return flow("route", PRIORITY + bonus, match, actions, feature=feature, obj=ep.interface.name)
-    return flow("route", PRIORITY + 10 + bonus, {**match, REG_BINDING: ep.binding}, actions, feature="follow",
-                obj=f"{ep.interface.name}@{ep.interface.attach_to}")
+        return Flow("route", PRIORITY + bonus, match, actions, feature, ep.interface.name)
+    return Flow("route", PRIORITY + 10 + bonus, match + interned(((REG_BINDING, ep.binding),)), actions, "follow",
+                f"{ep.interface.name}@{ep.interface.attach_to}")
 
 
 def _deliver(ix: Index, sw: Switch, net: Network):
@@ -213,18 +214,18 @@ def _deliver(ix: Index, sw: Switch, net: Network):
     # cost here)
     net_cidr, from_gateway = cidr(net.cidr), SetField("eth_src", dummy_mac(net.gateway_ip))
     lookup_done = Goto("ingress_acl")
+    head, from_network = network_ipv4(net.id), interned((("ipv4_src", net_cidr),))
     for ep in ix.local_endpoints(sw.name, net.name):
-        yield flow("dest_lookup", PRIORITY, {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text},
-                   (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
+        name = ep.interface.name
+        base = head + ep.dst_match  # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
+        yield Flow("dest_lookup", PRIORITY, base,
+                   (Load(zones[name], REG_DST_ZONE, 0, 16),
                     Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
-                   feature="overlay", obj=ep.interface.name)
-        base = {REG_NETWORK: net.id, "eth_type": ETH_IPV4, "ipv4_dst": ep.ip_text}
+                   "overlay", name)
         to_port = (SetField("eth_dst", ep.interface.mac), Output(ep.port))
-        yield flow("deliver", PRIORITY, {**base, "ipv4_src": net_cidr},
-                   dummy_source_mac() + to_port, feature="overlay", obj=ep.interface.name)
+        yield Flow("deliver", PRIORITY, base + from_network, dummy_source_mac() + to_port, "overlay", name)
         # From outside the network the packet comes, as the instance sees it, from its gateway.
-        yield flow("deliver", PRIORITY - 10, base, (from_gateway,) + to_port,
-                   feature="overlay", obj=ep.interface.name)
+        yield Flow("deliver", PRIORITY - 10, base, (from_gateway,) + to_port, "overlay", name)
 
 
 EDGE_CHUNK = 64  # networks per Runs at the edge
