@@ -272,11 +272,11 @@ def _within(verdict, network_cidr):
 def _for_address(ix: Index, src, outside: bool):
     mine = src.interface.security_groups
     found = {}
-    for groups, peers in _peers_by_groups(ix, src.network.name).items():
+    for groups, (peers, addresses) in _peers_by_groups(ix, src.network.name).items():
         there = _within(groups_may_send(ix, mine, groups), src.network.cidr)
         back = _within(groups_may_send(ix, groups, mine), src.network.cidr)
         if there is True or back is True:
-            found.update((int(dst.ip), dst.ip_text) for dst in peers)
+            found.update(addresses)
         elif there is not False or back is not False:
             found.update((int(dst.ip), dst.ip_text) for dst in peers if may_send(ix, src, dst) or may_send(ix, dst, src))
     return _with_gateway(found, src.network, outside)
@@ -289,10 +289,11 @@ def _with_gateway(found: dict, net, outside: bool) -> tuple:
 
 
 def _peers_by_groups(ix: Index, network: str):
-    """The network's endpoints by their interface's security groups."""
+    """The network's endpoints by their interface's security groups: (the endpoints, their
+    addresses as {value: text}, which every class that reaches them all takes as they are)."""
     def make():
         out = {}
         for ep in ix.by_network[network]:
             out.setdefault(ep.interface.security_groups, []).append(ep)
-        return out
+        return {groups: (eps, {int(ep.ip): ep.ip_text for ep in eps}) for groups, eps in out.items()}
     return ix.cached(("peers_by_groups", network), make)

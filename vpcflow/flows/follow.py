@@ -108,28 +108,21 @@ def record_name(ip: str, instance: str) -> str:
     return f"{ip}@{instance}"
 
 
-def _learn(table: str, ip: str, holder: str, binding: int, proto: str, idle: int, fin_idle: int = 0,
-           network: bool = True, opening: bool = False) -> Learn:
-    """The learn action that records a connection to `ip` (its text) under `holder` (binding
-    in reg4). network: the record matches the network too (hosts; the edge has only public
-    addresses). opening: a TCP connection's first SYN; the record also sets reg7 so that the
-    handshake's ACK makes the real one, and its cookie is not counted by a drain."""
-    specs = _record_match(proto, network) + (LearnSpec("load", binding, REG_BINDING, 32),)
-    if opening:
-        specs += (_OPENING_LOAD,)
-    name = record_name(ip, holder) + (OPENING if opening else "")
-    return Learn(table, 100, "learned_follow", name, specs,
-                 idle_timeout=idle, fin_idle_timeout=fin_idle, send_flow_rem=True)
-
-
-def _tcp_learns(table: str, ip: str, holder: str, binding: int, network: bool):
-    """The learn actions of an established TCP connection's record, (going on, ending: a FIN
-    or RST), as _learn makes them; one specs tuple for both."""
-    specs = _record_match("tcp", network) + (LearnSpec("load", binding, REG_BINDING, 32),)
-    name = record_name(ip, holder)
-    return (Learn(table, 100, "learned_follow", name, specs, idle_timeout=TCP_IDLE, fin_idle_timeout=TCP_FIN_IDLE,
+def _learns(table: str, ip: str, holder: str, binding: int, network: bool):
+    """The learn actions that record connections to `ip` (its text) under `holder` (binding in
+    reg4): (a TCP connection's first SYN, an established one going on, its ending: a FIN or RST,
+    a UDP flow). network: the records match the network too (hosts; the edge has only public
+    addresses). A SYN's record also sets reg7, so that the handshake's ACK makes the real one,
+    and its cookie is not counted by a drain. The parts they share are made once."""
+    load = (LearnSpec("load", binding, REG_BINDING, 32),)
+    tcp, name = _record_match("tcp", network) + load, record_name(ip, holder)
+    return (Learn(table, 100, "learned_follow", name + OPENING, tcp + (_OPENING_LOAD,), idle_timeout=OPENING_IDLE,
                   send_flow_rem=True),
-            Learn(table, 100, "learned_follow", name, specs, idle_timeout=TCP_FIN_IDLE, send_flow_rem=True))
+            Learn(table, 100, "learned_follow", name, tcp, idle_timeout=TCP_IDLE, fin_idle_timeout=TCP_FIN_IDLE,
+                  send_flow_rem=True),
+            Learn(table, 100, "learned_follow", name, tcp, idle_timeout=TCP_FIN_IDLE, send_flow_rem=True),
+            Learn(table, 100, "learned_follow", name, _record_match("udp", network) + load, idle_timeout=UDP_IDLE,
+                  send_flow_rem=True))
 
 
 @functools.lru_cache(maxsize=None)
@@ -180,23 +173,23 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     unrecorded = head + _UNRECORDED
     syn, going_on, ending = _tcp_matches(established, opening)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
-    learns = _tcp_learns(record_table, ip, holder, binding, network)
+    first, going, ended, udp = _learns(record_table, ip, holder, binding, network)
     # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
     # where the SYN went, and makes the real one there. An unanswered SYN's record idles out
     # and is not counted by a drain.
-    first = _learn(record_table, ip, holder, binding, "tcp", OPENING_IDLE, network=network, opening=True)
     yield Flow(table, 100, unrecorded + syn, (first, mark, goto), "follow", obj)
-    yield Flow(table, 100, unrecorded + going_on, (learns[0], mark, goto), "follow", obj)
+    yield Flow(table, 100, unrecorded + going_on, (going, mark, goto), "follow", obj)
     # a FIN that passes before the record its ACK asked for is installed: the record goes soon
-    yield Flow(table, 100 - 1, unrecorded + ending, (learns[1], mark, goto), "follow", obj)
+    yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark, goto), "follow", obj)
+    current_learns = (going, ended)
     for old_holder, old_binding in bindings:
-        going, ended = learns if (old_holder, old_binding) == current else \
-            _tcp_learns(record_table, ip, old_holder, old_binding, network)
+        # (an old holder's: the two it needs of its four, rarely made: while a remap drains)
+        going, ended = current_learns if (old_holder, old_binding) == current else \
+            _learns(record_table, ip, old_holder, old_binding, network)[1:3]
         opened = head + ((REG_BINDING, old_binding),) + _OPENED
         yield Flow(table, 110, opened + going_on, (going, goto), "follow", obj)
         yield Flow(table, 110 - 1, opened + ending, (ended, goto), "follow", obj)
-    yield Flow(table, 100, unrecorded + _UDP, (_learn(record_table, ip, holder, binding, "udp", UDP_IDLE, network=network),
-                                               mark, goto), "follow", obj)
+    yield Flow(table, 100, unrecorded + _UDP, (udp, mark, goto), "follow", obj)
 
 
 _UNRECORDED = ((REG_BINDING, 0),)
