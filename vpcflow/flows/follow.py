@@ -46,7 +46,7 @@ import zlib
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import ETH_IPV4, IPPROTO, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow, interned
 from vpcflow.flows.index import Index
-from vpcflow.flows.matches import ipv4
+from vpcflow.flows.matches import ipv4, network_ipv4
 from vpcflow.flows.nat import nat_plan, to_host
 from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK, REG_OPENING
 from vpcflow.topology.model import Switch
@@ -159,7 +159,7 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
                established: tuple, opening: tuple, network: bool, obj: str):
     """The flows that record connections to `ip` (its text) in `table`.
 
-    head: the table's match for the address (items); current: (holder, binding) the address
+    head: the table's match for the address (items, interned); current: (holder, binding) the address
     has now; bindings: every (holder, binding) a record of it may carry (now and while remaps
     drain); established, opening: what else (items) a handshake's later packets and its SYN
     must match (the sender's conntrack state on a host; nothing at the edge).
@@ -169,7 +169,7 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     current binding's learn actions once for its records and its handshakes'.
     """
     holder, binding = current
-    head = interned(head)  # the rest is made once (the module's) or is the address's own (its binding)
+    # (the rest of the matches is made once, the module's, or is the address's own: its binding)
     unrecorded = head + _UNRECORDED
     syn, going_on, ending = _tcp_matches(established, opening)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
@@ -219,7 +219,7 @@ def _network_flows(ix: Index, net):
     for ep in ix.by_network[net.name]:
         if ep.binding is not None:
             old.setdefault(ep.ip_text, []).append((ep.interface.attach_to, ep.binding))
-    head = ((REG_NETWORK, net.id), ("eth_type", ETH_IPV4))
+    head = network_ipv4(net.id)
     # an address's records, by all they are made from: a network's run made again after a change
     # (an interface moved) makes only the changed addresses' records, and takes the others as
     # they are (carried from Index to Index: flows/incremental.py)
@@ -232,7 +232,7 @@ def _network_flows(ix: Index, net):
         if records is None:
             current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
             records = made[key] = tuple(_recording(
-                "follow_new", "followed", "route", head + (("ipv4_dst", ep.ip_text),), ep.ip_text, current,
+                "follow_new", "followed", "route", head + ep.dst_match, ep.ip_text, current,
                 [current] + list(key[4]), _HOST_ESTABLISHED, _HOST_OPENING, network=True, obj=ep.interface.name))
         yield from records
 
@@ -261,7 +261,7 @@ def eip_flows(ix: Index, sw: Switch, eip):
                feature="follow", obj=obj)
     current = (eip.interface, elastic_binding(ip, eip.interface))
     old = [(f.old_interface, f.binding) for f in draining]
-    yield from _recording("eip_new", "eip_followed", "eip_route", tuple(dst.items()), ip, current, [current] + old,
+    yield from _recording("eip_new", "eip_followed", "eip_route", interned(tuple(dst.items())), ip, current, [current] + old,
                           (), (), network=False, obj=obj)
     here = to_host(ep.switch, eip.ip)
     yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)

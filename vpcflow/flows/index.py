@@ -11,9 +11,9 @@ from typing import Dict, List, Optional, Tuple
 from netaddr import IPAddress
 
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import interned
+from vpcflow.flows.core import SetField, interned
 from vpcflow.layered import Layered
-from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch
+from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch, embed_text
 
 
 ZONE_SLOTS = 65535
@@ -65,6 +65,13 @@ class Endpoint:
         """Its (ipv4_dst, address) match item, interned, as a tuple to add to a match's head
         (matches.network_ipv4): made once for the flows toward it."""
         return interned((("ipv4_dst", self.ip_text),))
+
+    @functools.cached_property
+    def outer_destination(self) -> SetField:
+        """The action that sets the outer destination of a packet toward it: its substrate
+        address, embed(its switch's prefix, its network, its address), made once for every
+        route to it (its network's, and those of networks authorized to reach it)."""
+        return SetField("tun_ipv6_dst", embed_text(self.switch.prefix, self.network.id, self.ip))
 
     @functools.cached_property
     def src_match(self) -> tuple:

@@ -17,30 +17,30 @@ from netaddr import IPNetwork
 from vpcflow.flows.assemble import Runs, Shared
 from vpcflow.flows.base import drop_flow
 from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Load, Move, Output, SetField, flow, interned
-from vpcflow.flows.index import Index
+from vpcflow.flows.index import Endpoint, Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4, network_ipv4
 from vpcflow.flows.pipeline import REG_BINDING, REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK
-from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac, embed_text
+from vpcflow.topology.model import TUNNEL_PORT, Network, Switch, dummy_mac
 
 PRIORITY = 100
 
 
-def encapsulate(sender: Switch, net: Network, prefix: IPNetwork, dst_ip, embed_source: bool,
-                dst_net: Optional[Network] = None):
-    """Actions that put the packet on the substrate toward embed(prefix, dst_net.id, destination).
+def encapsulate(sender: Switch, net: Network, dst: Optional[Endpoint], embed_source: bool,
+                prefix: Optional[IPNetwork] = None):
+    """Actions that put the packet on the substrate toward the destination's substrate address.
 
-    The VNI is the sender's network `net`; the destination's network `dst_net` (the same one
-    unless an authorization lets `net` reach another) only shapes the outer destination.
-    dst_ip: a constant destination, or None to embed the packet's own ip_dst (edge traffic).
+    The VNI is the sender's network `net`; the destination's own network (the same one unless
+    an authorization lets `net` reach another) only shapes the outer destination.
+    dst: the destination endpoint (its substrate address: Endpoint.outer_destination), or None
+    to embed the packet's own ip_dst under prefix (net's, toward the edge).
     embed_source: the sender's OVS honours tun_ipv6_src, so the outer source can embed the
     inner source too; otherwise the outer source is the switch's own substrate address.
     """
-    dst_id = (dst_net or net).id
     actions = [_vni(net.id)]
-    if dst_ip is None:
-        actions += embedded_address_actions("tun_ipv6_dst", prefix, dst_id, "ipv4_dst")
+    if dst is None:
+        actions += embedded_address_actions("tun_ipv6_dst", prefix, net.id, "ipv4_dst")
     else:
-        actions.append(SetField("tun_ipv6_dst", embed_text(prefix, dst_id, dst_ip)))
+        actions.append(dst.outer_destination)
     if embed_source:
         actions += embedded_address_actions("tun_ipv6_src", sender.prefix, net.id, "ipv4_src")
     actions.append(_TO_TUNNEL)
@@ -90,7 +90,7 @@ def _route(ix: Index, sw: Switch, net: Network, embed_source: bool):
         yield flow("route", PRIORITY - 90, {REG_NETWORK: net.id, **ipv4()}, (Goto("nat_out"),),
                    feature="overlay", obj=f"{net.name}:external")
         yield flow("nat_out", 1, {REG_NETWORK: net.id, **ipv4()},
-                   encapsulate(sw, net, edge.prefix, None, embed_source),
+                   encapsulate(sw, net, None, embed_source, edge.prefix),
                    feature="overlay", obj=f"{net.name}:to-edge")
 
 
@@ -107,8 +107,7 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
         match = head + ep.dst_match  # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
         if local:
             return followed_route(ep, match, (Goto("dest_lookup"),), feature, local=True)
-        return followed_route(ep, match, encapsulate(sw if embed_source else None, net, ep.switch.prefix, ep.ip,
-                                                     embed_source, dst_net=dst_net), feature)
+        return followed_route(ep, match, encapsulate(sw if embed_source else None, net, ep, embed_source), feature)
 
     if embed_source:
         if own:
@@ -173,8 +172,7 @@ def _from_sources(ix: Index, net: Network, actions):
         if head is None:
             head = heads[ep.switch.name] = interned((("tunnel_id", net.id), ("tun_ipv6_src", cidr(ep.switch.prefix)),
                                                      ("eth_type", ETH_IPV4)))
-        yield Flow("substrate_in", PRIORITY, head + interned((("ipv4_src", ep.ip_text),)), actions, "overlay",
-                   ep.interface.name)
+        yield Flow("substrate_in", PRIORITY, head + ep.src_match, actions, "overlay", ep.interface.name)
 
 
 def _accepts(ix: Index, net: Network):
