@@ -189,6 +189,7 @@ class Plan:
         if old is not None and old.nat == self.nat and not (old._owners & moved):
             self.blocks, self.forwards, self._owners = old.blocks, old.forwards, old._owners
             self._block_of, self._icmp_senders, self._served = old._block_of, old._icmp_senders, old._served
+            self._block_source = old._block_source
             if id(old.forwards) in old._by_switch:
                 self._by_switch[id(self.forwards)] = old._by_switch[id(old.forwards)]
         else:
@@ -329,6 +330,9 @@ class Plan:
         self._block_of: Dict[str, NatBlock] = {}
         for b in self.nat.blocks:
             self._block_of.setdefault(b.owner, b)
+        # owner -> the Source of its block, made when first asked: one for all its addresses
+        # (the block's name is netaddr's str, and a frozen Source costs to build)
+        self._block_source: Dict[str, Source] = {}
         self._served: Optional[Dict[str, set]] = None  # made when a host first asks (the edge does not)
         self._icmp_senders = None
 
@@ -359,9 +363,13 @@ class Plan:
         if eip is not None and ep.ip == ep.interface.primary_ip:
             return Source(eip.ip, None, None, eip_name(eip))
         for owner in (ep.interface.name, ep.switch.name):
+            src = self._block_source.get(owner)
+            if src is not None:
+                return src
             b = self._block_of.get(owner)
             if b is not None:
-                return Source(b.ip, b.ports.lo, b.ports.hi, block_name(b))
+                src = self._block_source[owner] = Source(b.ip, b.ports.lo, b.ports.hi, block_name(b))
+                return src
         return None
 
     def served(self, sw: Switch) -> List[IPAddress]:

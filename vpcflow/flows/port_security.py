@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vpcflow.flows.arp import asker_class
 from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, Load, interned
-from vpcflow.flows.index import Index, address_text
+from vpcflow.flows.index import Index
 from vpcflow.flows.matches import load_network
 from vpcflow.flows.pipeline import REG_SRC_CLASS, REG_SRC_ZONE
 from vpcflow.topology.model import Network, Switch
@@ -34,16 +34,15 @@ def network_flows(ix: Index, sw: Switch, net: Network):
         mark = (network, Load(zones[iface.name], REG_SRC_ZONE, 0, 16))
         # its class: which destinations an ARP request may resolve; for IP, its security groups
         sending = mark + (Load(ix.group_class(iface.security_groups), REG_SRC_CLASS), _TO_EGRESS)
-        for ip in iface.ips:
-            text = address_text(ip)
+        for ep in ix.by_interface[iface.name]:  # (an address each: its text and items made once)
+            text = ep.ip_text
             # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
             yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + interned((("arp_spa", text),))
                        + (("arp_sha", iface.mac),),
                        mark + (Load(asker_class(ix, iface.name, text), REG_SRC_CLASS), _TO_ARP), "port_security", obj)
             if iface.source_dest_check:
                 # {in_port, eth_src, **ipv4(ipv4_src=text)}
-                yield Flow("port_security", PRIORITY, own + _IPV4 + interned((("ipv4_src", text),)), sending,
-                           "port_security", obj)
+                yield Flow("port_security", PRIORITY, own + _IPV4 + ep.src_match, sending, "port_security", obj)
         if not iface.source_dest_check:
             # An appliance (router, NAT instance) may send from any address, still from its own MAC.
             yield Flow("port_security", PRIORITY - 10, own + _IPV4, sending, "port_security", obj)
