@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import socket
 import zlib
 from typing import Dict, List, Optional, Tuple
@@ -42,6 +41,22 @@ def _kind(key) -> str:
     return key[0] if key.__class__ is tuple else key
 
 
+class _once:
+    """functools.cached_property without its lock, which Python 3.11 takes at each first access
+    (a few properties of each of 100k endpoints: a twentieth of compiling the edge). Compiles
+    run one at a time; two that raced would compute the same value."""
+
+    def __init__(self, fn):
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        # in the instance's dict, which shadows this (non-data) descriptor from then on
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
     """One address of an attached interface: where it lives and how to reach it."""
@@ -55,25 +70,25 @@ class Endpoint:
     # that followed connections carry in reg4
     binding: Optional[int] = None
 
-    @functools.cached_property
+    @_once
     def ip_text(self) -> str:
         """str(ip), asked for by many flows: made once, when first asked."""
         return address_text(self.ip)
 
-    @functools.cached_property
+    @_once
     def dst_match(self) -> tuple:
         """Its (ipv4_dst, address) match item, interned, as a tuple to add to a match's head
         (matches.network_ipv4): made once for the flows toward it."""
         return interned((("ipv4_dst", self.ip_text),))
 
-    @functools.cached_property
+    @_once
     def outer_destination(self) -> SetField:
         """The action that sets the outer destination of a packet toward it: its substrate
         address, embed(its switch's prefix, its network, its address), made once for every
         route to it (its network's, and those of networks authorized to reach it)."""
         return SetField("tun_ipv6_dst", embed_text(self.switch.prefix, self.network.id, self.ip))
 
-    @functools.cached_property
+    @_once
     def src_match(self) -> tuple:
         """Its (ipv4_src, address) match item, as dst_match."""
         return interned((("ipv4_src", self.ip_text),))
