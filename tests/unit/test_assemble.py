@@ -1,7 +1,7 @@
 """Putting a switch's flows together from its own flows and shared runs."""
 import pytest
 
-from vpcflow.flows.assemble import Overlaps, Shared, finish, in_order
+from vpcflow.flows.assemble import Distinct, Overlaps, Shared, finish, in_order
 from vpcflow.flows.core import Conjunction, Goto, flow
 from vpcflow.flows.pipeline import PipelineError
 
@@ -56,6 +56,36 @@ def test_counted_runs_find_an_overlap_that_a_change_brings():
     with pytest.raises(PipelineError, match="two different flows with one match"):
         finish([route("10.0.0.1", to="nat_out"), kept], counted)  # an own flow against the runs
     assert finish([route("10.0.0.4"), kept], counted) == (route("10.0.0.4"),) + kept.flows
+
+
+def test_hosts_compiled_one_after_another_are_checked_by_the_runs_that_differ():
+    """The hosts of a full compile share one Distinct: a host's runs are checked by those that
+    came since the host before (and its own flows), against the ones kept. A clash is found in
+    any of them; the runs that went no longer count; after a clash it starts anew."""
+    shared, own1 = Shared([route("10.0.0.1"), route("10.0.0.2")]), Shared([route("10.0.0.3")])
+    distinct = Distinct()
+    flows = finish([route("10.0.0.9"), shared, own1], distinct=distinct)
+    assert flows.parts == ((route("10.0.0.9"),), shared, own1)
+    # the next host: own1 went (its match is free), another own run came
+    own2 = Shared([route("10.0.0.3", to="nat_out")])
+    flows = finish([route("10.0.0.9"), shared, own2], distinct=distinct)
+    assert flows.parts == ((route("10.0.0.9"),), shared, own2)  # found clear, not finished again
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # a run that came
+        finish([shared, Shared([route("10.0.0.2", to="nat_out")])], distinct=distinct)
+    # (after the clash: anew) an own flow against the kept runs, then a clash among the runs that came
+    assert finish([shared, own1], distinct=distinct).parts == ((), shared, own1)
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([route("10.0.0.1", to="nat_out"), shared, own1], distinct=distinct)
+    assert finish([shared, own1], distinct=distinct).parts is not None
+    with pytest.raises(PipelineError, match="two different flows with one match"):  # an own flow, a run that came
+        finish([route("10.0.0.7", to="nat_out"), shared, own1, Shared([route("10.0.0.7")])], distinct=distinct)
+    assert finish([shared, own1], distinct=distinct).parts is not None
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([shared, Shared([route("10.0.0.5")]), Shared([route("10.0.0.5", to="nat_out")])], distinct=distinct)
+    # an identical flow in a run that came and a kept one: kept once (not a clash)
+    again = Shared([route("10.0.0.2"), route("10.0.0.6")])
+    assert sorted(f.obj for f in finish([shared, own1], distinct=distinct)) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert sorted(f.obj for f in finish([shared, again], distinct=distinct)) == ["10.0.0.1", "10.0.0.2", "10.0.0.6"]
 
 
 def test_runs_taken_as_one_are_added_and_counted_by_their_runs():

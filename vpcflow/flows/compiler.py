@@ -11,7 +11,7 @@ import gc
 from typing import Dict, FrozenSet, Optional, Tuple
 
 from vpcflow.flows import arp, authz, base, edge, follow, nat, networks, overlay, pipeline, port_security, underlay
-from vpcflow.flows.assemble import Overlaps, Shared, finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
+from vpcflow.flows.assemble import Distinct, Overlaps, Shared, finish, sort_key  # noqa: F401 (sort_key: the order of a switch's flows)
 from vpcflow.flows.core import Flow, forget_items
 from vpcflow.flows.index import Index
 from vpcflow.topology.model import EDGE, Deployment, Switch
@@ -110,8 +110,10 @@ def compile_switch(ix: Index, name: str, options: Options = Options(), previous:
     # host's are few: counting them all would cost memory for every host, for little)
     overlaps = ix.cached(("finish:overlaps", name), Overlaps) if sw.role == EDGE else None
     before = previous.integration if previous is not None else None
+    # hosts compiled one after the other share most runs: what was found distinct is kept
+    distinct = ix.cached("finish:distinct", Distinct) if overlaps is None and before is None else None
     with without_gc():
-        return SwitchFlows(finish(integration_flows(ix, sw, options), overlaps, before),
+        return SwitchFlows(finish(integration_flows(ix, sw, options), overlaps, before, distinct),
                            ix.cached(("underlay", name), lambda: finish(underlay.underlay_flows(sw))))
 
 

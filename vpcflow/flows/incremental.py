@@ -616,4 +616,5 @@ _CARRY = {
     "base:host": _always,  # (the same on every host: the pipeline's tables)
     "underlay": _always,  # (a switch's own: a change of the switches builds a new Index)
     "finish:overlaps": _always,  # it says itself which runs it counts (assemble.Overlaps)
+    "finish:distinct": _always,  # it holds the runs it counts (assemble.Distinct)
 }
