@@ -226,11 +226,12 @@ class Overlaps:
 
 class Distinct:
     """Whether a switch's runs and own keys are all distinct, for the hosts of a full compile,
-    one after the other. A set of a host's ~9,000 key hashes was a fifth of its compile; a rack's
-    hosts share most of their runs (their networks'). So the set of the last host's run hashes
-    is kept and made the next host's: the hashes of the runs that went are taken out, those of
-    the runs that came put in (checked against it), at C speed. Kept only while its runs were
-    distinct (then no hash in it is two runs'); it holds those runs (their ids stay theirs)."""
+    one after the other. A set of a host's ~9,000 key hashes took ~0.7 ms, a seventh of the
+    compile of a host whose networks' runs were made; a rack's hosts share most of their runs
+    (their networks'). So the set of the last host's run hashes is kept and made the next
+    host's: the hashes of the runs that went are taken out, those of the runs that came put in
+    (checked against it), at C speed. Kept only while its runs were distinct (then no hash in it
+    is two runs'); it holds those runs (their ids stay theirs)."""
 
     __slots__ = ("_runs", "_hashes")
 
