@@ -243,7 +243,8 @@ class Distinct:
         here = dict(zip(map(id, runs), runs))
         went = [r for i, r in self._runs.items() if i not in here]
         came = [r for i, r in here.items() if i not in self._runs]
-        self._runs, hashes = {}, self._hashes  # (kept again below if all is distinct)
+        # taken out, and kept again below if all is distinct (so also if this raises)
+        self._runs, self._hashes, hashes = {}, set(), self._hashes
         if sum(map(len, (r.keys for r in itertools.chain(went, came)))) > len(hashes):
             hashes, went, came = set(), (), list(here.values())  # (another rack's host) anew
         for r in went:
@@ -252,7 +253,6 @@ class Distinct:
         mine = set(own)
         if (len(new) != sum(len(r.keys) for r in came) or not hashes.isdisjoint(new)
                 or len(mine) != len(own) or not mine.isdisjoint(new) or not mine.isdisjoint(hashes)):
-            self._hashes = set()
             return False
         if hashes:
             hashes |= new
