@@ -108,6 +108,28 @@ class Report:
                 self.headline(f"compile {size} (all switches)", _s(seconds), f"validate {_s(validate)}",
                               f"{seconds / validate:.0f}x", "< 10 s, < 2 GiB", ok)
         self.add("")
+        for size, runs in scale.items():
+            r = next((r for r in runs if not _error(r) and r["switches"] == r["hosts"] + 1), None)
+            if r is not None and "flow_objects" in r and size in ("100k", "smoke"):
+                self._where_the_compile_goes(size, r)
+
+    def _where_the_compile_goes(self, size: str, r: dict):
+        rack = {**generate.SIZES, **generate.SMOKE_SIZES}[size][3]
+        times = r["host_times"]
+        first = [t for i, t in enumerate(times) if i % rack == 0]
+        others = [t for i, t in enumerate(times) if i % rack]
+        seconds = r["index"] + r["compile"]
+        self.add(f"Where the time of the full compile goes ({size}, the run above): the Index "
+                 f"{_s(r['index'])}, the edge {_s(r['edge_time'])} ({r['edge_flows']:,} flows), the hosts "
+                 f"{_s(sum(times))}: the first host of each rack of {rack}, which makes the runs of its "
+                 f"networks that the rack's hosts share, {_s(median(first))} (median), each other host "
+                 f"{_s(median(others) if others else 0)}. The switches hold {r['flows']:,} flows, "
+                 f"{r['flow_objects']:,} of them distinct objects (a run several switches share is made once): "
+                 f"{seconds / r['flow_objects'] * 1e6:.1f} µs per flow made, all included. Each costs at "
+                 f"least its object, its check against the pipeline (`pipeline.verify`) and the hash of "
+                 f"its key (`assemble.Shared`): {r['per_flow_floor'] * 1e6:.2f} µs together, measured in the "
+                 f"same run on {r['per_flow_sample']:,} of the hosts'; "
+                 f"{_s(r['per_flow_floor'] * r['flow_objects'])} for all.", "")
 
     def incremental(self):
         self.add("## 2. Incremental change", "",
