@@ -8,6 +8,7 @@ in os-ken's OFPMatch/OFPActionSetField and in NXM (for move/load/learn).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from typing import Optional, Tuple, Union
 
@@ -247,6 +248,7 @@ Action = Union[Output, Goto, SetField, Move, Load, Learn, Ct, Conjunction]
 CT_FLAGS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10, "trk": 0x20}
 
 
+@functools.lru_cache(maxsize=None)  # (a few texts, asked for by every host's flows: parsed once)
 def ct_flags(text: str):
     """'+trk+est-rpl' -> (value, mask) for a ct_state match."""
     value = mask = 0
