@@ -18,7 +18,7 @@ import yaml
 
 from bench import generate
 from bench.util import median, now, profile, run_worker, worker_main
-from vpcflow.harness.controller import ControllerProcess, bin_path, wait_for
+from vpcflow.harness.controller import ControllerError, ControllerProcess, bin_path, wait_for
 from vpcflow.harness.ovs import OvsInstance
 
 SWITCH = "host0"
@@ -45,6 +45,13 @@ def _synced_after(ctl, since: float, flows: int, stalls: list):
     if s["error"]:
         raise RuntimeError(f"the controller's sync failed: {s['error']}")
     return s if s["in_sync"] and s["last_sync"] and s["last_sync"] > since and s["flows"] == flows else None
+
+
+def _status(ctl):
+    try:
+        return ctl.switches().get(KEY, "not known")
+    except OSError as e:
+        return f"the API did not answer ({e})"
 
 
 def measure(smoke: bool, runs: int) -> dict:
@@ -82,7 +89,11 @@ def measure(smoke: bool, runs: int) -> dict:
         since = time.time()
         _bridge(path, ovs, ctl.ofp_target)
         stalls = []
-        first = wait_for(lambda: _synced_after(ctl, since, n, stalls), wait, "the first sync")
+        try:
+            first = wait_for(lambda: _synced_after(ctl, since, n, stalls), wait, "the first sync")
+        except ControllerError as e:  # what the switch and the controller said, to tell why
+            raise ControllerError(f"{e}; the switch as the controller saw it: {_status(ctl)}; "
+                                  f"the controller's log:\n{ctl.output()[-3000:]}") from None
         out["first_sync"] = first["last_sync_seconds"]  # includes compiling the switch
         synced = []
         for _ in range(runs):

@@ -59,6 +59,8 @@ def run_worker(module: str, job: str, timeout: float, **args) -> dict:
     lines = r.stdout.strip().splitlines()
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        # (the report says its last line; the whole of what it said goes to the run's stderr)
+        print(f"bench: {job} failed ({r.returncode}):\n{r.stderr[-6000:]}", file=sys.stderr, flush=True)
         return {"error": f"{job} failed ({r.returncode}): {tail}"}
     return json.loads(lines[-1])
 

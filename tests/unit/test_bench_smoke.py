@@ -42,4 +42,4 @@ def test_smoke_run_writes_every_section(tmp_path):
     # A section that broke says so; only OVN may be absent (the smoke run does not install it).
     broken = [line for line in text.splitlines()
               if line.startswith("Not measured:") and "ovn-central is not installed" not in line]
-    assert not broken, broken
+    assert not broken, (broken, stderr[-6000:])
