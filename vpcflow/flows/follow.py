@@ -181,14 +181,13 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     yield Flow(table, 100, unrecorded + going_on, (going, mark, goto), "follow", obj)
     # a FIN that passes before the record its ACK asked for is installed: the record goes soon
     yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark, goto), "follow", obj)
-    current_learns = (going, ended)
     for old_holder, old_binding in bindings:
         # (an old holder's: the two it needs of its four, rarely made: while a remap drains)
-        going, ended = current_learns if (old_holder, old_binding) == current else \
+        held_going, held_ended = (going, ended) if (old_holder, old_binding) == current else \
             _learns(record_table, ip, old_holder, old_binding, network)[1:3]
         opened = head + ((REG_BINDING, old_binding),) + _OPENED
-        yield Flow(table, 110, opened + going_on, (going, goto), "follow", obj)
-        yield Flow(table, 110 - 1, opened + ending, (ended, goto), "follow", obj)
+        yield Flow(table, 110, opened + going_on, (held_going, goto), "follow", obj)
+        yield Flow(table, 110 - 1, opened + ending, (held_ended, goto), "follow", obj)
     yield Flow(table, 100, unrecorded + _UDP, (udp, mark, goto), "follow", obj)
 
 
