@@ -290,11 +290,8 @@ def finish(items, overlaps: Optional[Overlaps] = None, previous=None, distinct: 
         clear = overlaps.clear_of(by_id, list(map(hash, keys)))
     elif getattr(previous, "parts", None) is not None:
         clear = _clear_beside(previous.parts, runs, keys)
-    elif distinct is not None:
-        clear = distinct.clear(list(map(hash, keys)), runs)
-    else:
-        total = len(keys) + sum(len(r.keys) for r in runs)
-        clear = len(frozenset(map(hash, keys)).union(*(r.keys for r in runs))) == total
+    else:  # (none kept from the switch compiled before: a Distinct of its own checks every key)
+        clear = (Distinct() if distinct is None else distinct).clear(list(map(hash, keys)), runs)
     if not clear:
         return _finish_keyed(itertools.chain(own, *(r.flows for r in runs)))[0]
     length = len(flows) + sum(len(u.flows) if u.__class__ is Shared else u.flow_count for u in units)
