@@ -609,7 +609,7 @@ _CARRY = {
     "group_classes": _groups_same, "authz:conj_ids": _conj_same,
     "authz:class": _authz_class, "authz:members": _authz_members, "member_ips": _members_same,
     "authz:conntrack": _always, "authorization_pairs": _always, "talking_by_network": _always,
-    "authorized_networks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
+    "authorized_networks": _always, "network_checks": _always, "incremental:partners": _always, "nat:edge": _nat_edge,
     "own:port_security": _own_port_security, "own:overlay": _own_overlay, "own:networks": _own_networks,
     "own:nat": _own_nat,
     "nat:edge:eip_runs": _always,  # (each Runs is kept with the members it was made of: nat.edge_flows)

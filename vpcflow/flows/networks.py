@@ -95,7 +95,7 @@ def _send(ix: Index, sw: Switch, a: Network, b: Network, authz, embed_source: bo
     yield from routes(ix, sw, a, targets, "authz", embed_source, own, dst_net=b)
     if own:
         peer = {"ipv4_dst": cidr(b.cidr)}
-        yield from _check("network_acl", "follow", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
+        yield from _check(ix, "network_acl", "follow", a, b, authz, {REG_NETWORK: a.id}, peer, obj)
 
 
 def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
@@ -109,22 +109,30 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
     into_b = (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24))  # every endpoint's: made once
     lookup_done = Goto("ingress_acl")
     head = network_ipv4(a.id)
-    for ep in _reachable(ix, a, b):
-        if ep.switch.name != sw.name:
+    # the switch's own endpoints of b that a can address (not all of b's, looked through at every host)
+    for ep in ix.local_endpoints(sw.name, b.name):
+        if ep.ip in a.cidr:
             continue
         # {reg0: a.id, eth_type: IPv4, ipv4_dst: ep's address}
         yield Flow("dest_lookup", PRIORITY, head + ep.dst_match,
                    into_b + (Load(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
                              Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
                    "authz", obj)
-    yield from _check("network_acl_in", "deliver", a, b, authz,
+    yield from _check(ix, "network_acl_in", "deliver", a, b, authz,
                       {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)
 
 
 _REQUEST, _REPLY = ct_flags("+trk-rpl"), ct_flags("+trk+rpl")
 
 
-def _check(table, next_table, a: Network, b: Network, authz, where, peer, obj):
+def _check(ix: Index, table, next_table, a: Network, b: Network, authz, where, peer, obj):
+    """The same on every host of the pair's side: made once, the objects shared by the hosts'
+    own runs (checked against the pipeline once)."""
+    return ix.cached(("network_checks", table, a.name, b.name),
+                     lambda: tuple(_checks(table, next_table, a, b, authz, where, peer, obj)))
+
+
+def _checks(table, next_table, a: Network, b: Network, authz, where, peer, obj):
     """A request from a to b needs an a->b authorization that matches it; a reply needs b->a."""
     for rule in authz.get((a.name, b.name), ()):
         for l4 in l4_matches(rule):
