@@ -5,7 +5,7 @@ from netaddr import IPAddress, IPNetwork
 from vpcflow.flows import cookies, pipeline
 from vpcflow.flows.compiler import Options, compile_deployment
 from vpcflow.flows.arp import computed_reply
-from vpcflow.flows.core import Goto, Load, Move, Output, SetField, flow
+from vpcflow.flows.core import Ct, Goto, Load, Move, Output, SetField, flow
 from vpcflow.flows.index import Index
 from vpcflow.flows.ofctl import render
 from vpcflow.topology.model import dummy_mac
@@ -34,6 +34,15 @@ def test_verify_rejects_a_field_the_table_may_not_match():
 def test_verify_rejects_a_backward_or_undeclared_goto():
     with pytest.raises(pipeline.PipelineError):
         pipeline.verify(flow("route", 10, {}, (Goto("port_security"),), feature="pipeline", obj="x"))
+
+
+def test_verify_rejects_a_conntrack_recirculation_out_of_turn_and_an_unknown_table():
+    # (the goto check covers ct's table too; an allowed one passes)
+    pipeline.verify(flow("egress_acl", 10, {}, (Ct("reg5", "egress_rules"),), feature="pipeline", obj="x"))
+    with pytest.raises(pipeline.PipelineError, match="may not go to"):
+        pipeline.verify(flow("egress_acl", 10, {}, (Ct("reg5", "ingress_rules"),), feature="pipeline", obj="x"))
+    with pytest.raises(pipeline.PipelineError, match="unknown table"):
+        pipeline.verify(flow("no_such_table", 10, {}, (), feature="pipeline", obj="x"))
 
 
 def test_compile_is_deterministic(two_hosts):
