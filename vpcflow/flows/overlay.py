@@ -155,19 +155,41 @@ def network_accepts(ix: Index, net: Network):
     address from its own switch, external sources from the edge. A packet from a switch's own
     prefix is dropped before (own_prefix_is_spoofed): no endpoint of the switch is accepted
     from the substrate."""
-    return ix.cached(("accepts", net.name), lambda: Shared(_accepts(ix, net)))
+    key = ("accepts", net.name)
+    return ix.cached(key, lambda: _accept_run(ix, key, net, lambda kept: _accepts(ix, net, kept)))[0]
+
+
+def _accept_run(ix: Index, key, net: Network, make):
+    """(the run, the endpoints its first flows are of, one each, in order). A run made again
+    after a change (an interface moved) takes the flows of the endpoints the change kept from
+    the run it replaces, with their key hashes (like): only the changed ones are made, and
+    Shared.reuse finds the others as they are instead of comparing each."""
+    previous = ix.replaced_value(key)
+    kept = {}
+    if previous is not None:
+        run, endpoints = previous
+        kept = {id(ep): (ep, f) for ep, f in zip(endpoints, run.flows)}
+    return (Shared(make(kept), like=previous[0] if previous is not None else None),
+            tuple(ix.by_network[net.name]))
 
 
 def own_prefix_is_spoofed(sw: Switch):
     return drop_flow("substrate_in", PRIORITY + 10, {"tun_ipv6_src": cidr(sw.prefix)}, "substrate_spoofed")
 
 
-def _from_sources(ix: Index, net: Network, actions):
+def _from_sources(ix: Index, net: Network, actions, kept):
     """A flow per endpoint of net taking its packets from the substrate only from the prefix of
     the switch where it lives. Matches as tuples from parts made once (the network and switch's,
-    interned per switch; the address's): one per interface of the deployment, at every edge."""
+    interned per switch; the address's): one per interface of the deployment, at every edge.
+    kept: id(endpoint) -> (endpoint, its flow) of the run made before a change (_accept_run)."""
     heads = {}  # switch name -> the match items before the address
     for ep in ix.by_network[net.name]:
+        known = kept.get(id(ep))
+        # (the same endpoint object: the same address, switch and binding; checked to be its flow)
+        if known is not None and known[0] is ep and known[1].obj == ep.interface.name \
+                and known[1].match[-1] == ep.src_match[-1]:
+            yield known[1]
+            continue
         head = heads.get(ep.switch.name)
         if head is None:
             head = heads[ep.switch.name] = interned((("tunnel_id", net.id), ("tun_ipv6_src", cidr(ep.switch.prefix)),
@@ -175,9 +197,9 @@ def _from_sources(ix: Index, net: Network, actions):
         yield Flow("substrate_in", PRIORITY, head + ep.src_match, actions, "overlay", ep.interface.name)
 
 
-def _accepts(ix: Index, net: Network):
+def _accepts(ix: Index, net: Network, kept):
     into = (Move("tunnel_id", REG_NETWORK, 24), Goto("dest_lookup"))
-    yield from _from_sources(ix, net, into)
+    yield from _from_sources(ix, net, into, kept)
     appliances = {ep.switch for ep in ix.by_network[net.name] if not ep.interface.source_dest_check}
     for other in sorted(appliances, key=lambda s: s.name):
         # An appliance may send from any address; it must still come from its own switch.
@@ -235,9 +257,12 @@ def edge_flows(ix: Index, sw: Switch):
     EDGE_CHUNK networks at a time (Runs: a compile of the edge gathers a few hundred, not a
     run per network)."""
     for key, nets in _edge_chunks(ix, sw):
-        yield ix.cached(key, lambda: Runs(ix.cached(("edge_accepts", net.name, sw.name),
-                                                    lambda: Shared(_edge_accepts(ix, sw, net)))
-                                          for net in nets if ix.by_network.get(net.name)))
+        yield ix.cached(key, lambda: Runs(_edge_accept_run(ix, sw, net) for net in nets if ix.by_network.get(net.name)))
+
+
+def _edge_accept_run(ix: Index, sw: Switch, net: Network) -> Shared:
+    key = ("edge_accepts", net.name, sw.name)
+    return ix.cached(key, lambda: _accept_run(ix, key, net, lambda kept: _edge_accepts(ix, sw, net, kept)))[0]
 
 
 def _edge_chunks(ix: Index, sw: Switch):
@@ -249,6 +274,6 @@ def _edge_chunks(ix: Index, sw: Switch):
     return ix.cached(("edge_accepts:chunks", sw.name), make)
 
 
-def _edge_accepts(ix: Index, sw: Switch, net: Network):
-    return _from_sources(ix, net, (SetField("eth_src", sw.uplink.mac), Goto("edge_out")))
+def _edge_accepts(ix: Index, sw: Switch, net: Network, kept):
+    return _from_sources(ix, net, (SetField("eth_src", sw.uplink.mac), Goto("edge_out")), kept)
 
