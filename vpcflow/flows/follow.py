@@ -221,19 +221,27 @@ def _network_flows(ix: Index, net):
     head = network_ipv4(net.id)
     # an address's records, by all they are made from: a network's run made again after a change
     # (an interface moved) makes only the changed addresses' records, and takes the others as
-    # they are (carried from Index to Index: flows/incremental.py)
-    made = ix.cached("follow:records", dict)
+    # they are (carried from Index to Index: flows/incremental.py). Kept per network and address,
+    # so that an address's records made again replace its old ones, and those of addresses that
+    # left the network go: a long-lived controller's thousands of moves leave nothing behind.
+    records_of = ix.cached("follow:records", dict)  # network id -> {(ip, interface): (holder, old, records)}
+    kept, count = records_of.setdefault(net.id, {}), 0
     for ep in ix.by_network[net.name]:
         if ep.binding is not None:
             continue  # an old binding: its connections were recorded when it was current
-        key = (net.id, ep.ip_text, ep.interface.name, ep.interface.attach_to, tuple(old.get(ep.ip_text, ())))
-        records = made.get(key)
-        if records is None:
-            current = (ep.interface.attach_to, binding_id(ep.interface.attach_to))
-            records = made[key] = tuple(_recording(
+        count += 1
+        address, holder, draining = (ep.ip_text, ep.interface.name), ep.interface.attach_to, \
+            tuple(old.get(ep.ip_text, ()))
+        entry = kept.get(address)
+        if entry is None or entry[0] != holder or entry[1] != draining:
+            current = (holder, binding_id(holder))
+            entry = kept[address] = (holder, draining, tuple(_recording(
                 "follow_new", "followed", "route", head + ep.dst_match, ep.ip_text, current,
-                [current] + list(key[4]), _HOST_ESTABLISHED, _HOST_OPENING, network=True, obj=ep.interface.name))
-        yield from records
+                [current] + list(draining), _HOST_ESTABLISHED, _HOST_OPENING, network=True, obj=ep.interface.name)))
+        yield from entry[2]
+    if len(kept) > count:  # (addresses that left the network: detached, deleted)
+        here = {(ep.ip_text, ep.interface.name) for ep in ix.by_network[net.name] if ep.binding is None}
+        records_of[net.id] = {address: entry for address, entry in kept.items() if address in here}
 
 
 # --- elastic IPs, at the edge ---------------------------------------------------------------------

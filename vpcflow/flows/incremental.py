@@ -593,7 +593,7 @@ def _own_nat(values, t: _Touched):
 
 _CARRY = {
     "follow": _of_networks("follow"), "accepts": _of_networks("accepts"),
-    "follow:records": _always,  # (keyed by all an address's records are made from)
+    "follow:records": _always,  # (by network, keyed by all an address's records are made from)
     "arp_net": _arp_network,
     "arp_common": _arp_network,
     "peers_by_groups": _arp_peers, "edge_accepts": _edge_accepts,
