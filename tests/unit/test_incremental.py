@@ -675,3 +675,30 @@ def test_the_follow_records_kept_are_those_of_the_current_addresses_only(dep):
     for name in changed if changed is not None else current.switches:
         compiled.switch(name)
     assert all(iface != moved for iface in {iface for ip, iface in kept[net.id]}) and kept[net.id], net.name
+
+
+def test_a_long_lived_controller_keeps_no_garbage_of_its_changes(tmp_path):
+    """Reference cycles made between compiles (an API call's, the state file's JSON encoder's)
+    were frozen with the next compile's objects (compiler.without_gc) and lived as long as the
+    process: ~3,300 unreachable objects after 50 moves and back, at 1k interfaces (measured).
+    The controller collects the young ones when a new model comes in force."""
+    import gc
+    from bench.compile import _changes as bench_changes, _compiled_as_synced, _undo
+    from vpcflow.controller.state import Controller
+    from vpcflow.flows import pipeline
+
+    gc.unfreeze()  # (what earlier tests' compiles froze: not this test's)
+    gc.collect()
+    data = generate.sized("1k")
+    dep = parse(data)
+    ctl = Controller(dep, state_file=str(tmp_path / "state.json"))
+    for name in dep.switches:
+        ctl.desired(name, pipeline.INTEGRATION, "3.1.0")
+    steps = bench_changes(dep, data)[0][-1]  # an interface moved, and back
+    for _ in range(50):
+        since = ctl.generation
+        _, remap = ctl.change(steps.make)
+        _compiled_as_synced(ctl, since)
+        _undo(ctl, steps, remap)
+    gc.unfreeze()
+    assert gc.collect() < 100
