@@ -46,7 +46,13 @@ def _talking(ix: Index) -> Set[Tuple[str, str]]:
 def _reachable(ix: Index, src: Network, dst: Network):
     """The other network's endpoints the sender's network can address."""
     return ix.cached(("reachable", src.name, dst.name),
-                     lambda: [ep for ep in ix.by_network[dst.name] if ep.ip not in src.cidr])
+                     lambda: [ep for ep in ix.by_network[dst.name] if _addressable(src, ep)])
+
+
+def _addressable(src: Network, ep) -> bool:
+    """Whether src's senders can address this endpoint of another network: not where src's own
+    CIDR covers its address (src's own network wins there)."""
+    return ep.ip not in src.cidr
 
 
 def _talking_by_network(ix: Index) -> Dict[str, List[Tuple[str, str]]]:
@@ -111,7 +117,7 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
     head = network_ipv4(a.id)
     # the switch's own endpoints of b that a can address (not all of b's, looked through at every host)
     for ep in ix.local_endpoints(sw.name, b.name):
-        if ep.ip in a.cidr:
+        if not _addressable(a, ep):
             continue
         # {reg0: a.id, eth_type: IPv4, ipv4_dst: ep's address}
         yield Flow("dest_lookup", PRIORITY, head + ep.dst_match,

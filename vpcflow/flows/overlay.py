@@ -146,6 +146,12 @@ def _routes_before(previous) -> dict:
     run, _, endpoints = previous
     if len(run.flows) != len(endpoints):  # (a flow per endpoint, in their order, unless some were one)
         return {}
+    return _by_endpoint(run, endpoints)
+
+
+def _by_endpoint(run: Shared, endpoints) -> dict:
+    """id(endpoint) -> (endpoint, its flow), of a run whose first flows are its endpoints', one
+    each, in their order (the endpoints kept with it in the cache)."""
     return {id(ep): (ep, f) for ep, f in zip(endpoints, run.flows)}
 
 
@@ -165,10 +171,7 @@ def _accept_run(ix: Index, key, net: Network, make):
     the run it replaces, with their key hashes (like): only the changed ones are made, and
     Shared.reuse finds the others as they are instead of comparing each."""
     previous = ix.replaced_value(key)
-    kept = {}
-    if previous is not None:
-        run, endpoints = previous
-        kept = {id(ep): (ep, f) for ep, f in zip(endpoints, run.flows)}
+    kept = _by_endpoint(*previous) if previous is not None else {}
     return (Shared(make(kept), like=previous[0] if previous is not None else None),
             tuple(ix.by_network[net.name]))
 
