@@ -207,3 +207,27 @@ def test_stop_ends_the_process_by_its_pid(tmp_path):
             cp.api("GET", "/v1/switches")  # nothing answers on the API port now
     finally:
         cp.stop()
+
+
+def test_the_controllers_waits_end_at_their_timeout():
+    """A request to a switch waits for the answer at most REPLY_TIMEOUT (app.py); a switch that
+    never answers (its connection gone mid-request) fails that sync, and the next one runs.
+    os-ken's hub.Event, under its default native threads, waited until set whatever the timeout:
+    such a sync held its switch for good. framework.event's waits end at their timeout."""
+    import threading
+    import time
+
+    from vpcflow.controller.framework import event
+
+    never = event()
+    late = threading.Timer(2.0, never.set)  # (so that a wait that ignores its timeout still ends)
+    late.start()
+    try:
+        started = time.monotonic()
+        assert never.wait(timeout=0.05) is False
+        assert time.monotonic() - started < 1.0
+    finally:
+        late.cancel()
+    answered = event()
+    answered.set()
+    assert answered.wait(timeout=0.05) is True

@@ -16,8 +16,8 @@ import signal
 import time
 
 from vpcflow.controller import api, arp_probe, config, membership, render, unixctl
-from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, AppBase, hub,
-                                          ofp, ofp_event, packet, parser, set_ev_cls)
+from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, AppBase, event,
+                                          hub, ofp, ofp_event, packet, parser, set_ev_cls)
 from vpcflow.controller.state import Controller
 from vpcflow.controller.sync import Installed, diff, diff_since, held, split_by_resolvable
 from vpcflow.flows import cookies, pipeline
@@ -51,7 +51,7 @@ class Pending:
         self.ends_on_error = ends_on_error  # an error is the answer (else only the reply ends it)
         self.replies = []
         self.errors = []
-        self.done = hub.Event()
+        self.done = event()  # (its wait times out: hub.Event's may not, see framework.event)
 
 
 class VpcflowApp(AppBase):

@@ -3,6 +3,8 @@
 os-ken is the maintained continuation of Ryu with the same API under another package name
 (`OSKenApp` for `RyuApp`). Import app_manager before controller: the other order is circular.
 """
+import threading
+
 try:
     from os_ken import cfg as _cfg
     from os_ken.base import app_manager
@@ -26,8 +28,19 @@ except ImportError:  # pragma: no cover - only where Ryu is installed instead
     AppBase = app_manager.RyuApp
     FRAMEWORK = "ryu"
 
+
+def event():
+    """An event whose wait(timeout) returns at the timeout, False, when nothing set it. os-ken's
+    hub.Event does not under its default native threads (OSKEN_HUB_TYPE): there it waits until
+    set, whatever the timeout (measured: wait(timeout=0.1) returned after the 2 s it took to be
+    set), so a switch that never answered would hold its sync for good."""
+    if getattr(hub, "HUB_TYPE", "eventlet") == "native":
+        return threading.Event()
+    return hub.Event()
+
+
 # The framework's own option registry (not oslo.config's global one): its options and ours.
 CONF = _cfg.CONF
 
-__all__ = ["CONF", "app_manager", "ofp_event", "CONFIG_DISPATCHER", "DEAD_DISPATCHER", "MAIN_DISPATCHER", "set_ev_cls",
+__all__ = ["event", "CONF", "app_manager", "ofp_event", "CONFIG_DISPATCHER", "DEAD_DISPATCHER", "MAIN_DISPATCHER", "set_ev_cls",
            "hub", "arp_pkt", "ethernet", "packet", "nicira_ext", "ofproto_common", "ofp", "parser", "AppBase", "FRAMEWORK"]
