@@ -322,6 +322,9 @@ class Report:
                  f"| {', '.join(f'{x:.1f}' for x in r['convergence_ms'])} |",
                  f"| programmed: remap call -> edge's last bundle committed | {prog:.1f} ms "
                  f"| {', '.join(f'{x:.1f}' for x in r['programmed_ms'])} |",
+                 *([f"| programmed on a quiet edge: the same remap with no traffic at all | "
+                    f"{median(r['programmed_quiet_ms']):.1f} ms | "
+                    f"{', '.join(f'{x:.1f}' for x in r['programmed_quiet_ms'])} |"] if r.get("programmed_quiet_ms") else []),
                  f"| lost attempts (new connections timed out in the switch-over) | {median(r['lost_attempts']):g} "
                  f"({lost} in all) | {', '.join(str(x) for x in r['lost_attempts'])} |",
                  f"| **baseline**: a new connection when nothing changes (the same prober, before the call) | {base:.1f} ms "
@@ -341,6 +344,10 @@ class Report:
                  "machine; one more substrate hop would add a whole switch's traversal).", "")
         self.headline("remap convergence", f"{conv:.1f} ms", f"unchanged new connection {base:.1f} ms", f"{ratio:.2f}",
                       "< 50 ms", conv < 50)
+        if r.get("programmed_quiet_ms"):  # (what a first new connection waits for there: no prober's)
+            quiet = median(r["programmed_quiet_ms"])
+            self.headline("remap programmed on a quiet edge (no traffic)", f"{quiet:.1f} ms",
+                          f"busy edge {prog:.1f} ms", f"{quiet / prog:.2f}" if prog else "-", "< 50 ms", quiet < 50)
         self.headline("followed connection RTT (after / before the remap)", f"{after:.3f} ms", f"before {before:.3f} ms",
                       f"{rtt_ratio:.2f}", "no more than one substrate hop: same edge -> old host path, "
                       "ratio near 1 (<= 1.25)", rtt_ratio <= 1.25)

@@ -31,6 +31,11 @@ config.register(CONF)
 REPLY_TIMEOUT = 10.0
 REMAP_POLL = 0.5
 BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+# the flow a revalidation nudge deletes: none has it (a cookie of ours no compiled flow carries)
+NUDGE_COOKIE = cookies.make("pipeline", "revalidation-nudge")
+NUDGE_PRIORITY = 0xFFFF
+NUDGE_EVERY = 0.002  # s between revalidation nudges while a revalidator wait is unanswered
+NUDGE_XID = 0xFFFFFFFF  # (the switch answers a nudge only with an error: none is expected)
 
 
 class RequestFailed(Exception):
@@ -464,16 +469,43 @@ class VpcflowApp(AppBase):
         tables with nearly every new connection, so a round is nearly always in progress: one
         wait let the remap's first connection meet a datapath flow that still dropped the new
         holder's answers (traced: the SYN-ACK dropped at the edge, the client's attempt lost).
-        The second wait, asked once the first is answered, ends with a round that began after it."""
+        The second wait, asked once the first is answered, ends with a round that began after it.
+
+        A quiet switch starts a round only every 500 ms (other_config:max-revalidator), or when
+        its tables change: a round that the commit started may end before a wait is asked, and
+        the wait then lasts until the next timed one (measured: a remap on a quiet edge took 0.5
+        to 1 s to program, against ~20 ms on an edge busy with new connections). So while each
+        wait is unanswered, the switch is nudged (_nudge_revalidators) into starting rounds. The
+        waits mean what they meant: a round that ends a wait still began after it was asked."""
         name, bridge = self.ctl.locate(dpid)
         target = self.appctl_targets.get(name)
         if target is None or bridge != pipeline.INTEGRATION:
             return
+        dp = self.datapaths.get(dpid)
         try:
             for _ in range(2):
-                unixctl.call(target, "revalidator/wait")
+                answered = event()
+                if dp is not None:
+                    hub.spawn(self._nudge_revalidators, dp, answered)
+                try:
+                    unixctl.call(target, "revalidator/wait")
+                finally:
+                    answered.set()
         except unixctl.UnixctlError as e:
             LOG.warning("switch %s: waiting for its revalidators failed: %s", name, e)
+
+    def _nudge_revalidators(self, dp, answered):
+        """Have the switch's revalidators start a round, every NUDGE_EVERY until `answered` is
+        set (the first a moment after the wait was sent: the switch has it when the round ends):
+        any flow-mod the switch accepts changes its tables' version, which starts one. This one
+        deletes a flow that is never installed (strictly, and a cookie of ours that no flow has):
+        it changes nothing. Sent without a barrier, under an xid of its own: nothing waits for
+        it, and it takes no xid from the sync that may be preparing its bundle meanwhile."""
+        while not answered.wait(timeout=NUDGE_EVERY):
+            nudge = render.delete_strict(dp, pipeline.table_id("classify"), NUDGE_PRIORITY, parser.OFPMatch(),
+                                         NUDGE_COOKIE)
+            nudge.set_xid(NUDGE_XID)
+            dp.send_msg(nudge)
 
     # --- changes -------------------------------------------------------------------------------
     def reload(self):
