@@ -290,3 +290,51 @@ def test_a_connection_is_recorded_by_the_flag_of_its_packet(private_ovs):
     for ending in (ack | fin, rst, ack | rst):
         short = record(hex(ending))
         assert "idle_timeout=1," in short and "fin_idle_timeout" not in short, (ending, short)
+
+
+def test_a_switch_that_goes_mid_sync_is_synced_as_soon_as_it_is_back(private_ovs, controller):
+    """ovs-vswitchd goes away while the controller waits for its answer (here: stopped, a change
+    asked of it, then killed), and comes back without its flows. The sync that waited fails as
+    the connection goes, not after REPLY_TIMEOUT (10 s): the bridge's next sync, which waits
+    for it to end, syncs the switch as soon as it is back. (Before, under os-ken's native
+    threads, the waiting sync never ended, and the switch never got its flows again.)"""
+    import os
+    import signal
+    import time
+
+    from vpcflow.harness.ovs import alive
+
+    prepare(private_ovs, "host1", controller.ofp_target)
+    controller.wait_synced(bridges=[("host1", "integration")])
+    expected = len(private_ovs.flows("br-int"))
+    vswitchd = private_ovs.pids[-1]
+    os.kill(vswitchd, signal.SIGSTOP)
+    try:
+        status, body = controller.api("POST", "/v1/interfaces/eni-web1/attach",
+                                      {"instance": "spare1", "requester": "acme"})
+        assert status == 200, body
+        # the change's sync has sent its bundle, and waits for the answer: bytes the stopped
+        # switch has not read from the controller's connection (more than an echo request's)
+        wait_for(lambda: _unread_from(controller) > 64, 10, "the change's bundle at the stopped switch")
+    finally:
+        os.kill(vswitchd, signal.SIGKILL)
+    wait_for(lambda: not alive(vswitchd), 5, "ovs-vswitchd gone")
+    private_ovs.pids.remove(vswitchd)
+    private_ovs.start_vswitchd()
+    back = time.monotonic()
+    controller.wait_synced(bridges=[("host1", "integration")], timeout=20)
+    assert time.monotonic() - back < 5
+    # with the change in them: eni-web1's checks are on spare1's port now
+    flows = private_ovs.flows("br-int")
+    assert len(flows) == controller.switches()[("host1", "integration")]["flows"] > expected // 2
+    mac, port = (load_file(TOPOLOGY).interfaces["eni-web1"].mac,
+                 {name: private_ovs.vsctl("get", "Interface", name, "ofport").strip() for name in ("web1", "spare1")})
+    assert {line.split("in_port=")[1].split(",")[0] for line in flows if f"dl_src={mac}" in line} == {port["spare1"]}
+
+
+def _unread_from(controller) -> int:
+    """Bytes waiting in the switch's end of its connections to the controller (`ss`: Recv-Q)."""
+    port = controller.ofp_target.rsplit(":", 1)[1]
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"], check=True,
+                         capture_output=True, text=True).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines() if line.strip())

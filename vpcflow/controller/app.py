@@ -49,14 +49,24 @@ class RoleRefused(RequestFailed):
 
 
 class Pending:
-    """A request awaiting the switch: the replies and errors for the xids in errors_for."""
+    """A request awaiting the switch (the connection dp): the replies and errors for the xids
+    in errors_for."""
 
-    def __init__(self, errors_for=(), ends_on_error: bool = False):
+    def __init__(self, dp, errors_for=(), ends_on_error: bool = False):
+        self.dp = dp
         self.errors_for = set(errors_for)
         self.ends_on_error = ends_on_error  # an error is the answer (else only the reply ends it)
         self.replies = []
         self.errors = []
         self.done = event()  # (its wait times out: hub.Event's may not, see framework.event)
+        self.lost = False  # the connection went before the answer came
+
+    def wait(self, what: str):
+        """Until the answer is in; RequestFailed if the connection went or REPLY_TIMEOUT passed."""
+        if not self.done.wait(timeout=REPLY_TIMEOUT):
+            raise RequestFailed(f"no reply to {what}")
+        if self.lost:
+            raise RequestFailed(f"the switch disconnected before its reply to {what}")
 
 
 class VpcflowApp(AppBase):
@@ -107,6 +117,9 @@ class VpcflowApp(AppBase):
             return
         self.installed.pop(dp.id, None)
         if ev.state == MAIN_DISPATCHER:
+            before = self.datapaths.get(dp.id)
+            if before is not None and before is not dp:  # the switch is back: its old connection is gone
+                self._connection_lost(before)
             self.datapaths[dp.id] = dp
             if self.membership is None:
                 self.ctl.connected(dp.id)
@@ -114,10 +127,23 @@ class VpcflowApp(AppBase):
             else:  # a role first: the master syncs
                 self.ctl.connected(dp.id, role="")
                 hub.spawn(self.claim, dp.id)
-        elif self.datapaths.get(dp.id) is dp:
-            del self.datapaths[dp.id]
-            self.ctl.disconnected(dp.id)
-            LOG.info("switch %s bridge %s disconnected", *self.ctl.locate(dp.id))
+        else:
+            self._connection_lost(dp)
+            if self.datapaths.get(dp.id) is dp:
+                del self.datapaths[dp.id]
+                self.ctl.disconnected(dp.id)
+                LOG.info("switch %s bridge %s disconnected", *self.ctl.locate(dp.id))
+
+    def _connection_lost(self, dp):
+        """What waits for this connection's answers fails now, not at REPLY_TIMEOUT: its sync
+        ends, and the one the switch's return starts need not wait for it. Called when the
+        connection ends, and when the switch connects again: under os-ken's native threads, the
+        end of a connection whose switch went is reported only once something is sent on it
+        (its next echo request, seconds later)."""
+        for p in list(self.pending.values()):
+            if p.dp is dp:
+                p.lost = True
+                p.done.set()
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def on_port_status(self, ev):
@@ -174,12 +200,11 @@ class VpcflowApp(AppBase):
         """Send one request and wait until its replies are in (or, with ends_on_error, the
         switch's error): the Pending that gathered them."""
         dp.set_xid(msg)
-        p = Pending({msg.xid}, ends_on_error)
+        p = Pending(dp, {msg.xid}, ends_on_error)
         self.pending[msg.xid] = p
         try:
             dp.send_msg(msg)
-            if not p.done.wait(timeout=REPLY_TIMEOUT):
-                raise RequestFailed(f"no reply to {type(msg).__name__}")
+            p.wait(type(msg).__name__)
             return p
         finally:
             del self.pending[msg.xid]
@@ -194,7 +219,8 @@ class VpcflowApp(AppBase):
         dp.xid = (dp.xid + len(adds)) & ofp.MAX_XID
         barrier = parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
-        p = Pending([m.xid for m in msgs] + [(first + i) & ofp.MAX_XID for i in range(len(adds))] + [barrier.xid])
+        xids = [m.xid for m in msgs] + [(first + i) & ofp.MAX_XID for i in range(len(adds))] + [barrier.xid]
+        p = Pending(dp, xids)
         self.pending[barrier.xid] = p
         try:
             for m in msgs:
@@ -203,8 +229,7 @@ class VpcflowApp(AppBase):
                 for buf in render.bundle_adds(*bundle, first):
                     dp.send(buf)
             dp.send_msg(barrier)
-            if not p.done.wait(timeout=REPLY_TIMEOUT):
-                raise RequestFailed("no barrier reply")
+            p.wait("a barrier")
         finally:
             del self.pending[barrier.xid]
         return p.errors
