@@ -77,7 +77,7 @@ class VpcflowApp(AppBase):
         self.ctl = Controller.from_config(CONF.vpcflow)
         self.appctl_targets = dict(CONF.vpcflow.appctl_targets or {})
         self.datapaths = {}  # dpid -> os-ken Datapath
-        self.pending = {}  # xid -> Pending
+        self.pending = {}  # (connection, xid) -> Pending (each connection numbers its own xids)
         self.sync_running = set()
         self.sync_again = set()  # dpids whose running sync is to run again (see sync)
         self.sync_ended = {}  # dpid -> hub.Event, set while no sync of it runs
@@ -160,7 +160,7 @@ class VpcflowApp(AppBase):
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPAggregateStatsReply,
                  ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPDescStatsReply], MAIN_DISPATCHER)
     def on_multipart_reply(self, ev):
-        p = self.pending.get(ev.msg.xid)
+        p = self.pending.get((ev.msg.datapath, ev.msg.xid))
         if p is None:
             return
         p.replies.append(ev.msg)
@@ -169,14 +169,14 @@ class VpcflowApp(AppBase):
 
     @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
     def on_role_reply(self, ev):
-        p = self.pending.get(ev.msg.xid)
+        p = self.pending.get((ev.msg.datapath, ev.msg.xid))
         if p is not None:
             p.replies.append(ev.msg)
             p.done.set()
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def on_barrier(self, ev):
-        p = self.pending.get(ev.msg.xid)
+        p = self.pending.get((ev.msg.datapath, ev.msg.xid))
         if p is not None:
             p.done.set()
 
@@ -184,8 +184,8 @@ class VpcflowApp(AppBase):
     def on_error(self, ev):
         msg = ev.msg
         where = self.ctl.locate(msg.datapath.id) or ("?", "?")
-        for p in self.pending.values():
-            if msg.xid in p.errors_for:
+        for p in list(self.pending.values()):
+            if p.dp is msg.datapath and msg.xid in p.errors_for:
                 p.errors.append(msg)
                 if p.ends_on_error:
                     p.done.set()
@@ -201,13 +201,13 @@ class VpcflowApp(AppBase):
         switch's error): the Pending that gathered them."""
         dp.set_xid(msg)
         p = Pending(dp, {msg.xid}, ends_on_error)
-        self.pending[msg.xid] = p
+        self.pending[dp, msg.xid] = p
         try:
             dp.send_msg(msg)
             p.wait(type(msg).__name__)
             return p
         finally:
-            del self.pending[msg.xid]
+            del self.pending[dp, msg.xid]
 
     def _exchange(self, dp, msgs, bundle=None):
         """Send messages, then (given (bundle id, flags, flow-mods)) that bundle's adds, then a
@@ -221,7 +221,7 @@ class VpcflowApp(AppBase):
         dp.set_xid(barrier)
         xids = [m.xid for m in msgs] + [(first + i) & ofp.MAX_XID for i in range(len(adds))] + [barrier.xid]
         p = Pending(dp, xids)
-        self.pending[barrier.xid] = p
+        self.pending[dp, barrier.xid] = p
         try:
             for m in msgs:
                 dp.send_msg(m)
@@ -231,7 +231,7 @@ class VpcflowApp(AppBase):
             dp.send_msg(barrier)
             p.wait("a barrier")
         finally:
-            del self.pending[barrier.xid]
+            del self.pending[dp, barrier.xid]
         return p.errors
 
     def apply(self, dp, msgs):
