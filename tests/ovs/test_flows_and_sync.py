@@ -338,3 +338,23 @@ def _unread_from(controller) -> int:
     out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"], check=True,
                          capture_output=True, text=True).stdout
     return sum(int(line.split()[0]) for line in out.splitlines() if line.strip())
+
+
+def test_a_switch_that_goes_is_reported_disconnected(private_ovs, controller):
+    """ovs-vswitchd killed: the API and the metrics say so within two echo intervals (the
+    controller's echo requests find the connection closed). os-ken sends none by default, and
+    the switch was reported connected for good."""
+    import os
+    import signal
+
+    from vpcflow.controller.main import ECHO_INTERVAL
+    from vpcflow.harness.ovs import alive
+
+    prepare(private_ovs, "host1", controller.ofp_target)
+    controller.wait_synced(bridges=[("host1", "integration")])
+    vswitchd = private_ovs.pids[-1]
+    os.kill(vswitchd, signal.SIGKILL)
+    wait_for(lambda: not alive(vswitchd), 5, "ovs-vswitchd gone")
+    private_ovs.pids.remove(vswitchd)
+    wait_for(lambda: not any(s["connected"] for (name, _), s in controller.switches().items() if name == "host1"),
+             2 * ECHO_INTERVAL + 3, "host1's bridges reported disconnected")

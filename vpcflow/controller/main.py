@@ -13,6 +13,8 @@ import sys
 from oslo_config import cfg
 
 APP = "vpcflow.controller.app"
+ECHO_INTERVAL = 5.0  # s (Open vSwitch's own inactivity probe toward the controller: 5 s)
+ECHO_MISSES = 3
 DEFAULT_OFP_PORT = 6653
 
 
@@ -52,7 +54,8 @@ def _check_store(remote: str) -> str:
 
 
 def main(argv=None) -> int:
-    # Green threads everywhere, as os-ken's own manager did, before anything opens a socket.
+    # os-ken's hub runs native threads by default (OSKEN_HUB_TYPE), where this patches nothing;
+    # under OSKEN_HUB_TYPE=eventlet, green threads everywhere, before anything opens a socket.
     from os_ken.lib import hub
 
     hub.patch(thread=False)
@@ -64,6 +67,13 @@ def main(argv=None) -> int:
     from vpcflow.topology.loader import DeploymentError, load_file
 
     config.register(conf)
+    # os-ken asks a switch for no echo by default: a switch that went (its ovs-vswitchd killed,
+    # its host gone) was reported connected until something was sent to it, which could be
+    # never (measured: still connected 10 s after). The first echo sent on a closed connection
+    # ends it (within two ECHO_INTERVALs), and a switch that no longer answers is let go after
+    # ECHO_MISSES (one busy with a big bundle answers late, not never). [DEFAULT] sets others.
+    conf.set_default("echo_request_interval", ECHO_INTERVAL)
+    conf.set_default("maximum_unreplied_echo_requests", ECHO_MISSES)
     try:
         conf(args=sys.argv[1:] if argv is None else argv, project="vpcflow", prog="vpcflow-controller")
     except cfg.Error as e:
