@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 
 from vpcflow.controller import api, arp_probe, config, membership, render, unixctl
@@ -58,7 +59,7 @@ class Pending:
         self.ends_on_error = ends_on_error  # an error is the answer (else only the reply ends it)
         self.replies = []
         self.errors = []
-        self.done = event()  # (its wait times out: hub.Event's may not, see framework.event)
+        self.done = event()  # (not hub.Event: see framework.event)
         self.lost = False  # the connection went before the answer came
 
     def wait(self, what: str):
@@ -78,9 +79,10 @@ class VpcflowApp(AppBase):
         self.appctl_targets = dict(CONF.vpcflow.appctl_targets or {})
         self.datapaths = {}  # dpid -> os-ken Datapath
         self.pending = {}  # (connection, xid) -> Pending (each connection numbers its own xids)
+        self.sync_guard = threading.Lock()
         self.sync_running = set()
         self.sync_again = set()  # dpids whose running sync is to run again (see sync)
-        self.sync_ended = {}  # dpid -> hub.Event, set while no sync of it runs
+        self.sync_ended = {}  # dpid -> event, set while no sync of it runs
         self.phased_lock = hub.Semaphore(1)  # one runtime change's phases at a time
         self.phased_queued = False  # a phased run waits to start: a later change needs no other
         self.claim_running = set()
@@ -271,24 +273,36 @@ class VpcflowApp(AppBase):
         many asked); a phased one waits for it to end and then runs with its own steps (folded
         into the other, its run's other switches would wait for steps never taken, or see them
         taken without its deletes held back)."""
-        ended = self.sync_ended.setdefault(dpid, hub.Event())
-        if dpid in self.sync_running and phased is None:
-            self.sync_again.add(dpid)
-            return
-        while dpid in self.sync_running:
-            ended.wait()
-        self.sync_running.add(dpid)
-        ended.clear()
-        try:
-            while True:
-                self._sync_once(dpid, phased, break_after, model)
-                if dpid not in self.sync_again:
+        # (syncs run in threads of their own: what is running, and what is asked of it, changes
+        # under sync_guard, each check with the change it decides)
+        with self.sync_guard:
+            ended = self.sync_ended.setdefault(dpid, event())
+            if dpid in self.sync_running and phased is None:
+                self.sync_again.add(dpid)
+                return
+        while True:
+            with self.sync_guard:
+                if dpid not in self.sync_running:
+                    self.sync_running.add(dpid)
+                    ended.clear()
                     break
-                self.sync_again.discard(dpid)
+            ended.wait()
+        finished = False
+        try:
+            while not finished:
+                self._sync_once(dpid, phased, break_after, model)
+                with self.sync_guard:
+                    finished = dpid not in self.sync_again
+                    if finished:  # (a sync asked from now on starts anew)
+                        self.sync_running.discard(dpid)
+                        ended.set()
+                    self.sync_again.discard(dpid)
                 phased = break_after = model = None
         finally:
-            self.sync_running.discard(dpid)
-            ended.set()
+            if not finished:
+                with self.sync_guard:
+                    self.sync_running.discard(dpid)
+                    ended.set()
 
     def _sync_once(self, dpid, phased=None, break_after=None, model=None):
         dp = self.datapaths.get(dpid)
@@ -432,7 +446,7 @@ class VpcflowApp(AppBase):
             hub.joinall([hub.spawn(self.sync, d) for d in hosts])
             hub.joinall([hub.spawn(self.sync, d) for d in edges])
             return
-        hosts_done = hub.Event()
+        hosts_done = event()
 
         def edge_sync(dpid, added):
             def between(new: bool):
@@ -450,13 +464,13 @@ class VpcflowApp(AppBase):
             finally:
                 added.set()  # also when it had nothing to do, or failed
 
-        added = [hub.Event() for _ in edges]
+        added = [event() for _ in edges]
         edge_syncs = [hub.spawn(edge_sync, d, a) for d, a in zip(edges, added)]
         for a in added:
             a.wait()
-        hosts_added = [hub.Event() for _ in hosts]
-        hosts_changed = [hub.Event() for _ in hosts]
-        edges_done = hub.Event()
+        hosts_added = [event() for _ in hosts]
+        hosts_changed = [event() for _ in hosts]
+        edges_done = event()
 
         def host_sync(dpid, added, changed):
             def between(new: bool):

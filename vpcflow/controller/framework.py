@@ -30,10 +30,12 @@ except ImportError:  # pragma: no cover - only where Ryu is installed instead
 
 
 def event():
-    """An event whose wait(timeout) returns at the timeout, False, when nothing set it. os-ken's
-    hub.Event does not under its default native threads (OSKEN_HUB_TYPE): there it waits until
-    set, whatever the timeout (measured: wait(timeout=0.1) returned after the 2 s it took to be
-    set), so a switch that never answered would hold its sync for good."""
+    """An event for the controller's threads: os-ken's hub.Event is not one under its default
+    native threads (OSKEN_HUB_TYPE). There its wait ignores the timeout (measured: wait(timeout=
+    0.1) returned after the 2 s it took to be set), so a switch that never answered held its
+    sync for good; and a set() between a waiter's check and its wait is lost (set replaces the
+    event it waits on), which would hold a runtime change's phases for good. Under eventlet's
+    cooperative threads neither happens: hub.Event there."""
     if getattr(hub, "HUB_TYPE", "eventlet") == "native":
         return threading.Event()
     return hub.Event()
