@@ -44,5 +44,6 @@ def event():
 # The framework's own option registry (not oslo.config's global one): its options and ours.
 CONF = _cfg.CONF
 
-__all__ = ["event", "CONF", "app_manager", "ofp_event", "CONFIG_DISPATCHER", "DEAD_DISPATCHER", "MAIN_DISPATCHER", "set_ev_cls",
-           "hub", "arp_pkt", "ethernet", "packet", "nicira_ext", "ofproto_common", "ofp", "parser", "AppBase", "FRAMEWORK"]
+__all__ = ["CONF", "app_manager", "ofp_event", "CONFIG_DISPATCHER", "DEAD_DISPATCHER", "MAIN_DISPATCHER", "set_ev_cls",
+           "hub", "arp_pkt", "ethernet", "packet", "nicira_ext", "ofproto_common", "ofp", "parser", "AppBase",
+           "FRAMEWORK", "event"]
