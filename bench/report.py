@@ -325,6 +325,10 @@ class Report:
                  *([f"| programmed on a quiet edge: the same remap with no traffic at all | "
                     f"{median(r['programmed_quiet_ms']):.1f} ms | "
                     f"{', '.join(f'{x:.1f}' for x in r['programmed_quiet_ms'])} |"] if r.get("programmed_quiet_ms") else []),
+                 *([f"| an interface moved to another host (and back), no traffic: the call -> every bridge synced | "
+                    f"{median(r['move_programmed_quiet_ms']):.1f} ms | "
+                    f"{', '.join(f'{x:.1f}' for x in r['move_programmed_quiet_ms'])} |"]
+                   if r.get("move_programmed_quiet_ms") else []),
                  f"| lost attempts (new connections timed out in the switch-over) | {median(r['lost_attempts']):g} "
                  f"({lost} in all) | {', '.join(str(x) for x in r['lost_attempts'])} |",
                  f"| **baseline**: a new connection when nothing changes (the same prober, before the call) | {base:.1f} ms "
