@@ -1,5 +1,6 @@
 """Remap convergence: from the remap API call to the first new connection answered by the new
-holder, and the round trip of a followed connection before and after the remap.
+holder, and the round trip of a followed connection before and after the remap; the same for an
+interface record moved to another host.
 
 A lab (each host its own namespace and ovs-vswitchd, the controller as users run it) with an
 elastic IP on vm1 (host1) and a second interface on vm2 (host2). In the external host, a prober
@@ -27,6 +28,12 @@ only, the first attempt after the switch-over was still lost now and then). A ro
 every datapath flow of the edge, and those grow with the prober's connections: idle ones go
 after a second (`vpcflow bridge` sets Open vSwitch's max-idle to 1000 ms; with its default,
 10 s, the flows of ended connections piled up and each run took longer than the one before).
+
+Then an interface record (eni-2) moves from vm2 (host2) to a spare instance on host1 and back,
+with its connections followed, while vm1 opens a new connection to its address every few
+milliseconds, as the external prober does for the elastic IP: from the call to the first new
+connection answered at the new place (the spare's guest already has the address, as a cloud's
+would from the record).
 
 The same remap is then made with no traffic at all (programmed_quiet: from the call until the edge
 committed its last bundle), and an interface is moved to another host and back (from the call until
@@ -178,6 +185,7 @@ def section(runs: int) -> dict:
     with open(path, "w") as f:
         yaml.safe_dump(DEPLOYMENT, f)
     out = {"convergence_ms": [], "programmed_ms": [], "programmed_quiet_ms": [], "move_programmed_quiet_ms": [],
+           "move_convergence_ms": [], "move_lost_attempts": [], "move_baseline_ms": [],
            "lost_attempts": [], "baseline_ms": [],
            "rtt_before_ms": [], "rtt_after_ms": [], "rtt_switch_over_ms": []}
     try:
@@ -257,6 +265,40 @@ def section(runs: int) -> dict:
                 rid = body["remap"]["id"]
                 _wait(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 30, "the drain")
                 holder, target = target, holder
+            # an interface moved to another host and back while vm1 opens a connection to its
+            # address every few milliseconds: until a new one is answered at the new place (the
+            # guest there already has the address; a cloud's would get it from the record)
+            lab.configure_guest("spare1", lab.dep.interfaces["eni-2"])
+            lab.server(lab.host("spare1"), PORT, name="spare1")
+            moved = lab.dep.interfaces["eni-2"].ips[0]
+            for run in range(runs):
+                for instance in ("spare1", "vm2"):
+                    probe_log = os.path.join(workdir, f"move-probe-{run}-{instance}")
+                    prober = lab.host("vm1").popen([sys.executable, _script(workdir, "prober.py", PROBER), str(moved),
+                                                    str(PORT), probe_log, "0.002"])
+                    lab.procs.append(prober)
+                    try:
+                        away = "vm2" if instance == "spare1" else "spare1"
+                        _wait(lambda: sum(1 for *_, name in _lines(probe_log) if name == away) > 20, 20,
+                              "the move's prober")
+                        steady = [float(e) - float(s_) for s_, e, name in _lines(probe_log) if name == away]
+                        out["move_baseline_ms"].append(median(steady[-20:]) * 1000)
+                        t0 = time.monotonic()
+                        status, body = lab.api("POST", "/v1/interfaces/eni-2/attach",
+                                               {"instance": instance, "requester": "acme", "follow_connections": True})
+                        if status != 200:
+                            raise RuntimeError(f"move refused: {body}")
+                        _wait(lambda: any(name == instance and float(e) > t0 for s_, e, name in _lines(probe_log)),
+                              10, f"a new connection answered by {instance}")
+                        first = min(float(e) for s_, e, name in _lines(probe_log) if name == instance and float(e) > t0)
+                        out["move_convergence_ms"].append((first - t0) * 1000)
+                        out["move_lost_attempts"].append(sum(1 for s_, e, n in _lines(probe_log)
+                                                             if n.startswith("-") and t0 < float(e) <= first))
+                    finally:
+                        _end(lab, prober)
+                    rid = body["remap"]["id"] if body.get("remap") else None
+                    if rid:
+                        _wait(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", 30, "the drain")
             # and an interface moved to another host and back, quiet too: until every bridge
             # synced it (the hosts', and the edge's, which reads every endpoint)
             for run in range(runs):
