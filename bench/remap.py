@@ -75,7 +75,7 @@ DEPLOYMENT = {
                            "uplink": {"port": "uplink", "gateway_ip": "203.0.113.1", "ip": "203.0.113.2"}}},
     "networks": {"blue": {"id": 100, "entity": "acme", "cidr": "10.0.0.0/24"}},
     "instances": {"vm1": {"switch": "host1", "port": "vm1"}, "vm2": {"switch": "host2", "port": "vm2"},
-                  "spare1": {"switch": "host1", "port": "spare1"}},  # (a quiet move's target)
+                  "spare1": {"switch": "host1", "port": "spare1"}},  # (where eni-2 moves, and back)
     "interfaces": {"eni-1": {"network": "blue", "ips": ["10.0.0.11"], "security_groups": ["web"], "attach_to": "vm1"},
                    "eni-2": {"network": "blue", "ips": ["10.0.0.12"], "security_groups": ["web"], "attach_to": "vm2",
                              "attachers": ["acme"]}},
