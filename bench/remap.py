@@ -162,6 +162,24 @@ def _end(lab, proc):
     lab.procs.remove(proc)
 
 
+def _asked(lab, path: str, body: dict) -> dict:
+    """POST a runtime change to the API: its answer (raises if refused)."""
+    status, answer = lab.api("POST", path, body)
+    if status != 200:
+        raise RuntimeError(f"{path} refused: {answer}")
+    return answer
+
+
+def _first_answer(probe_log: str, name: str, t0: float):
+    """(when the first connection after t0 that `name` answered ended, the prober's attempts lost
+    before it: each cost it its 0.2 s timeout)."""
+    _wait(lambda: any(n == name and float(e) > t0 for s, e, n in _lines(probe_log)), 10,
+          f"a new connection answered by {name}")
+    lines = _lines(probe_log)
+    first = min(float(e) for s, e, n in lines if n == name and float(e) > t0)
+    return first, sum(1 for s, e, n in lines if n.startswith("-") and t0 < float(e) <= first)
+
+
 def _edge_synced_after(lab, wall0: float):
     """The edge's integration bridge as the API reports it, once it synced after wall0."""
     edge = next(s for s in lab.api("GET", "/v1/switches")[1]["switches"]
@@ -216,21 +234,14 @@ def section(runs: int) -> dict:
                     steady = [float(e) - float(s) for s, e, name in _lines(probe_log) if name == old_name]
                     out["baseline_ms"].append(median(steady[-40:]) * 1000)
                     t0, wall0 = time.monotonic(), time.time()
-                    status, body = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap",
-                                           {"interface": target, "follow_connections": True})
-                    if status != 200:
-                        raise RuntimeError(f"remap refused: {body}")
-                    _wait(lambda: any(name == new_name and float(e) > t0 for s, e, name in _lines(probe_log)),
-                          10, f"a new connection answered by {new_name}")
-                    first = min(float(e) for s, e, name in _lines(probe_log) if name == new_name and float(e) > t0)
+                    body = _asked(lab, f"/v1/elastic-ips/{EIP}/remap", {"interface": target, "follow_connections": True})
+                    first, lost = _first_answer(probe_log, new_name, t0)
                     out["convergence_ms"].append((first - t0) * 1000)
                     # the controller's share: until the edge committed its bundle (hosts go first);
                     # its sync is recorded a moment after the commit that let the answer through
                     out["programmed_ms"].append((_wait(lambda: _edge_synced_after(lab, wall0), 10,
                                                        "the edge's sync")["last_sync"] - wall0) * 1000)
-                    # attempts lost in the switch-over (each costs the prober its 0.2 s timeout)
-                    out["lost_attempts"].append(sum(1 for s_, e, n in _lines(probe_log)
-                                                    if n.startswith("-") and t0 < float(e) <= first))
+                    out["lost_attempts"].append(lost)
                     # the switch-over's round trips (prober on), then the path once it is done
                     # (the prober ended, half a second for the switches to settle)
                     _wait(lambda: sum(1 for s, _ in _lines(ping_log) if float(s) > first) > 20, 10,
@@ -256,10 +267,7 @@ def section(runs: int) -> dict:
                 _wait(lambda: all(s["in_sync"] for s in lab.api("GET", "/v1/switches")[1]["switches"]), 10,
                       "the switches in sync")
                 wall0 = time.time()
-                status, body = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap",
-                                       {"interface": target, "follow_connections": True})
-                if status != 200:
-                    raise RuntimeError(f"remap refused: {body}")
+                body = _asked(lab, f"/v1/elastic-ips/{EIP}/remap", {"interface": target, "follow_connections": True})
                 out["programmed_quiet_ms"].append((_wait(lambda: _edge_synced_after(lab, wall0), 10,
                                                          "the edge's sync")["last_sync"] - wall0) * 1000)
                 rid = body["remap"]["id"]
@@ -284,16 +292,11 @@ def section(runs: int) -> dict:
                         steady = [float(e) - float(s_) for s_, e, name in _lines(probe_log) if name == away]
                         out["move_baseline_ms"].append(median(steady[-20:]) * 1000)
                         t0 = time.monotonic()
-                        status, body = lab.api("POST", "/v1/interfaces/eni-2/attach",
-                                               {"instance": instance, "requester": "acme", "follow_connections": True})
-                        if status != 200:
-                            raise RuntimeError(f"move refused: {body}")
-                        _wait(lambda: any(name == instance and float(e) > t0 for s_, e, name in _lines(probe_log)),
-                              10, f"a new connection answered by {instance}")
-                        first = min(float(e) for s_, e, name in _lines(probe_log) if name == instance and float(e) > t0)
+                        body = _asked(lab, "/v1/interfaces/eni-2/attach",
+                                      {"instance": instance, "requester": "acme", "follow_connections": True})
+                        first, lost = _first_answer(probe_log, instance, t0)
                         out["move_convergence_ms"].append((first - t0) * 1000)
-                        out["move_lost_attempts"].append(sum(1 for s_, e, n in _lines(probe_log)
-                                                             if n.startswith("-") and t0 < float(e) <= first))
+                        out["move_lost_attempts"].append(lost)
                     finally:
                         _end(lab, prober)
                     rid = body["remap"]["id"] if body.get("remap") else None
@@ -306,10 +309,7 @@ def section(runs: int) -> dict:
                     _wait(lambda: all(s["in_sync"] for s in lab.api("GET", "/v1/switches")[1]["switches"]), 10,
                           "the switches in sync")
                     wall0 = time.time()
-                    status, body = lab.api("POST", "/v1/interfaces/eni-2/attach",
-                                           {"instance": instance, "requester": "acme"})
-                    if status != 200:
-                        raise RuntimeError(f"move refused: {body}")
+                    _asked(lab, "/v1/interfaces/eni-2/attach", {"instance": instance, "requester": "acme"})
                     out["move_programmed_quiet_ms"].append((_wait(lambda: _all_synced_after(lab, wall0), 10,
                                                                   "every bridge's sync") - wall0) * 1000)
     finally:
