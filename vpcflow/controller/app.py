@@ -539,12 +539,14 @@ class VpcflowApp(AppBase):
         any flow-mod the switch accepts changes its tables' version, which starts one. This one
         deletes a flow that is never installed (strictly, and a cookie of ours that no flow has):
         it changes nothing. Sent without a barrier, under an xid of its own: nothing waits for
-        it, and it takes no xid from the sync that may be preparing its bundle meanwhile."""
+        it, and it takes no xid from the sync that may be preparing its bundle meanwhile. Built
+        once: each nudge sends the same bytes."""
+        nudge = render.delete_strict(dp, pipeline.table_id("classify"), NUDGE_PRIORITY, parser.OFPMatch(),
+                                     NUDGE_COOKIE)
+        nudge.set_xid(NUDGE_XID)
+        nudge.serialize()
         while not answered.wait(timeout=NUDGE_EVERY):
-            nudge = render.delete_strict(dp, pipeline.table_id("classify"), NUDGE_PRIORITY, parser.OFPMatch(),
-                                         NUDGE_COOKIE)
-            nudge.set_xid(NUDGE_XID)
-            dp.send_msg(nudge)
+            dp.send(nudge.buf)
 
     # --- changes -------------------------------------------------------------------------------
     def reload(self):
