@@ -182,14 +182,13 @@ def _first_answer(probe_log: str, name: str, t0: float):
 
 def _edge_synced_after(lab, wall0: float):
     """The edge's integration bridge as the API reports it, once it synced after wall0."""
-    edge = next(s for s in lab.api("GET", "/v1/switches")[1]["switches"]
-                if s["switch"] == "edge1" and s["bridge"] == "integration")
+    edge = lab.ctl.switches()[("edge1", "integration")]
     return edge if edge["last_sync"] and edge["last_sync"] > wall0 else None
 
 
 def _all_synced_after(lab, wall0: float):
     """When every bridge synced last, once all are in sync and one synced after wall0."""
-    bridges = lab.api("GET", "/v1/switches")[1]["switches"]
+    bridges = lab.ctl.switches().values()
     last = max(s["last_sync"] or 0 for s in bridges)
     return last if last > wall0 and all(s["in_sync"] for s in bridges) else None
 
@@ -264,8 +263,7 @@ def section(runs: int) -> dict:
             # do, above)
             for run in range(runs):
                 # (the syncs of the last drain's end done: the edge's next sync is this remap's)
-                _wait(lambda: all(s["in_sync"] for s in lab.api("GET", "/v1/switches")[1]["switches"]), 10,
-                      "the switches in sync")
+                lab.wait_synced(10)
                 wall0 = time.time()
                 body = _asked(lab, f"/v1/elastic-ips/{EIP}/remap", {"interface": target, "follow_connections": True})
                 out["programmed_quiet_ms"].append((_wait(lambda: _edge_synced_after(lab, wall0), 10,
@@ -306,8 +304,7 @@ def section(runs: int) -> dict:
             # synced it (the hosts', and the edge's, which reads every endpoint)
             for run in range(runs):
                 for instance in ("spare1", "vm2"):
-                    _wait(lambda: all(s["in_sync"] for s in lab.api("GET", "/v1/switches")[1]["switches"]), 10,
-                          "the switches in sync")
+                    lab.wait_synced(10)
                     wall0 = time.time()
                     _asked(lab, "/v1/interfaces/eni-2/attach", {"instance": instance, "requester": "acme"})
                     out["move_programmed_quiet_ms"].append((_wait(lambda: _all_synced_after(lab, wall0), 10,

@@ -265,8 +265,9 @@ def test_a_remap_on_a_quiet_edge_is_programmed_at_once(lab):
         status, body = lab.api("POST", f"/v1/elastic-ips/{EIP}/remap",
                                {"interface": target, "follow_connections": False})
         assert status == 200, body
-        edge = wait_for(lambda: next((s for s in lab.api("GET", "/v1/switches")[1]["switches"]
-                                      if s["switch"] == "edge1" and s["bridge"] == "integration"
-                                      and s["in_sync"] and s["last_sync"] > started), None), 10, "the edge's sync")
+        def edge_synced():
+            edge = lab.ctl.switches()[("edge1", "integration")]
+            return edge if edge["in_sync"] and edge["last_sync"] > started else None
+        edge = wait_for(edge_synced, 10, "the edge's sync")
         assert edge["last_sync"] - started < 0.3, (target, edge["last_sync"] - started)
         lab.wait_synced()
