@@ -1,11 +1,16 @@
 """Compiled flows in a real ovs-vswitchd, through `ovs-ofctl` and through the controller's sync."""
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 
 from tests.conftest import data_file
+from vpcflow.controller.main import ECHO_INTERVAL
 from vpcflow.flows import cookies, pipeline
 from vpcflow.harness.controller import ControllerProcess, bin_path, wait_for
+from vpcflow.harness.ovs import alive
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import dummy_mac
 
@@ -298,12 +303,6 @@ def test_a_switch_that_goes_mid_sync_is_synced_as_soon_as_it_is_back(private_ovs
     the connection goes, not after REPLY_TIMEOUT (10 s): the bridge's next sync, which waits
     for it to end, syncs the switch as soon as it is back. (Before, under os-ken's native
     threads, the waiting sync never ended, and the switch never got its flows again.)"""
-    import os
-    import signal
-    import time
-
-    from vpcflow.harness.ovs import alive
-
     prepare(private_ovs, "host1", controller.ofp_target)
     controller.wait_synced(bridges=[("host1", "integration")])
     expected = len(private_ovs.flows("br-int"))
@@ -344,12 +343,6 @@ def test_a_switch_that_goes_is_reported_disconnected(private_ovs, controller):
     """ovs-vswitchd killed: the API and the metrics say so within two echo intervals (the
     controller's echo requests find the connection closed). os-ken sends none by default, and
     the switch was reported connected for good."""
-    import os
-    import signal
-
-    from vpcflow.controller.main import ECHO_INTERVAL
-    from vpcflow.harness.ovs import alive
-
     prepare(private_ovs, "host1", controller.ofp_target)
     controller.wait_synced(bridges=[("host1", "integration")])
     vswitchd = private_ovs.pids[-1]
