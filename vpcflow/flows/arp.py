@@ -21,7 +21,7 @@ from typing import Dict, Tuple
 from vpcflow.flows.authz import groups_may_send, may_send, talks_outside
 from vpcflow.flows.base import drop_object
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output, interned
+from vpcflow.flows.core import ETH_ARP, Flow, Load, Move, Output, interned, one_item
 from vpcflow.flows.index import Index, stable_ids
 from vpcflow.flows.pipeline import REG_NETWORK, REG_SRC_CLASS
 from vpcflow.layered import Layered
@@ -199,7 +199,7 @@ def _class_flows(ix: Index, classes: _Classes, key):
     obj = f"net{example.network.id}:class{cid}"
     for text in _targets(ix, example):
         if text not in common:
-            yield Flow("arp_responder", PRIORITY, request + interned((("arp_tpa", text),)), computed_reply(), "arp", obj)
+            yield Flow("arp_responder", PRIORITY, request + one_item("arp_tpa", text), computed_reply(), "arp", obj)
 
 
 def _common(ix: Index, classes: _Classes, net) -> frozenset:
@@ -214,14 +214,14 @@ def _common(ix: Index, classes: _Classes, net) -> frozenset:
 def _network_flows(ix: Index, classes: _Classes, net):
     request = interned(((REG_NETWORK, net.id), ("eth_type", ETH_ARP), ("arp_op", 1)))
     for text in sorted(_common(ix, classes, net)):
-        yield Flow("arp_responder", PRIORITY, request + interned((("arp_tpa", text),)), computed_reply(), "arp",
+        yield Flow("arp_responder", PRIORITY, request + one_item("arp_tpa", text), computed_reply(), "arp",
                    f"net{net.id}:all")
     # A request for one's own address (a gratuitous ARP or a duplicate check) gets no answer.
     # (drop_flow's {reg0, **arp(arp_spa=address, arp_tpa=address)}, from parts interned once)
     head = interned(((REG_NETWORK, net.id), ("eth_type", ETH_ARP)))
     for ep in ix.by_network[net.name]:
         text = ep.ip_text
-        yield Flow("arp_responder", PRIORITY + 10, head + interned((("arp_spa", text), ("arp_tpa", text))), (),
+        yield Flow("arp_responder", PRIORITY + 10, head + one_item("arp_spa", text) + one_item("arp_tpa", text), (),
                    "drop", OWN_ADDRESS)
 
 

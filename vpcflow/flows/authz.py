@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from netaddr import IPNetwork
 
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow, interned
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Conjunction, Ct, Flow, Goto, ct_flags, flow, interned, one_item
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.index import Index, stable_ids
 from vpcflow.flows.matches import cidr, ipv4
@@ -213,7 +213,7 @@ def _members(ix: Index, table, mine, peer_field, group_rules):
             actions = actions_of[groups[0]]  # shared by the group's members
         else:
             actions = _by_id({c.id: c for g in groups for c in actions_of[g]})
-        yield Flow(table, CONJUNCTIVE, base + interned(((peer_field, ip),)), actions, "authz", name)
+        yield Flow(table, CONJUNCTIVE, base + one_item(peer_field, ip), actions, "authz", name)
 
 
 def _conj_ids(ix: Index) -> Dict[tuple, int]:

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 from netaddr import IPAddress
 
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import SetField, interned
+from vpcflow.flows.core import SetField, one_item
 from vpcflow.layered import Layered
 from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch, embed_text
 
@@ -79,7 +79,7 @@ class Endpoint:
     def dst_match(self) -> tuple:
         """Its (ipv4_dst, address) match item, interned, as a tuple to add to a match's head
         (matches.network_ipv4): made once for the flows toward it."""
-        return interned((("ipv4_dst", self.ip_text),))
+        return one_item("ipv4_dst", self.ip_text)
 
     @_once
     def outer_destination(self) -> SetField:
@@ -91,7 +91,7 @@ class Endpoint:
     @_once
     def src_match(self) -> tuple:
         """Its (ipv4_src, address) match item, as dst_match."""
-        return interned((("ipv4_src", self.ip_text),))
+        return one_item("ipv4_src", self.ip_text)
 
 
 def address_text(ip: IPAddress) -> str:

@@ -6,7 +6,7 @@ from an instance port is dropped and counted as spoofed_source (the table's miss
 from __future__ import annotations
 
 from vpcflow.flows.arp import asker_class
-from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, Load, interned
+from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, Load, one_item
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import load_network
 from vpcflow.flows.pipeline import REG_SRC_CLASS, REG_SRC_ZONE
@@ -21,7 +21,7 @@ def network_flows(ix: Index, sw: Switch, net: Network):
     """The checks of the switch's interfaces in one network (a run of their own: a move of an
     interface remakes its network's, not the switch's). Matches as tuples: an interface's own
     items (its port, its MAC) are made once and shared by its flows without being kept for
-    sharing (core.interned): no other flow has them, and 300k of them in that dict cost more to
+    sharing (core.interned, core.one_item): no other flow has them, and 300k of them in that dict cost more to
     put there than they saved. The items other flows have too (an address, eth_type) are
     interned."""
     zones = ix.zones(sw.name)
@@ -37,7 +37,7 @@ def network_flows(ix: Index, sw: Switch, net: Network):
         for ep in ix.by_interface[iface.name]:  # (an address each: its text and items made once)
             text = ep.ip_text
             # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
-            yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + interned((("arp_spa", text),))
+            yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + one_item("arp_spa", text)
                        + (("arp_sha", iface.mac),),
                        mark + (Load(asker_class(ix, iface.name, text), REG_SRC_CLASS), _TO_ARP), "port_security", obj)
             if iface.source_dest_check:
