@@ -1,7 +1,9 @@
 """The REST API (JSON, bearer token) and GET /metrics, on one small WSGI app.
 
 Every route reads or changes the Controller through its methods; a rejected request changes
-nothing. Errors: 400 malformed, 401 no valid token, 403 not an attacher, 404 unknown id,
+nothing. Each request is served in a thread of its own: a slow one (a reload reading a big file,
+drop counters waiting for every switch) holds up no read and no metrics scrape. Changes are made
+one at a time, in the order they come. Errors: 400 malformed, 401 no valid token, 403 not an attacher, 404 unknown id,
 405 wrong method, 409 conflict.
 """
 from __future__ import annotations
@@ -10,9 +12,9 @@ import hmac
 import json
 import logging
 import re
-
-import eventlet
-import eventlet.wsgi
+import socketserver
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from vpcflow.controller import metrics, nat_usage, records
 
@@ -52,6 +54,9 @@ class Api:
         self.ctl = ctl
         self.conf = conf
         self.app = app
+        # one change at a time: a remap id is taken from the count of remaps, and each change
+        # starts from the model the one before it left
+        self.changing = threading.Lock()
         self.routes = [
             ("GET", r"/v1/switches", self.switches),
             ("POST", r"/v1/reload", self.reload),
@@ -97,8 +102,11 @@ class Api:
             if m != method:
                 continue
             self.authorize(environ)
-            body = _json_body(environ) if method == "POST" else {}
-            return 200, handler(body, *match.groups())
+            if method != "POST":
+                return 200, handler({}, *match.groups())
+            body = _json_body(environ)
+            with self.changing:
+                return 200, handler(body, *match.groups())
         raise ApiError(405 if allowed else 404, f"no route {method} {path}")
 
     @staticmethod
@@ -174,20 +182,28 @@ def _switch_of(dep, instance):
     return dep.instances[instance].switch if instance else None
 
 
-class _QuietLog:
-    """eventlet.wsgi writes one access line per request; keep them at debug level."""
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """A thread per request (os-ken's hub runs native threads; green ones where it is told to
+    and the standard library is patched)."""
 
-    def write(self, line):
-        LOG.debug(line.rstrip())
+    daemon_threads = True  # a request being answered does not hold up the controller's exit
+    allow_reuse_address = True
+
+
+class _Handler(WSGIRequestHandler):
+    """An access line per request, at debug level."""
+
+    def log_message(self, format, *args):
+        LOG.debug("%s " + format, self.client_address[0], *args)
 
 
 def serve(ctl, conf, app):
     """The API, and GET /metrics on its own port too (metrics_port 0: on the API port only)."""
     api = Api(ctl, conf, app)
     if conf.metrics_port:
-        metrics_sock = eventlet.listen((conf.metrics_host, conf.metrics_port))
+        metrics_server = make_server(conf.metrics_host, conf.metrics_port, api, _Server, _Handler)
         LOG.info("metrics on %s:%d/metrics", conf.metrics_host, conf.metrics_port)
-        eventlet.spawn(eventlet.wsgi.server, metrics_sock, api, log=_QuietLog())
-    sock = eventlet.listen((conf.api_host, conf.api_port))
+        threading.Thread(target=metrics_server.serve_forever, name="metrics", daemon=True).start()
+    server = make_server(conf.api_host, conf.api_port, api, _Server, _Handler)
     LOG.info("REST API on %s:%d", conf.api_host, conf.api_port)
-    eventlet.wsgi.server(sock, api, log=_QuietLog())
+    server.serve_forever()

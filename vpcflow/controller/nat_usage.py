@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
 from typing import Dict, Iterable, Optional
-
-from eventlet.green import subprocess
 
 LOG = logging.getLogger("vpcflow.nat_usage")
 APPCTL_TIMEOUT = 2.0

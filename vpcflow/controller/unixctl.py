@@ -4,9 +4,8 @@ where milliseconds count. The path is the operator's (`[vpcflow] appctl_targets`
 from __future__ import annotations
 
 import json
-
-import eventlet
-from eventlet.green import socket
+import socket
+import time
 
 
 class UnixctlError(OSError):
@@ -15,12 +14,17 @@ class UnixctlError(OSError):
 
 def call(path: str, method: str, *params: str, timeout: float = 2.0):
     """The command's result; UnixctlError if the switch cannot be asked or answers an error."""
+    # (a blocking socket: the caller's own thread waits; green where os-ken's hub is eventlet
+    # and main() patched the standard library)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
     try:
-        with eventlet.Timeout(timeout, UnixctlError(f"{path}: no answer to {method} within {timeout}s")):
-            s.connect(path)
-            s.sendall(json.dumps({"method": method, "params": list(params), "id": 0}).encode())
-            reply = _read_reply(s)
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps({"method": method, "params": list(params), "id": 0}).encode())
+        reply = _read_reply(s, deadline)
+    except socket.timeout:
+        raise UnixctlError(f"{path}: no answer to {method} within {timeout}s") from None
     except OSError as e:
         raise e if isinstance(e, UnixctlError) else UnixctlError(f"{path}: {e}") from None
     finally:
@@ -30,9 +34,10 @@ def call(path: str, method: str, *params: str, timeout: float = 2.0):
     return reply.get("result")
 
 
-def _read_reply(s) -> dict:
+def _read_reply(s, deadline: float) -> dict:
     buf = b""
     while True:
+        s.settimeout(max(deadline - time.monotonic(), 0.001))  # the whole answer within the timeout
         chunk = s.recv(65536)
         if not chunk:
             raise UnixctlError("closed before its answer")
