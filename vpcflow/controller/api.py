@@ -3,8 +3,8 @@
 Every route reads or changes the Controller through its methods; a rejected request changes
 nothing. Each request is served in a thread of its own: a slow one (a reload reading a big file,
 drop counters waiting for every switch) holds up no read and no metrics scrape. Changes are made
-one at a time, in the order they come. Errors: 400 malformed, 401 no valid token, 403 not an attacher, 404 unknown id,
-405 wrong method, 409 conflict.
+one at a time, in the order they come. Errors: 400 malformed, 401 no valid token, 403 not an
+attacher, 404 unknown id, 405 wrong method, 409 conflict.
 """
 from __future__ import annotations
 
