@@ -21,9 +21,9 @@ def network_flows(ix: Index, sw: Switch, net: Network):
     """The checks of the switch's interfaces in one network (a run of their own: a move of an
     interface remakes its network's, not the switch's). Matches as tuples: an interface's own
     items (its port, its MAC) are made once and shared by its flows without being kept for
-    sharing (core.interned, core.one_item): no other flow has them, and 300k of them in that dict cost more to
+    sharing (core.interned): no other flow has them, and 300k of them in that dict cost more to
     put there than they saved. The items other flows have too (an address, eth_type) are
-    interned."""
+    interned (an address's through core.one_item)."""
     zones = ix.zones(sw.name)
     network = load_network(net.id)
     for iface, port in ix.local_interfaces(sw.name):
