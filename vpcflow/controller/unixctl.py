@@ -19,8 +19,9 @@ def call(path: str, method: str, *params: str, timeout: float = 2.0):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     deadline = time.monotonic() + timeout
     try:
-        s.settimeout(timeout)
+        _within(s, deadline)
         s.connect(path)
+        _within(s, deadline)
         s.sendall(json.dumps({"method": method, "params": list(params), "id": 0}).encode())
         reply = _read_reply(s, deadline)
     except socket.timeout:
@@ -34,10 +35,16 @@ def call(path: str, method: str, *params: str, timeout: float = 2.0):
     return reply.get("result")
 
 
+def _within(s, deadline: float):
+    """What is left of the call's time, for the socket's next step: the whole call, from connect
+    to the answer's last byte, within one timeout."""
+    s.settimeout(max(deadline - time.monotonic(), 0.001))
+
+
 def _read_reply(s, deadline: float) -> dict:
     buf = b""
     while True:
-        s.settimeout(max(deadline - time.monotonic(), 0.001))  # the whole answer within the timeout
+        _within(s, deadline)
         chunk = s.recv(65536)
         if not chunk:
             raise UnixctlError("closed before its answer")
