@@ -107,6 +107,9 @@ def _ct(a: Ct):
     nested = [_nat(a.nat)] if a.nat is not None else []
     if a.mark is not None:
         nested.append(parser.NXActionRegLoad(ofs_nbits=nicira_ext.ofs_nbits(0, 31), dst="ct_mark", value=a.mark))
+    if a.label_bit is not None:
+        bit = nicira_ext.ofs_nbits(a.label_bit, a.label_bit)
+        nested.append(parser.NXActionRegLoad(ofs_nbits=bit, dst="ct_label", value=1))
     table = pipeline.table_id(a.table) if a.table else nicira_ext.NX_CT_RECIRC_NONE
     return parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT if a.commit else 0, zone_src=zone_src,
                              zone_ofs_nbits=zone, recirc_table=table, alg=0, actions=nested)

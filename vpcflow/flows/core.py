@@ -51,6 +51,7 @@ FIELDS = {
     "ct_state": Field("ct_state", "ct_state", "NXM_NX_CT_STATE", 32),
     "ct_zone": Field("ct_zone", "ct_zone", "NXM_NX_CT_ZONE", 16),
     "ct_mark": Field("ct_mark", "ct_mark", "NXM_NX_CT_MARK", 32),
+    "ct_label": Field("ct_label", "ct_label", "NXM_NX_CT_LABEL", 128),
     "conj_id": Field("conj_id", "conj_id", "NXM_NX_CONJ_ID", 32),
 }
 for _n in range(8):
@@ -214,7 +215,8 @@ class Ct:
 
     zone: a constant zone, or a register name whose low 16 bits hold it.
     table: continue the pipeline in this table with ct_state filled in (recirculation).
-    commit: record the connection; `mark` is then written into its ct_mark.
+    commit: record the connection; `mark` is then written into its ct_mark, and `label_bit`
+    (a bit number) is set in its ct_label, the label's other bits kept.
     nat: translate addresses (CtNat); a translation with an address needs commit.
     """
 
@@ -223,12 +225,15 @@ class Ct:
     commit: bool = False
     mark: Optional[int] = None
     nat: Optional[CtNat] = None
+    label_bit: Optional[int] = None
 
     def __post_init__(self):
         if isinstance(self.zone, str):
             _check_field(self.zone)
-        if self.mark is not None and not self.commit:
-            raise ValueError("ct mark needs commit")
+        if (self.mark is not None or self.label_bit is not None) and not self.commit:
+            raise ValueError("ct mark and label need commit")
+        if self.label_bit is not None and not 0 <= self.label_bit < 64:
+            raise ValueError(f"ct label bit {self.label_bit}: 0..63 (one load carries 64 bits)")
         if self.nat is not None and self.nat.kind is not None and not self.commit:
             raise ValueError("a nat with an address needs commit")
 

@@ -63,8 +63,11 @@ def action_text(a) -> str:
             args.append(f"table={pipeline.table_id(a.table)}")
         if a.nat is not None:
             args.append(nat_text(a.nat))
-        if a.mark is not None:
-            args.append(f"exec(load:{hex(a.mark)}->NXM_NX_CT_MARK[])")
+        sets = [f"load:{hex(a.mark)}->NXM_NX_CT_MARK[]"] if a.mark is not None else []
+        if a.label_bit is not None:
+            sets.append(f"load:0x1->NXM_NX_CT_LABEL[{a.label_bit}]")
+        if sets:
+            args.append(f"exec({','.join(sets)})")
         return f"ct({','.join(args)})"
     if isinstance(a, Resubmit):
         return f"resubmit(,{pipeline.table_id(a.table)})"
