@@ -8,7 +8,8 @@ from netaddr import IPAddress
 from tests.conftest import data_file
 from vpcflow.flows import follow
 from vpcflow.flows.compiler import compile_deployment
-from vpcflow.flows.core import Learn, SetField
+from vpcflow.flows.core import Ct, Learn, SetField
+from vpcflow.flows.pipeline import REG_SRC_ZONE
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import embed
 
@@ -125,3 +126,25 @@ def test_an_interface_moved_with_following_takes_its_elastic_ip_along_at_once():
     dnat = [f for f in table(compiled, "host1", "nat_in") if dict(f.match).get("ipv4_dst") == eip]
     assert len(dnat) == 1 and "10.0.0.12" in repr(dnat[0].actions)
     assert not [f for f in table(compiled, "host2", "nat_in") if dict(f.match).get("ipv4_dst") == eip]
+
+
+def test_a_hosts_records_stop_at_the_senders_fin_or_rst(dep):
+    """On a host, a packet of a connection whose sender has sent FIN or RST (ct_label bit ENDED,
+    set in the sender's zone) is never recorded as going on: only the one-second record."""
+    new = table(compile_deployment(dep), "host1", "follow_new")
+    ended = (0, follow.ENDED)
+    going_on = [f for f in new if any(isinstance(a, Learn) and a.idle_timeout == follow.TCP_IDLE for a in f.actions)]
+    assert going_on and all(dict(f.match).get("ct_label") == ended for f in going_on)
+    marks = Ct(REG_SRC_ZONE, "route", commit=True, label_bit=follow.ENDED_BIT)
+    # every flow that makes the short record marks the connection ended on its way to route
+    short = [f for f in new if any(isinstance(a, Learn) and a.idle_timeout == follow.TCP_FIN_IDLE for a in f.actions)]
+    assert short and all(f.actions[-1] == marks for f in short)
+    # a recorded connection's FIN or RST is marked too, once (the label still clear)
+    recorded = [f for f in new if f.obj == "ended"]
+    assert sorted(dict(f.match)["tcp_flags"] for f in recorded) == [(follow.TCP_FIN, follow.TCP_FIN),
+                                                                     (follow.TCP_RST, follow.TCP_RST)]
+    assert all(f.actions == (marks,) and dict(f.match)["ct_label"] == ended for f in recorded)
+    # nothing else goes through conntrack here; the edge, which has no conntrack for elastic
+    # IPs, goes straight on
+    assert not any(isinstance(a, Ct) for f in new if f not in short and f not in recorded for a in f.actions)
+    assert not any(isinstance(a, Ct) for f in table(compile_deployment(dep), "edge1", "eip_new") for a in f.actions)

@@ -9,6 +9,12 @@ that finds no record writes it with a one-second idle timeout: the switch instal
 a moment after the packet that asked, so a short connection's FIN can pass before the record its
 ACK asked for exists; that record would then never see a FIN and hold a remap open for the whole
 idle timeout. The FIN's learn comes after the ACK's and leaves the record short-lived.
+On a host, the sender's FIN or RST also marks the connection ended in the sender's conntrack
+(ct_label); after that, no packet of it is recorded as going on. A client that half-closes and
+hears its answer seconds later, or one in TIME_WAIT answering a retransmitted FIN, sends ACKs
+after its record has gone: recorded as going on, each would make a record that nothing ends
+for TCP_IDLE (five minutes), and a remap away from the binding it names would drain that long.
+They get the one-second record instead.
 
 Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on to `follow_new`:
 an unrecorded connection is recorded there under the current binding: TCP at its first packet
@@ -44,11 +50,11 @@ import functools
 import zlib
 
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import ETH_IPV4, IPPROTO, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow, interned
+from vpcflow.flows.core import ETH_IPV4, IPPROTO, Ct, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow, interned
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4, network_ipv4
 from vpcflow.flows.nat import nat_plan, to_host
-from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK, REG_OPENING
+from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK, REG_OPENING, REG_SRC_ZONE
 from vpcflow.topology.model import Switch
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x001, 0x002, 0x004, 0x010
@@ -142,12 +148,12 @@ _OPENING_LOAD = LearnSpec("load", 1, REG_OPENING, 32)
 
 
 @functools.lru_cache(maxsize=None)
-def _tcp_matches(established: tuple, opening: tuple):
+def _tcp_matches(established: tuple, opening: tuple, unended: tuple):
     """The TCP part of the records' matches, after the address: (a SYN's, going on, ending).
-    Ending is any other packet of the connection (a FIN or RST: what going on leaves), matched
-    one priority below going on: one flow, not one per flag. The same for every address of a
-    table: made once."""
-    return _TCP + opening + _SYN_ONLY, _TCP + established + _GOING_ON, _TCP + established
+    Ending is any other packet of the connection (a FIN or RST, or a packet after the sender's
+    own FIN or RST: what going on leaves), matched one priority below going on: one flow, not
+    one per flag. The same for every address of a table: made once."""
+    return _TCP + opening + _SYN_ONLY, _TCP + established + unended + _GOING_ON, _TCP + established
 
 
 @functools.lru_cache(maxsize=None)
@@ -156,13 +162,16 @@ def _goto(table: str) -> Goto:
 
 
 def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: str, current, bindings,
-               established: tuple, opening: tuple, network: bool, obj: str):
+               established: tuple, opening: tuple, unended: tuple, end, network: bool, obj: str):
     """The flows that record connections to `ip` (its text) in `table`.
 
     head: the table's match for the address (items, interned); current: (holder, binding) the address
     has now; bindings: every (holder, binding) a record of it may carry (now and while remaps
     drain); established, opening: what else (items) a handshake's later packets and its SYN
-    must match (the sender's conntrack state on a host; nothing at the edge).
+    must match (the sender's conntrack state on a host; nothing at the edge); unended: what a
+    packet must also match to be recorded as going on (on a host: its sender has not sent FIN or
+    RST); end: the action that takes every other packet on to next_table (on a host: through
+    conntrack, to mark the connection ended).
 
     A network's records are 6 flows per address (and 2 per draining old binding), a sixth of a
     big compile's flows: their matches are built from parts made once (_tcp_matches), the
@@ -171,7 +180,7 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     holder, binding = current
     # (the rest of the matches is made once, the module's, or is the address's own: its binding)
     unrecorded = head + _UNRECORDED
-    syn, going_on, ending = _tcp_matches(established, opening)
+    syn, going_on, ending = _tcp_matches(established, opening, unended)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
     first, going, ended, udp = _learns(record_table, ip, holder, binding, network)
     # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
@@ -180,14 +189,14 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     yield Flow(table, 100, unrecorded + syn, (first, mark, goto), "follow", obj)
     yield Flow(table, 100, unrecorded + going_on, (going, mark, goto), "follow", obj)
     # a FIN that passes before the record its ACK asked for is installed: the record goes soon
-    yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark, goto), "follow", obj)
+    yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark, end), "follow", obj)
     for old_holder, old_binding in bindings:
         # (an old holder's: the two it needs of its four, rarely made: while a remap drains)
         held_going, held_ended = (going, ended) if (old_holder, old_binding) == current else \
             _learns(record_table, ip, old_holder, old_binding, network)[1:3]
         opened = head + ((REG_BINDING, old_binding),) + _OPENED
         yield Flow(table, 110, opened + going_on, (held_going, goto), "follow", obj)
-        yield Flow(table, 110 - 1, opened + ending, (held_ended, goto), "follow", obj)
+        yield Flow(table, 110 - 1, opened + ending, (held_ended, end), "follow", obj)
     yield Flow(table, 100, unrecorded + _UDP, (udp, mark, goto), "follow", obj)
 
 
@@ -201,6 +210,12 @@ _GOING_ON = (("tcp_flags", (TCP_ACK, TCP_ACK | TCP_FIN | TCP_RST)),)
 # established (the sender's conntrack saw the answer), a SYN when new
 _HOST_ESTABLISHED = (("ct_state", ct_flags("+trk+est")),)
 _HOST_OPENING = (("ct_state", ct_flags("+trk+new")),)
+# A connection whose sender has sent FIN or RST is marked in the sender's conntrack (ct_label
+# bit ENDED, in the sending interface's zone); its later packets are not "going on"
+ENDED_BIT = 0
+ENDED = 1 << ENDED_BIT
+_HOST_UNENDED = (("ct_label", (0, ENDED)),)
+_HOST_END = Ct(REG_SRC_ZONE, "route", commit=True, label_bit=ENDED_BIT)
 
 
 def host_flows(ix: Index, sw: Switch):
@@ -208,6 +223,11 @@ def host_flows(ix: Index, sw: Switch):
         # the same on every switch that serves the network: made once
         key = ("follow", net.name)
         yield ix.cached(key, lambda: Shared(_network_flows(ix, net), like=ix.replaced_value(key)))
+    # a recorded connection's FIN or RST (an unrecorded one's is marked by its address's flows)
+    for flags in (TCP_FIN, TCP_RST):
+        yield flow("follow_new", 50, {**ipv4(ip_proto=IPPROTO["tcp"]), "ct_state": ct_flags("+trk+est"),
+                                      "ct_label": (0, ENDED), "tcp_flags": (flags, flags)}, (_HOST_END,),
+                   feature="follow", obj="ended")
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
 
 
@@ -237,7 +257,8 @@ def _network_flows(ix: Index, net):
             current = (holder, binding_id(holder))
             entry = kept[address] = (holder, draining, tuple(_recording(
                 "follow_new", "followed", "route", head + ep.dst_match, ep.ip_text, current,
-                [current] + list(draining), _HOST_ESTABLISHED, _HOST_OPENING, network=True, obj=ep.interface.name)))
+                [current] + list(draining), _HOST_ESTABLISHED, _HOST_OPENING, _HOST_UNENDED, _HOST_END,
+                network=True, obj=ep.interface.name)))
         yield from entry[2]
     if len(kept) > count:  # (addresses that left the network: detached, deleted)
         here = {(ep.ip_text, ep.interface.name) for ep in ix.by_network[net.name] if ep.binding is None}
@@ -269,7 +290,7 @@ def eip_flows(ix: Index, sw: Switch, eip):
     current = (eip.interface, elastic_binding(ip, eip.interface))
     old = [(f.old_interface, f.binding) for f in draining]
     yield from _recording("eip_new", "eip_followed", "eip_route", interned(tuple(dst.items())), ip, current, [current] + old,
-                          (), (), network=False, obj=obj)
+                          (), (), (), _goto("eip_route"), network=False, obj=obj)
     here = to_host(ep.switch, eip.ip)
     yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
     # a connection that opens goes to the new holder, whatever an old record says

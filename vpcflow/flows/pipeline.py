@@ -18,7 +18,9 @@ Classes make the rules of every interface alike one set of flows, the same on ev
 (index.stable_ids gives them ids that depend only on what they are).
 
 Conntrack zones: 1..65535 are interfaces' zones (index.Index.zones); zone 0 is the NAT zone
-(flows/nat.py), whose connections carry their network id in ct_mark.
+(flows/nat.py), whose connections carry their network id in ct_mark. In an interface's zone,
+ct_mark is the authorization rule that allowed the connection (flows/authz.py) and ct_label bit
+0 says that the interface has ended its side of it, with a FIN or RST (flows/follow.py).
 """
 from __future__ import annotations
 
@@ -82,8 +84,10 @@ TABLES = (
           "recorded connections (learned): each loads the binding it was opened under into reg4",
           frozenset({REG_NETWORK, "eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst",
                      "udp_src", "udp_dst"}), (), miss=""),
-    Table(39, "follow_new", INTEGRATION, "record a connection that opens, under the current binding",
-          frozenset({REG_NETWORK, REG_BINDING, REG_OPENING} | _L3 | _CT), ("route",), miss="follow_miss"),
+    Table(39, "follow_new", INTEGRATION,
+          "record a connection that opens, under the current binding; mark the sender's FIN or RST",
+          frozenset({REG_NETWORK, REG_BINDING, REG_OPENING, "ct_label"} | _L3 | _CT), ("route",),
+          miss="follow_miss"),
     Table(40, "route", INTEGRATION,
           "where the destination lives: this switch, another host (tunnel) or the edge; a "
           "followed connection of a draining remap: where its binding lived",

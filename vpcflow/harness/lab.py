@@ -376,10 +376,12 @@ class Lab(Managed):
         wait_for(listening, 10, f"server {proto}/{port} in {node.name}")
         return logfile
 
-    def client(self, node, host, port: int, proto: str = "tcp", timeout: float = 2.0) -> str:
-        """One request from the node: "ok NAME" (NAME = who answered) or "fail REASON"."""
+    def client(self, node, host, port: int, proto: str = "tcp", timeout: float = 2.0,
+               late: Optional[float] = None) -> str:
+        """One request from the node: "ok NAME" (NAME = who answered) or "fail REASON". late: the
+        client half-closes and the server answers that many seconds after its FIN (peer.py)."""
         out = node.cmd(f"{sys.executable} -m vpcflow.harness.peer client --proto {proto} --host {host} "
-                       f"--port {port} --timeout {timeout}")
+                       f"--port {port} --timeout {timeout}" + (f" --late {late}" if late is not None else ""))
         return out.strip().splitlines()[-1] if out.strip() else "fail no output"
 
     def inject(self, node, iface: str, frames, count: int = 1):

@@ -4,6 +4,10 @@ server: answers every TCP connection or UDP datagram with "<name> <payload>", so
         knows who answered; with --log it appends each peer address it saw to a file. A TCP
         connection that opens with the line "stream" gets "<name>" back and then an exact echo.
 client: sends a payload, checks the echo byte for byte, prints "ok <name>" or "fail <reason>".
+        With --late SECONDS it half-closes after sending (its FIN goes first) and the server answers
+        that many seconds after the FIN, then closes: the client's last packets (ACKs of the answer and of
+        the server's FIN) come long after its own FIN, as they do for a request-then-shutdown
+        client, or one in TIME_WAIT answering a retransmitted FIN.
 stream: one long TCP connection that keeps exchanging numbered lines and checks every byte,
         for tests of connections that must survive a change; prints a summary when stopped.
 """
@@ -18,6 +22,7 @@ import sys
 import time
 
 STREAM_HELLO = b"stream\n"
+LATE = b"late "  # "late SECONDS\n" then the payload: answer after SECONDS, once the client's FIN came
 
 
 def serve(args):
@@ -33,8 +38,15 @@ def serve(args):
     log = open(args.log, "a", buffering=1) if args.log else None
     conns = []
     streaming = set()
+    late = {}  # connection -> [seconds to wait after its FIN, what it sent, when to answer or None]
     while True:
-        readable, _, _ = select.select([s] + conns, [], [])
+        dues = [due for _, _, due in late.values() if due is not None]
+        readable, _, _ = select.select([s] + conns, [], [], max(0.0, min(dues) - time.monotonic()) if dues else None)
+        for c, (_, data, due) in list(late.items()):
+            if due is not None and due <= time.monotonic():
+                del late[c]
+                c.sendall(args.name.encode() + b" " + data.partition(b"\n")[2])
+                c.close()
         for r in readable:
             if r is s and kind == socket.SOCK_DGRAM:
                 data, peer = s.recvfrom(65535)
@@ -54,7 +66,14 @@ def serve(args):
                 if not data:
                     conns.remove(r)
                     streaming.discard(r)
-                    r.close()
+                    if r in late:  # the client's FIN: its answer is due some seconds from now
+                        late[r][2] = time.monotonic() + late[r][0]
+                    else:
+                        r.close()
+                    continue
+                if r in late or data.startswith(LATE):
+                    entry = late.setdefault(r, [float(data[len(LATE):].split(b"\n")[0]), b"", None])
+                    entry[1] += data
                     continue
                 if r in streaming:
                     r.sendall(data)
@@ -70,7 +89,11 @@ def client(args):
     try:
         if args.proto == "tcp":
             s = socket.create_connection((args.host, args.port), timeout=args.timeout)
-            s.sendall(payload)
+            if args.late is not None:
+                s.sendall(LATE + f"{args.late}\n".encode() + payload)
+                s.shutdown(socket.SHUT_WR)
+            else:
+                s.sendall(payload)
             data = b""
             while not data.endswith(payload):
                 chunk = s.recv(65536)
@@ -160,6 +183,7 @@ def main(argv=None):
     cl.add_argument("--port", type=int, required=True)
     cl.add_argument("--timeout", type=float, default=2.0)
     cl.add_argument("--tries", type=int, default=3)
+    cl.add_argument("--late", type=float, help="TCP: half-close, and have the server answer this much later")
     st = sub.add_parser("stream")
     st.add_argument("--host", required=True)
     st.add_argument("--port", type=int, required=True)
