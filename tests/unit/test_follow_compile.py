@@ -45,7 +45,8 @@ def test_the_edge_records_every_connection_to_an_elastic_ip_under_its_holder(dep
     new = table(compiled, "edge1", "eip_new")
     learns = [a for f in new for a in f.actions if isinstance(a, Learn)]
     assert {a.table for a in learns} == {"eip_followed"}
-    assert {a.obj for a in learns} == {follow.record_name(EIP, "eni-1"), follow.record_name(EIP, "eni-1") + follow.OPENING}
+    assert {a.obj for a in learns} == {follow.record_name(EIP, "eni-1"), follow.record_name(EIP, "eni-1") + follow.OPENING,
+                                       follow.ENDED_RECORD}
 
     def learn_of(**match):
         f = next(f for f in new if all(dict(f.match).get(k) == v for k, v in match.items()))
@@ -82,7 +83,7 @@ def test_while_a_remap_drains_recorded_connections_go_to_the_old_holders_host(de
     # a handshake whose SYN went to the old holder completes there: its ACK makes the old record
     old = follow.elastic_binding(EIP, "eni-1")
     completions = [a for f in table(draining, "edge1", "eip_new") if dict(f.match).get("reg4") == old
-                   for a in f.actions if isinstance(a, Learn)]
+                   for a in f.actions if isinstance(a, Learn) and a.obj != follow.ENDED_RECORD]
     assert completions and {a.obj for a in completions} == {follow.record_name(EIP, "eni-1")}
     # the old host keeps the address's translation and its way out; the edge takes its answers
     assert any(mentions_eip(f) for f in table(draining, "host1", "substrate_in"))
@@ -128,23 +129,33 @@ def test_an_interface_moved_with_following_takes_its_elastic_ip_along_at_once():
     assert not [f for f in table(compiled, "host2", "nat_in") if dict(f.match).get("ipv4_dst") == eip]
 
 
-def test_a_hosts_records_stop_at_the_senders_fin_or_rst(dep):
-    """On a host, a packet of a connection whose sender has sent FIN or RST (ct_label bit ENDED,
-    set in the sender's zone) is never recorded as going on: only the one-second record."""
-    new = table(compile_deployment(dep), "host1", "follow_new")
-    ended = (0, follow.ENDED)
-    going_on = [f for f in new if any(isinstance(a, Learn) and a.idle_timeout == follow.TCP_IDLE for a in f.actions)]
-    assert going_on and all(dict(f.match).get("ct_label") == ended for f in going_on)
+def test_records_stop_at_the_senders_fin_or_rst(dep):
+    """A packet of a connection whose sender has sent FIN or RST is never recorded as going on,
+    only for a second. A host knows it from its conntrack (ct_label bit ENDED, set in the
+    sender's zone), the edge from a marker its FIN or RST learned (reg7 = ENDED_MARK)."""
+    compiled = compile_deployment(dep)
     marks = Ct(REG_SRC_ZONE, "route", commit=True, label_bit=follow.ENDED_BIT)
-    # every flow that makes the short record marks the connection ended on its way to route
-    short = [f for f in new if any(isinstance(a, Learn) and a.idle_timeout == follow.TCP_FIN_IDLE for a in f.actions)]
-    assert short and all(f.actions[-1] == marks for f in short)
-    # a recorded connection's FIN or RST is marked too, once (the label still clear)
-    recorded = [f for f in new if f.obj == "ended"]
-    assert sorted(dict(f.match)["tcp_flags"] for f in recorded) == [(follow.TCP_FIN, follow.TCP_FIN),
-                                                                     (follow.TCP_RST, follow.TCP_RST)]
-    assert all(f.actions == (marks,) and dict(f.match)["ct_label"] == ended for f in recorded)
-    # nothing else goes through conntrack here; the edge, which has no conntrack for elastic
-    # IPs, goes straight on
-    assert not any(isinstance(a, Ct) for f in new if f not in short and f not in recorded for a in f.actions)
-    assert not any(isinstance(a, Ct) for f in table(compile_deployment(dep), "edge1", "eip_new") for a in f.actions)
+    for switch, name, unended in (("host1", "follow_new", ("ct_label", (0, follow.ENDED))),
+                                  ("edge1", "eip_new", ("reg7", 0))):
+        new = table(compiled, switch, name)
+
+        def learning(idle):
+            return [f for f in new if any(isinstance(a, Learn) and a.idle_timeout == idle for a in f.actions)]
+        going_on = [f for f in learning(follow.TCP_IDLE) if dict(f.match).get("reg4") == 0]
+        assert going_on and all(unended in f.match for f in going_on), switch
+        # every flow that makes the short record marks the connection ended, and so does a
+        # recorded connection's FIN or RST (on a host, the first one only: the label still clear)
+        short, recorded = learning(follow.TCP_FIN_IDLE), [f for f in new if f.obj == "ended"]
+        assert short and sorted(dict(f.match)["tcp_flags"] for f in recorded) == [
+            (follow.TCP_FIN, follow.TCP_FIN), (follow.TCP_RST, follow.TCP_RST)], switch
+        for f in short + recorded:
+            if switch == "host1":
+                assert f.actions[-1] == marks and (f in short or dict(f.match)["ct_label"] == (0, follow.ENDED))
+            else:
+                marker = next(a for a in f.actions if isinstance(a, Learn) and a.obj == follow.ENDED_RECORD)
+                assert marker.priority < 100 and marker.idle_timeout == follow.ENDED_IDLE
+                assert any(spec.kind == "load" and spec.dst == "reg7" and spec.src == follow.ENDED_MARK
+                           for spec in marker.specs)
+        # nothing else goes through conntrack (the edge has none for elastic IPs)
+        assert not any(isinstance(a, Ct) for f in new if switch == "edge1" or f not in short + recorded
+                       for a in f.actions), switch

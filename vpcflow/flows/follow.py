@@ -148,12 +148,12 @@ _OPENING_LOAD = LearnSpec("load", 1, REG_OPENING, 32)
 
 
 @functools.lru_cache(maxsize=None)
-def _tcp_matches(established: tuple, opening: tuple, unended: tuple):
+def _tcp_matches(established: tuple, opening: tuple):
     """The TCP part of the records' matches, after the address: (a SYN's, going on, ending).
-    Ending is any other packet of the connection (a FIN or RST, or a packet after the sender's
-    own FIN or RST: what going on leaves), matched one priority below going on: one flow, not
-    one per flag. The same for every address of a table: made once."""
-    return _TCP + opening + _SYN_ONLY, _TCP + established + unended + _GOING_ON, _TCP + established
+    Ending is any other packet of the connection (a FIN or RST: what going on leaves), matched
+    one priority below going on: one flow, not one per flag. The same for every address of a
+    table: made once."""
+    return _TCP + opening + _SYN_ONLY, _TCP + established + _GOING_ON, _TCP + established
 
 
 @functools.lru_cache(maxsize=None)
@@ -168,10 +168,10 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     head: the table's match for the address (items, interned); current: (holder, binding) the address
     has now; bindings: every (holder, binding) a record of it may carry (now and while remaps
     drain); established, opening: what else (items) a handshake's later packets and its SYN
-    must match (the sender's conntrack state on a host; nothing at the edge); unended: what a
-    packet must also match to be recorded as going on (on a host: its sender has not sent FIN or
-    RST); end: the action that takes every other packet on to next_table (on a host: through
-    conntrack, to mark the connection ended).
+    must match (the sender's conntrack state on a host; nothing at the edge); unended: what an
+    unrecorded packet must also match to be recorded as going on: its sender has not sent FIN or
+    RST (_HOST_UNENDED, _EDGE_UNENDED); end: the actions that mark a connection ended and take
+    the packet on to next_table (_host_end, _edge_end).
 
     A network's records are 6 flows per address (and 2 per draining old binding), a sixth of a
     big compile's flows: their matches are built from parts made once (_tcp_matches), the
@@ -180,23 +180,24 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     holder, binding = current
     # (the rest of the matches is made once, the module's, or is the address's own: its binding)
     unrecorded = head + _UNRECORDED
-    syn, going_on, ending = _tcp_matches(established, opening, unended)
+    syn, going_on, ending = _tcp_matches(established, opening)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
     first, going, ended, udp = _learns(record_table, ip, holder, binding, network)
     # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
     # where the SYN went, and makes the real one there. An unanswered SYN's record idles out
     # and is not counted by a drain.
     yield Flow(table, 100, unrecorded + syn, (first, mark, goto), "follow", obj)
-    yield Flow(table, 100, unrecorded + going_on, (going, mark, goto), "follow", obj)
-    # a FIN that passes before the record its ACK asked for is installed: the record goes soon
-    yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark, end), "follow", obj)
+    yield Flow(table, 100, unrecorded + going_on + unended, (going, mark, goto), "follow", obj)
+    # a FIN that passes before the record its ACK asked for is installed: the record goes soon;
+    # so does one of a packet after its sender's FIN (what the unended going on leaves)
+    yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark) + end, "follow", obj)
     for old_holder, old_binding in bindings:
         # (an old holder's: the two it needs of its four, rarely made: while a remap drains)
         held_going, held_ended = (going, ended) if (old_holder, old_binding) == current else \
             _learns(record_table, ip, old_holder, old_binding, network)[1:3]
         opened = head + ((REG_BINDING, old_binding),) + _OPENED
         yield Flow(table, 110, opened + going_on, (held_going, goto), "follow", obj)
-        yield Flow(table, 110 - 1, opened + ending, (held_ended, end), "follow", obj)
+        yield Flow(table, 110 - 1, opened + ending, (held_ended,) + end, "follow", obj)
     yield Flow(table, 100, unrecorded + _UDP, (udp, mark, goto), "follow", obj)
 
 
@@ -210,12 +211,23 @@ _GOING_ON = (("tcp_flags", (TCP_ACK, TCP_ACK | TCP_FIN | TCP_RST)),)
 # established (the sender's conntrack saw the answer), a SYN when new
 _HOST_ESTABLISHED = (("ct_state", ct_flags("+trk+est")),)
 _HOST_OPENING = (("ct_state", ct_flags("+trk+new")),)
-# A connection whose sender has sent FIN or RST is marked in the sender's conntrack (ct_label
-# bit ENDED, in the sending interface's zone); its later packets are not "going on"
+# A connection whose sender has sent FIN or RST is marked ended; its later packets are not
+# recorded as going on. On a host, in the sender's conntrack (ct_label bit ENDED, in the sending
+# interface's zone). The edge has no conntrack for elastic IPs: there the FIN or RST leaves a
+# marker in eip_followed, below the records, which loads ENDED_MARK into reg7 (while no record
+# is left to match first); a drain does not count it, and a SYN of the same 5-tuple records anew.
 ENDED_BIT = 0
 ENDED = 1 << ENDED_BIT
 _HOST_UNENDED = (("ct_label", (0, ENDED)),)
-_HOST_END = Ct(REG_SRC_ZONE, "route", commit=True, label_bit=ENDED_BIT)
+_HOST_END = (Ct(REG_SRC_ZONE, "route", commit=True, label_bit=ENDED_BIT),)
+ENDED_MARK = 2
+ENDED_IDLE = 60  # Linux's TIME_WAIT: the ACKs a retransmitted FIN asks for come within it
+ENDED_RECORD = "#ended"  # the cookie object of the edge's markers
+_EDGE_UNENDED = ((REG_OPENING, 0),)
+_EDGE_END = (Learn("eip_followed", 90, "learned_follow", ENDED_RECORD,
+                   _record_match("tcp", False) + (LearnSpec("load", ENDED_MARK, REG_OPENING, 32),),
+                   idle_timeout=ENDED_IDLE),
+             _goto("eip_route"))
 
 
 def host_flows(ix: Index, sw: Switch):
@@ -226,7 +238,7 @@ def host_flows(ix: Index, sw: Switch):
     # a recorded connection's FIN or RST (an unrecorded one's is marked by its address's flows)
     for flags in (TCP_FIN, TCP_RST):
         yield flow("follow_new", 50, {**ipv4(ip_proto=IPPROTO["tcp"]), "ct_state": ct_flags("+trk+est"),
-                                      "ct_label": (0, ENDED), "tcp_flags": (flags, flags)}, (_HOST_END,),
+                                      "ct_label": (0, ENDED), "tcp_flags": (flags, flags)}, _HOST_END,
                    feature="follow", obj="ended")
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
 
@@ -272,6 +284,10 @@ def edge_flows(ix: Index, sw: Switch):
     with eip_flows)."""
     if ix.edge is None or ix.edge.name != sw.name or sw.uplink is None:
         return
+    # a recorded connection's FIN or RST (an unrecorded one's is marked by its address's flows)
+    for flags in (TCP_FIN, TCP_RST):
+        yield flow("eip_new", 50, {**ipv4(ip_proto=IPPROTO["tcp"]), "tcp_flags": (flags, flags)}, _EDGE_END,
+                   feature="follow", obj="ended")
     yield flow("eip_new", 1, {}, (Goto("eip_route"),), feature="follow", obj="not-recorded")
 
 
@@ -290,7 +306,7 @@ def eip_flows(ix: Index, sw: Switch, eip):
     current = (eip.interface, elastic_binding(ip, eip.interface))
     old = [(f.old_interface, f.binding) for f in draining]
     yield from _recording("eip_new", "eip_followed", "eip_route", interned(tuple(dst.items())), ip, current, [current] + old,
-                          (), (), (), _goto("eip_route"), network=False, obj=obj)
+                          (), (), _EDGE_UNENDED, _EDGE_END, network=False, obj=obj)
     here = to_host(ep.switch, eip.ip)
     yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
     # a connection that opens goes to the new holder, whatever an old record says
