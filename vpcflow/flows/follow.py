@@ -10,11 +10,11 @@ a moment after the packet that asked, so a short connection's FIN can pass befor
 ACK asked for exists; that record would then never see a FIN and hold a remap open for the whole
 idle timeout. The FIN's learn comes after the ACK's and leaves the record short-lived.
 The sender's FIN or RST also marks the connection ended: on a host in the sender's conntrack
-(ct_label), at the edge with a learned marker; after that, no packet of it is recorded as going on. A client that half-closes and
-hears its answer seconds later, or one in TIME_WAIT answering a retransmitted FIN, sends ACKs
-after its record has gone: recorded as going on, each would make a record that nothing ends
-for TCP_IDLE (five minutes), and a remap away from the binding it names would drain that long.
-They get the one-second record instead.
+(ct_label), at the edge with a learned marker; after that, no packet of it is recorded as
+going on. A client that half-closes and hears its answer seconds later, or one in TIME_WAIT
+answering a retransmitted FIN, sends ACKs after its record has gone: recorded as going on, each
+would make a record that nothing ends for TCP_IDLE (five minutes), and a remap away from the
+binding it names would drain that long. They get the one-second record instead.
 
 Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on to `follow_new`:
 an unrecorded connection is recorded there under the current binding: TCP at its first packet
