@@ -78,7 +78,7 @@ def answered_by(lab):
 
 def edge_records(lab):
     """The edge's records of connections (not the markers of ended ones, which stay a minute)."""
-    markers = "load:0x2->NXM_NX_REG7[]"  # follow.ENDED_MARK
+    markers = "load:0xffffffff->NXM_NX_REG4[]"  # follow.ENDED_BINDING
     return [line for line in lab.switches["edge1"].flows() if " table=81," in line and markers not in line]
 
 
@@ -86,6 +86,9 @@ def test_connections_stay_on_their_instances_through_chained_remaps_and_a_restar
     assert holder(lab) == "eni-1" and answered_by(lab) == "ok vm1"
     first = Stream(lab, "first", timeout="10")
     assert first.server == "vm1"
+    # its record lives as long as it goes on, idle up to TCP_IDLE (not its SYN's record's 10 s)
+    wait_for(lambda: [line for line in edge_records(lab) if "idle_timeout=300," in line and "priority=100," in line],
+             5, "the first connection's record, with the idle timeout of one going on")
     r1 = remap(lab, "eni-2", follow=True)  # vm1 (host1) -> vm2 (host2)
     assert state(lab, r1)["state"] == "draining"
     wait_for(lambda: state(lab, r1)["connections"] >= 1, 5, "the first connection counted")

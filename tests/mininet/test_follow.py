@@ -45,7 +45,8 @@ def remap(lab, remap_id):
 
 
 def matches(lab, switch, table):
-    """The match part of each flow of one table of a switch, as ovs-ofctl shows them."""
+    """Each flow of one table of a switch as ovs-ofctl shows it, up to its actions (the match,
+    and the timeouts and counters before it)."""
     heads = (line.split(" actions=")[0] for line in lab.switches[switch].flows())
     return [head for head in heads if f" table={table}," in head]
 
@@ -53,6 +54,10 @@ def matches(lab, switch, table):
 def test_a_followed_connection_survives_the_move_and_completes_the_remap(lab):
     proc, count, server = stream(lab, "followed", timeout="10")
     assert server == "web2"
+    # the connection's record at the sender's switch lives as long as the connection goes on,
+    # idle up to TCP_IDLE (not the 10 s of its SYN's record: a pause would lose its binding)
+    wait_for(lambda: [m for m in matches(lab, "host1", 38) if "nw_dst=10.0.0.12" in m and "idle_timeout=300," in m], 5,
+             "the connection's record, with the idle timeout of one going on")
     rid = move(lab, "spare1", follow=True)
     assert remap(lab, rid)["state"] == "draining"
     wait_for(lambda: remap(lab, rid)["connections"] >= 1, 5, "the followed connection counted")

@@ -63,6 +63,11 @@ TCP_IDLE = 300
 TCP_FIN_IDLE = 1
 OPENING_IDLE = 10  # a SYN's record: the handshake completes long before, or it is retried
 OPENING = "#opening"  # the cookie object of a SYN's record: not counted by a drain
+# A SYN's record sits below the records (100): a learn whose flow has the match and priority of
+# one present modifies that one and keeps its timeouts, so the connection's real record, made
+# at its handshake's ACK, kept the SYN's 10 s and went after 10 s idle (and with it, the binding
+# of a followed connection that paused for 10 s). Below, the real record is a flow of its own.
+OPENING_PRIORITY = 98
 UDP_IDLE = 30
 
 
@@ -104,9 +109,14 @@ def elastic_binding(ip, interface: str) -> int:
     return binding_id(record_name(str(ip), interface))
 
 
+ENDED_BINDING = 0xFFFFFFFF  # reg4 of the edge's marker of an ended connection: no binding's
+
+
 def binding_id(instance: str) -> int:
-    """The value a record loads into reg4: which instance held the address. Never 0."""
-    return zlib.crc32(instance.encode()) or 1
+    """The value a record loads into reg4: which instance held the address. Never 0 (no record)
+    or ENDED_BINDING."""
+    value = zlib.crc32(instance.encode())
+    return value if value not in (0, ENDED_BINDING) else 1
 
 
 def record_name(ip: str, instance: str) -> str:
@@ -122,8 +132,8 @@ def _learns(table: str, ip: str, holder: str, binding: int, network: bool):
     and its cookie is not counted by a drain. The parts they share are made once."""
     load = (LearnSpec("load", binding, REG_BINDING, 32),)
     tcp, name = _record_match("tcp", network) + load, record_name(ip, holder)
-    return (Learn(table, 100, "learned_follow", name + OPENING, tcp + (_OPENING_LOAD,), idle_timeout=OPENING_IDLE,
-                  send_flow_rem=True),
+    return (Learn(table, OPENING_PRIORITY, "learned_follow", name + OPENING, tcp + (_OPENING_LOAD,),
+                  idle_timeout=OPENING_IDLE, send_flow_rem=True),
             Learn(table, 100, "learned_follow", name, tcp, idle_timeout=TCP_IDLE, fin_idle_timeout=TCP_FIN_IDLE,
                   send_flow_rem=True),
             Learn(table, 100, "learned_follow", name, tcp, idle_timeout=TCP_FIN_IDLE, send_flow_rem=True),
@@ -148,12 +158,12 @@ _OPENING_LOAD = LearnSpec("load", 1, REG_OPENING, 32)
 
 
 @functools.lru_cache(maxsize=None)
-def _tcp_matches(established: tuple, opening: tuple):
+def _tcp_matches(established: tuple, opening: tuple, unended: tuple):
     """The TCP part of the records' matches, after the address: (a SYN's, going on, ending).
-    Ending is any other packet of the connection (a FIN or RST: what going on leaves), matched
-    one priority below going on: one flow, not one per flag. The same for every address of a
-    table: made once."""
-    return _TCP + opening + _SYN_ONLY, _TCP + established + _GOING_ON, _TCP + established
+    Ending is any other packet of the connection (a FIN or RST, or any after its sender's own:
+    what going on leaves), matched one priority below going on: one flow, not one per flag. The
+    same for every address of a table: made once."""
+    return _TCP + opening + _SYN_ONLY, _TCP + established + unended + _GOING_ON, _TCP + established
 
 
 @functools.lru_cache(maxsize=None)
@@ -168,10 +178,10 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     head: the table's match for the address (items, interned); current: (holder, binding) the address
     has now; bindings: every (holder, binding) a record of it may carry (now and while remaps
     drain); established, opening: what else (items) a handshake's later packets and its SYN
-    must match (the sender's conntrack state on a host; nothing at the edge); unended: what an
-    unrecorded packet must also match to be recorded as going on: its sender has not sent FIN or
-    RST (_HOST_UNENDED, _EDGE_UNENDED); end: the actions that mark a connection ended and take
-    the packet on to next_table (_host_end, _edge_end).
+    must match (the sender's conntrack state on a host; nothing at the edge); unended: what a
+    packet must also match to be recorded as going on: its sender has not sent FIN or RST
+    (_HOST_UNENDED; the edge's marker makes a packet recorded instead); end: the actions that
+    mark a connection ended and take the packet on to next_table (_HOST_END, _EDGE_END).
 
     A network's records are 6 flows per address (and 2 per draining old binding), a sixth of a
     big compile's flows: their matches are built from parts made once (_tcp_matches), the
@@ -180,14 +190,14 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: 
     holder, binding = current
     # (the rest of the matches is made once, the module's, or is the address's own: its binding)
     unrecorded = head + _UNRECORDED
-    syn, going_on, ending = _tcp_matches(established, opening)
+    syn, going_on, ending = _tcp_matches(established, opening, unended)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
     first, going, ended, udp = _learns(record_table, ip, holder, binding, network)
     # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
     # where the SYN went, and makes the real one there. An unanswered SYN's record idles out
     # and is not counted by a drain.
     yield Flow(table, 100, unrecorded + syn, (first, mark, goto), "follow", obj)
-    yield Flow(table, 100, unrecorded + going_on + unended, (going, mark, goto), "follow", obj)
+    yield Flow(table, 100, unrecorded + going_on, (going, mark, goto), "follow", obj)
     # a FIN that passes before the record its ACK asked for is installed: the record goes soon;
     # so does one of a packet after its sender's FIN (what the unended going on leaves)
     yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark) + end, "follow", obj)
@@ -214,18 +224,18 @@ _HOST_OPENING = (("ct_state", ct_flags("+trk+new")),)
 # A connection whose sender has sent FIN or RST is marked ended; its later packets are not
 # recorded as going on. On a host, in the sender's conntrack (ct_label bit ENDED, in the sending
 # interface's zone). The edge has no conntrack for elastic IPs: there the FIN or RST leaves a
-# marker in eip_followed, below the records, which loads ENDED_MARK into reg7 (while no record
-# is left to match first); a drain does not count it, and a SYN of the same 5-tuple records anew.
+# marker in eip_followed, below the records and above a SYN's record, which loads ENDED_BINDING
+# into reg4: a packet that finds it (once its record went) is not recorded again and goes where
+# the address lives now. A drain does not count markers.
 ENDED_BIT = 0
 ENDED = 1 << ENDED_BIT
 _HOST_UNENDED = (("ct_label", (0, ENDED)),)
 _HOST_END = (Ct(REG_SRC_ZONE, "route", commit=True, label_bit=ENDED_BIT),)
-ENDED_MARK = 2
+ENDED_PRIORITY = 99
 ENDED_IDLE = 60  # Linux's TIME_WAIT: the ACKs a retransmitted FIN asks for come within it
 ENDED_RECORD = "#ended"  # the cookie object of the edge's markers
-_EDGE_UNENDED = ((REG_OPENING, 0),)
-_EDGE_END = (Learn("eip_followed", 90, "learned_follow", ENDED_RECORD,
-                   _record_match("tcp", False) + (LearnSpec("load", ENDED_MARK, REG_OPENING, 32),),
+_EDGE_END = (Learn("eip_followed", ENDED_PRIORITY, "learned_follow", ENDED_RECORD,
+                   _record_match("tcp", False) + (LearnSpec("load", ENDED_BINDING, REG_BINDING, 32),),
                    idle_timeout=ENDED_IDLE),
              _goto("eip_route"))
 
@@ -306,7 +316,7 @@ def eip_flows(ix: Index, sw: Switch, eip):
     current = (eip.interface, elastic_binding(ip, eip.interface))
     old = [(f.old_interface, f.binding) for f in draining]
     yield from _recording("eip_new", "eip_followed", "eip_route", interned(tuple(dst.items())), ip, current, [current] + old,
-                          (), (), _EDGE_UNENDED, _EDGE_END, network=False, obj=obj)
+                          (), (), (), _EDGE_END, network=False, obj=obj)
     here = to_host(ep.switch, eip.ip)
     yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
     # a connection that opens goes to the new holder, whatever an old record says

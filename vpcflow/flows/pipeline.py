@@ -37,8 +37,7 @@ REG_SRC_ZONE = "reg5"
 REG_DST_ZONE = "reg6"
 REG_SRC_NETWORK = "reg3"
 REG_BINDING = "reg4"  # which instance held the destination when the connection was recorded
-REG_OPENING = "reg7"  # 1: the record is a SYN's, made before the handshake completed;
-# 2 (follow.ENDED_MARK): the edge's marker of a connection whose sender has ended it
+REG_OPENING = "reg7"  # 1: the record is a SYN's, made before the handshake completed
 REG_SRC_CLASS = "reg1"
 REG_DST_CLASS = "reg2"
 
