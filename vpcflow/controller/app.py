@@ -695,18 +695,25 @@ class VpcflowApp(AppBase):
         controller picks up where it was: the records stay in the switches."""
         while True:
             hub.sleep(REMAP_POLL)
-            if not self.ctl.all_integration_connected():
-                continue  # the records live in the switches: count only with all of them in view
-            for r in self.ctl.draining():
-                try:
-                    left = sum(self.count_flows(cookies.make("learned_follow", record_name(ip, r.holder)),
-                                                cookies.FEATURE_MASK | cookies.OBJECT_MASK) for ip in r.ips)
-                except RequestFailed as e:
-                    LOG.error("remap %s: counting followed connections failed: %s", r.id, e)
-                    continue
-                if self.ctl.remap_progress(r.id, left, complete=self.designated()):
-                    LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.holder)
-                    self.sync_all(phased=True)
+            try:
+                self._count_drains()
+            except Exception:  # a bug here must not end every drain's counting for good
+                LOG.exception("counting the draining remaps' connections failed; trying again")
+
+    def _count_drains(self):
+        """One round of watch_remaps: count each draining remap's recorded connections."""
+        if not self.ctl.all_integration_connected():
+            return  # the records live in the switches: count only with all of them in view
+        for r in self.ctl.draining():
+            try:
+                left = sum(self.count_flows(cookies.make("learned_follow", record_name(ip, r.holder)),
+                                            cookies.FEATURE_MASK | cookies.OBJECT_MASK) for ip in r.ips)
+            except RequestFailed as e:
+                LOG.error("remap %s: counting followed connections failed: %s", r.id, e)
+                continue
+            if self.ctl.remap_progress(r.id, left, complete=self.designated()):
+                LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.holder)
+                self.sync_all(phased=True)
 
     def drop_counters(self):
         """{switch: {reason: packets}} from the counted drop flows of every connected switch."""
