@@ -212,3 +212,23 @@ def test_what_a_change_replaced_is_freed_after_its_syncs_not_on_its_way(tmp_path
     assert [r() is not None for r in replaced] == [False] * 2 + [True] * state.RETIRED_KEPT
     ctl.release_retired()
     assert [r() for r in replaced] == [None] * len(replaced) and ctl.index is not None
+
+
+def test_an_interface_detached_while_its_remap_drains_keeps_its_old_binding(tmp_path):
+    """The compile took an old binding's addresses from the interface's current ones, and failed
+    (KeyError) once the interface was detached: the API's detach answered 500 after the state
+    file had it, and every later compile failed too."""
+    from vpcflow.flows.compiler import compile_deployment
+    from vpcflow.flows.index import Index
+
+    ctl, _ = _moved_by_controller(tmp_path)
+    attach = {"instance": "spare1", "requester": "acme", "follow_connections": True}
+    ctl.change(lambda d: records.attach(d, "eni-web2", attach, "r1"))
+    ctl.change(lambda d: records.detach(d, "eni-web2", {"requester": "acme"}))
+    _, flows = ctl.desired("host2", "integration", "3.1.0")
+    # web2 still sends from the address, and its followed connections still reach it
+    assert any(f.table == "port_security" and ("ipv4_src", "10.0.0.12") in f.match for f in flows)
+    assert any(f.table == "deliver" and ("ipv4_dst", "10.0.0.12") in f.match for f in flows)
+    fresh = compile_deployment(ctl.deployment, follows=ctl.follows())["host2"].integration
+    assert {f.key for f in flows} == {f.key for f in fresh}
+    assert Index(ctl.deployment, ctl.follows()).old_bindings_of("eni-web2")

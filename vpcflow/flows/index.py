@@ -151,6 +151,10 @@ class Index:
                                     f.old_port, binding=f.binding))
         return out
 
+    def old_bindings_of(self, interface: str) -> List[Endpoint]:
+        """The endpoints of an interface's draining remaps (a few at most, looked up rarely)."""
+        return [ep for ep in self.old_bindings if ep.interface.name == interface]
+
     @classmethod
     def derived(cls, old: "Index", dep: Deployment, follows, interfaces) -> "Index":
         """The Index of dep, made from old's where dep differs from old.dep only in the named

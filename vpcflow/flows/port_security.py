@@ -34,7 +34,9 @@ def network_flows(ix: Index, sw: Switch, net: Network):
         mark = (network, Load(zones[iface.name], REG_SRC_ZONE, 0, 16))
         # its class: which destinations an ARP request may resolve; for IP, its security groups
         sending = mark + (Load(ix.group_class(iface.security_groups), REG_SRC_CLASS), _TO_EGRESS)
-        for ep in ix.by_interface[iface.name]:  # (an address each: its text and items made once)
+        # (an address each: its text and items made once; an old binding's interface may have
+        # been detached since its remap began: then its endpoints are its old bindings alone)
+        for ep in ix.by_interface.get(iface.name) or ix.old_bindings_of(iface.name):
             text = ep.ip_text
             # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
             yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + one_item("arp_spa", text)
