@@ -8,7 +8,7 @@ from netaddr import IPAddress
 from tests.conftest import data_file
 from vpcflow.flows import follow
 from vpcflow.flows.compiler import compile_deployment
-from vpcflow.flows.core import Ct, Learn, SetField
+from vpcflow.flows.core import Ct, Goto, Learn, SetField
 from vpcflow.flows.pipeline import REG_SRC_ZONE
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import embed
@@ -160,3 +160,117 @@ def test_records_stop_at_the_senders_fin_or_rst(dep):
         # nothing else goes through conntrack (the edge has none for elastic IPs)
         assert not any(isinstance(a, Ct) for f in new if switch == "edge1" or f not in short + recorded
                        for a in f.actions), switch
+
+
+# --- a network's quiet records, and the flows of an address a remap or a cut moved ---------------
+
+def two_hosts():
+    return load_file(data_file("two-hosts.yaml"))
+
+
+def moved_web2(follow_connections: bool):
+    """eni-web2 (10.0.0.12) from web2 (host2) to spare1 (host1): the deployment and its Remap."""
+    from vpcflow.controller import records
+
+    return records.attach(two_hosts(), "eni-web2", {"instance": "spare1", "requester": "acme",
+                                                    "follow_connections": follow_connections}, "r1")
+
+
+def following(remap, order=1.0, old_instance=None, old_switch=None):
+    return [follow.Follow(remap.id, remap.network, ip, old_instance or remap.old_instance,
+                          old_switch or remap.old_switch, remap.old_port, remap.interface, order=order)
+            for ip in remap.ips]
+
+
+def addressed(flows):
+    """The flows among these that match a destination address, by that address."""
+    out = {}
+    for f in flows:
+        if "ipv4_dst" in dict(f.match):
+            out.setdefault(dict(f.match)["ipv4_dst"], []).append(f)
+    return out
+
+
+def learned_names(flows):
+    return {a.obj for f in flows for a in f.actions if isinstance(a, Learn)}
+
+
+def quiet_redirects(compiled, switch):
+    return {dict(f.match)["ipv4_dst"]: f for f in table(compiled, switch, "route")
+            if dict(f.match).get("reg4") == follow.QUIET}
+
+
+def test_a_quiet_network_records_every_address_with_one_set_of_flows():
+    """With no remap draining, a host's record flows do not depend on the addresses it may
+    reach: one set per network, whose records carry QUIET (and go where the address lives)."""
+    compiled = compile_deployment(two_hosts())
+    for switch in ("host1", "host2"):
+        new = table(compiled, switch, "follow_new")
+        assert not addressed(new), switch
+        assert learned_names(new) >= {follow.quiet_name("blue"), follow.quiet_name("red")}
+        assert not quiet_redirects(compiled, switch)
+
+
+def test_an_address_a_remap_moved_records_under_its_holder_and_its_quiet_records_go_to_the_old_one():
+    moved, remap = moved_web2(True)
+    compiled = compile_deployment(moved, follows=following(remap))
+    for switch in ("host1", "host2"):
+        own = addressed(table(compiled, switch, "follow_new"))
+        assert set(own) == {"10.0.0.12"}, switch  # the moved address alone has flows of its own
+        assert learned_names(own["10.0.0.12"]) >= {follow.record_name("10.0.0.12", "spare1"),
+                                                   follow.record_name("10.0.0.12", "web2")}
+        redirect = quiet_redirects(compiled, switch)["10.0.0.12"]
+        assert redirect.actions[0].value == follow.binding_id("web2") and redirect.actions[1].table == "route"
+        # and that binding's route goes to web2's switch
+        assert any(dict(f.match).get("reg4") == follow.binding_id("web2") for f in table(compiled, switch, "route"))
+
+
+def test_the_quiet_records_of_a_chain_go_to_the_old_holder_of_its_first_remap():
+    """Two remaps of one address drain (web2 on host2 -> spare1 on host1 -> spare3 on a third
+    host): the records made while it was quiet were made when web2 held it, whichever remap
+    came last."""
+    import yaml
+
+    from vpcflow.controller import records
+    from vpcflow.topology.loader import parse
+
+    data = yaml.safe_load(open(data_file("two-hosts.yaml")))
+    data["switches"]["host3"] = {"role": "host", "dpid": 3, "prefix": "fd00:5ee0:0:3::/64"}
+    data["instances"]["spare3"] = {"switch": "host3", "port": "spare3"}
+    dep = parse(data)
+    body = {"requester": "acme", "follow_connections": True}
+    once, r1 = records.attach(dep, "eni-web2", {**body, "instance": "spare1"}, "r1")
+    twice, r2 = records.attach(once, "eni-web2", {**body, "instance": "spare3"}, "r2", [r1])
+    first, later = following(r1, order=1.0), following(r2, order=2.0)
+    for follows in (first + later, later + first):
+        compiled = compile_deployment(twice, follows=follows)
+        for switch in ("host1", "host2", "host3"):
+            redirect = quiet_redirects(compiled, switch)["10.0.0.12"]
+            assert redirect.actions[0].value == follow.binding_id("web2"), switch
+    assert follow.chain_firsts(later + first)[("blue", "10.0.0.12")].remap_id == "r1"
+
+
+def test_a_cut_address_records_under_its_holder_and_its_quiet_records_stay_where_it_lives():
+    """A move without following cuts the address's connections: until their quiet records are
+    gone the address records under its holder (a later followed remap must not count them),
+    and nothing sends them to the old holder."""
+    moved, _ = moved_web2(False)
+    cut = [follow.Cut("cut:eni-web2", "blue", "10.0.0.12", 1.0)]
+    compiled = compile_deployment(moved, follows=cut)
+    own = addressed(table(compiled, "host1", "follow_new"))
+    assert set(own) == {"10.0.0.12"} and follow.record_name("10.0.0.12", "spare1") in learned_names(own["10.0.0.12"])
+    assert not quiet_redirects(compiled, "host1")
+    # a followed remap after the cut: the cut came first, the quiet records are still not sent on
+    moved2, remap2 = moved_web2(True)
+    compiled = compile_deployment(moved2, follows=cut + following(remap2, order=2.0))
+    assert not quiet_redirects(compiled, "host1")
+
+
+def test_a_detached_address_whose_remap_drains_records_nothing_new():
+    from vpcflow.controller import records
+
+    moved, remap = moved_web2(True)
+    detached = records.detach(moved, "eni-web2", {"requester": "acme"})
+    compiled = compile_deployment(detached, follows=following(remap))
+    own = addressed(table(compiled, "host2", "follow_new"))["10.0.0.12"]
+    assert [f.actions for f in own] == [(Goto("route"),)]

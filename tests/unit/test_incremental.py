@@ -644,39 +644,6 @@ def test_what_the_old_index_caches_after_a_change_does_not_reach_the_derived_one
         assert same(new.switch(name), compile_switch(fresh, name)), name
 
 
-def test_the_follow_records_kept_are_those_of_the_current_addresses_only(dep):
-    """An interface moved from instance to instance, again and again (a long-lived controller),
-    leaves no records of its past places in what the compiler keeps: per network, the records of
-    its current addresses, however many moves came before."""
-    moved = generate.iface_name(1)
-    spares = sorted(n for n in dep.instances if n.startswith("spare"))
-    ix = Index(dep)
-    compiled = Compiled(ix)
-    for name in dep.switches:
-        compiled.switch(name)
-    current = dep
-    for spare in spares + [dep.interfaces[moved].attach_to] + spares:
-        current = _with_interface(current, moved, attach_to=spare)
-        ix = next_index(ix, current)
-        compiled, changed = compiled.update(ix)
-        for name in changed if changed is not None else current.switches:
-            compiled.switch(name)
-    kept = ix.cached("follow:records", dict)
-    for net in current.networks.values():
-        addresses = {(ep.ip_text, ep.interface.name) for ep in ix.by_network[net.name] if ep.binding is None}
-        assert set(kept.get(net.id, {})) == addresses, net.name
-    # and they are where the interface is now
-    net = current.networks[current.interfaces[moved].network]
-    assert {holder for (ip, iface), (holder, *_) in kept[net.id].items() if iface == moved} == {spares[-1]}
-    # an interface that leaves the network (detached) leaves its records behind neither
-    current = _with_interface(current, moved, attach_to=None)
-    ix = next_index(ix, current)
-    compiled, changed = compiled.update(ix)
-    for name in changed if changed is not None else current.switches:
-        compiled.switch(name)
-    assert all(iface != moved for iface in {iface for ip, iface in kept[net.id]}) and kept[net.id], net.name
-
-
 def test_a_long_lived_controller_keeps_no_garbage_of_its_changes(tmp_path):
     """Reference cycles made between compiles (an API call's, the state file's JSON encoder's)
     were frozen with the next compile's objects (compiler.without_gc) and lived as long as the

@@ -232,3 +232,42 @@ def test_an_interface_detached_while_its_remap_drains_keeps_its_old_binding(tmp_
     fresh = compile_deployment(ctl.deployment, follows=ctl.follows())["host2"].integration
     assert {f.key for f in flows} == {f.key for f in fresh}
     assert Index(ctl.deployment, ctl.follows()).old_bindings_of("eni-web2")
+
+
+def test_a_move_without_following_leaves_a_cut_until_its_quiet_records_are_gone(tmp_path):
+    """flows/follow.py Cut: a move without following, or a detach, of an address no remap drains
+    leaves a pending cut (the address then records under its holder); a followed move leaves
+    none; the cut ends when the app counts no quiet record of it, and the address is quiet again."""
+    from vpcflow.flows.follow import Cut
+
+    ctl, _ = _moved_by_controller(tmp_path)
+    attach = {"instance": "spare1", "requester": "acme"}
+    ctl.change(lambda d: records.attach(d, "eni-web2", {**attach, "follow_connections": True}, "r1"))
+    assert not ctl.cuts  # followed: the remap drains instead
+    ctl.change(lambda d: records.detach(d, "eni-web1", {"requester": "acme"}))
+    assert list(ctl.cuts) == [("blue", "10.0.0.11")] and isinstance(ctl.cuts[("blue", "10.0.0.11")], Cut)
+    assert any(f.kind == "cut" for f in ctl.follows())
+    assert records.cut_addresses(ctl.base, ctl.deployment, ctl.draining()) == [("blue", "10.0.0.11", "eni-web1")]
+    generation = ctl.generation
+    assert_compiled_as_fresh(ctl)
+    assert not ctl.cut_progress("blue", "10.0.0.11", 2)  # records left: it stays
+    assert ctl.cut_progress("blue", "10.0.0.11", 0) and not ctl.cuts and ctl.generation == generation + 1
+    assert_compiled_as_fresh(ctl)  # (the network's follow flows made again, not carried)
+
+
+def assert_compiled_as_fresh(ctl):
+    from vpcflow.flows.compiler import compile_deployment
+
+    fresh = compile_deployment(ctl.deployment, follows=ctl.follows())
+    for name in ctl.deployment.switches:
+        _, flows = ctl.desired(name, "integration", "3.1.0")
+        assert {f.key for f in flows} == {f.key for f in fresh[name].integration}, name
+
+
+def test_a_cut_that_ends_makes_its_networks_follow_flows_again(tmp_path):
+    ctl, _ = _moved_by_controller(tmp_path)
+    ctl.change(lambda d: records.attach(d, "eni-web2", {"instance": "spare1", "requester": "acme"}, "r1"))
+    assert list(ctl.cuts) == [("blue", "10.0.0.12")]
+    assert_compiled_as_fresh(ctl)
+    assert ctl.cut_progress("blue", "10.0.0.12", 0)
+    assert_compiled_as_fresh(ctl)  # not the runs of the cut's time, carried over

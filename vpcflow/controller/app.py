@@ -22,8 +22,8 @@ from vpcflow.controller.framework import (CONF, CONFIG_DISPATCHER, DEAD_DISPATCH
 from vpcflow.controller.state import Controller
 from vpcflow.controller.sync import Installed, diff, diff_since, held, split_by_resolvable
 from vpcflow.flows import cookies, pipeline
-from vpcflow.flows.core import Flow
-from vpcflow.flows.follow import record_name
+from vpcflow.flows.core import ETH_IPV4, Flow
+from vpcflow.flows.follow import NETWORK_MASK, chain_firsts, quiet_name, record_name
 from vpcflow.topology.model import EDGE
 
 LOG = logging.getLogger("vpcflow")
@@ -31,6 +31,7 @@ config.register(CONF)
 
 REPLY_TIMEOUT = 10.0
 REMAP_POLL = 0.5
+NAME_MASK = cookies.FEATURE_MASK | cookies.OBJECT_MASK  # what names a learned flow: its cookie's feature and object
 BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
 # the flow a revalidation nudge deletes: none has it (a cookie of ours no compiled flow carries)
 NUDGE_COOKIE = cookies.make("pipeline", "revalidation-nudge")
@@ -676,16 +677,18 @@ class VpcflowApp(AppBase):
             raise RoleRefused(p.errors[0])
         return p.replies[0]
 
-    def count_flows(self, cookie: int, mask: int) -> int:
-        """Flows with this cookie (under mask) on every connected integration bridge. Aggregate
-        stats: the switch counts them, the controller parses no flow (a drain's records are
-        thousands, and parsing them held up the syncs of a remap)."""
+    def count_flows(self, cookie: int, mask: int, table: str = None, **match) -> int:
+        """Flows with this cookie (under mask) on every connected integration bridge, in one
+        table and at least as specific as match if given. Aggregate stats: the switch counts
+        them, the controller parses no flow (a drain's records are thousands, and parsing them
+        held up the syncs of a remap)."""
         total = 0
+        table_id = ofp.OFPTT_ALL if table is None else pipeline.table_id(table)
         for dpid, dp in list(self.datapaths.items()):
             if self.ctl.locate(dpid)[1] != pipeline.INTEGRATION:
                 continue
-            req = parser.OFPAggregateStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask,
-                                                  parser.OFPMatch())
+            req = parser.OFPAggregateStatsRequest(dp, 0, table_id, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask,
+                                                  parser.OFPMatch(**match))
             total += sum(reply.body.flow_count for reply in self.request(dp, req))
         return total
 
@@ -704,16 +707,42 @@ class VpcflowApp(AppBase):
         """One round of watch_remaps: count each draining remap's recorded connections."""
         if not self.ctl.all_integration_connected():
             return  # the records live in the switches: count only with all of them in view
+        firsts = chain_firsts(self.ctl.follows())
+        for (network, ip), f in firsts.items():
+            if f.kind == "cut":
+                left = self.quiet_records(network, ip)
+                if self.ctl.cut_progress(network, ip, left):
+                    LOG.info("%s: the connections cut at %s have no record left", ip, f.remap_id)
+                    self.sync_all(phased=True)
+        firsts = {key: f.remap_id for key, f in firsts.items()}
         for r in self.ctl.draining():
             try:
-                left = sum(self.count_flows(cookies.make("learned_follow", record_name(ip, r.holder)),
-                                            cookies.FEATURE_MASK | cookies.OBJECT_MASK) for ip in r.ips)
+                left = sum(self.followed_connections(r, ip, firsts.get((r.network, ip)) == r.id) for ip in r.ips)
             except RequestFailed as e:
                 LOG.error("remap %s: counting followed connections failed: %s", r.id, e)
                 continue
             if self.ctl.remap_progress(r.id, left, complete=self.designated()):
                 LOG.info("remap %s complete: %s's last followed connection is gone", r.id, r.holder)
                 self.sync_all(phased=True)
+
+    def followed_connections(self, r, ip: str, first: bool) -> int:
+        """The connections to ip recorded under the remap's old holder; for the first draining
+        remap of a moved interface's address, also those recorded while the address was quiet
+        (the network's quiet records, by their match: table followed, network and address; a
+        record matches reg0's low 24 bits, and a filter may not be more specific than what it
+        counts)."""
+        count = self.count_flows(cookies.make("learned_follow", record_name(ip, r.holder)), NAME_MASK)
+        if first and not r.elastic_ip:
+            count += self.quiet_records(r.network, ip)
+        return count
+
+    def quiet_records(self, network: str, ip: str) -> int:
+        """The records to ip among its network's quiet ones, on every switch."""
+        net = self.ctl.deployment.networks.get(network)
+        if net is None:
+            return 0
+        return self.count_flows(cookies.make("learned_follow", quiet_name(network)), NAME_MASK, "followed",
+                                eth_type=ETH_IPV4, reg0=(net.id, NETWORK_MASK), ipv4_dst=ip)
 
     def drop_counters(self):
         """{switch: {reason: packets}} from the counted drop flows of every connected switch."""

@@ -17,6 +17,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+from vpcflow.flows.follow import Cut
 from vpcflow.topology.model import Deployment, same_elastic_addresses
 
 LOG = logging.getLogger("vpcflow.records")
@@ -191,6 +192,23 @@ def _with_elastic_ip(dep: Deployment, ip, iface_name: str) -> Deployment:
     return dataclasses.replace(dep, elastic_ips=eips)
 
 
+def cut_addresses(old: Deployment, new: Deployment, draining, names=None) -> List[tuple]:
+    """(network, ip, interface) of every address that left its instance without its connections
+    followed: moved without follow_connections, detached or deleted. names: the interfaces that
+    may have changed (None: every one). The records of those connections are stale: they must
+    not count toward a later followed remap of the address (flows/follow.py: Cut)."""
+    followed = {(r.interface, r.new_instance) for r in draining if not r.elastic_ip}
+    out = []
+    for name in sorted(old.interfaces if names is None else names):
+        before, after = old.interfaces.get(name), new.interfaces.get(name)
+        if before is None or before.attach_to is None:
+            continue
+        if after is not None and (after.attach_to == before.attach_to or (name, after.attach_to) in followed):
+            continue
+        out += [(before.network, str(ip), name) for ip in before.ips]
+    return out
+
+
 # --- the state file --------------------------------------------------------------------------
 def attachments(dep: Deployment, base: Deployment, previous=None) -> Dict[str, Optional[str]]:
     """The attachments in which `dep` differs from the deployment file's `base`. previous: (a
@@ -222,17 +240,20 @@ def elastic_ips(dep: Deployment, base: Deployment) -> Dict[str, str]:
     return {str(e.ip): e.interface for e in dep.elastic_ips if before.get(str(e.ip), e.interface) != e.interface}
 
 
-def save(path: Optional[str], dep: Deployment, base: Deployment, remaps: Dict[str, Remap], previous=None):
+def save(path: Optional[str], dep: Deployment, base: Deployment, remaps: Dict[str, Remap], previous=None,
+         cuts=None):
     """Write the state file atomically (a crash leaves the old one or the new one): what `dep`
-    changed at runtime from the deployment file's `base`, and the remaps. Returns (dep, its
-    attachments): the `previous` of the next save (see attachments), None without a file."""
+    changed at runtime from the deployment file's `base`, the remaps and the pending cuts
+    (flows.follow.Cut, by (network, ip)). Returns (dep, its attachments): the `previous` of the
+    next save (see attachments), None without a file."""
     if not path:
         return None
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     attached = attachments(dep, base, previous)
     state = {"version": STATE_VERSION, "attachments": attached, "elastic_ips": elastic_ips(dep, base),
-             "remaps": {k: dataclasses.asdict(r) for k, r in remaps.items()}}
+             "remaps": {k: dataclasses.asdict(r) for k, r in remaps.items()},
+             "cuts": [dataclasses.asdict(c) for _, c in sorted((cuts or {}).items())]}
     with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
         json.dump(state, f, indent=1, sort_keys=True)
         tmp = f.name
@@ -249,6 +270,18 @@ def restore_remaps(path: Optional[str]) -> Dict[str, Remap]:
     except (OSError, ValueError, TypeError) as e:
         LOG.error("state file %s: remaps unreadable (%s): none restored", path, e)
         return {}
+
+
+def restore_cuts(path: Optional[str]) -> dict:
+    if not path or not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            cuts = [Cut(**c) for c in json.load(f).get("cuts", [])]
+    except (OSError, ValueError, TypeError) as e:
+        LOG.error("state file %s: cuts unreadable (%s): none restored", path, e)
+        return {}
+    return {(c.network, c.ip): c for c in cuts}
 
 
 def restore(path: Optional[str], dep: Deployment) -> Deployment:

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 from vpcflow.controller import records
 from vpcflow.flows import compiler, cookies, incremental, pipeline
 from vpcflow.flows.compiler import Options
-from vpcflow.flows.follow import ElasticFollow, Follow
+from vpcflow.flows.follow import Cut, ElasticFollow, Follow
 from vpcflow.flows.index import Index
 from vpcflow.topology.loader import DeploymentError, Problem, load_file
 from vpcflow.topology.model import Deployment
@@ -75,10 +75,12 @@ class Controller:
         self._changes = []
         self._located = None  # the switches (Deployment.switches) self._locations was made from
         self._retired = []  # (Index, Compiled) of the models changes replaced, until release_retired
+        self.cuts: Dict[tuple, Cut] = {}  # (network, ip) -> the pending cut of an address (_cuts_after)
         self.base = deployment  # as the deployment file says, before runtime changes
         self._saved = None  # (deployment, attachments) the state file was last written with
         if store is None:
             self.remaps: Dict[str, records.Remap] = records.restore_remaps(state_file)
+            self.cuts = records.restore_cuts(state_file)
             self._install(records.restore(state_file, deployment))
             self._ready_for_changes()
         else:
@@ -112,8 +114,9 @@ class Controller:
             remaps = dict(self.remaps)
             if remap is not None:
                 remaps[remap.id] = remap
-            self._saved = records.save(self.state_file, new, self.base, remaps, self._saved)
-            self.remaps = remaps
+            cuts = self._cuts_after(self.deployment, new, remaps)
+            self._saved = records.save(self.state_file, new, self.base, remaps, self._saved, cuts)
+            self.remaps, self.cuts = remaps, cuts
             self._install(new)
             return self.generation, remap
 
@@ -152,6 +155,8 @@ class Controller:
                     old = self.remaps.get(rid)
                     if old is not None and old.state == r.state == "draining":
                         r.connections = old.connections
+                moved = update.moved_interfaces() if update.attachments_only() else None
+                self.cuts = self._cuts_after(self.deployment, update.deployment, remaps, moved)
                 self.remaps = remaps
                 self.base = update.deployment
                 self._install(update.deployment)
@@ -182,7 +187,8 @@ class Controller:
                 return False
             if self.store is None:
                 r.state = "complete"
-                self._saved = records.save(self.state_file, self.deployment, self.base, self.remaps, self._saved)
+                self._saved = records.save(self.state_file, self.deployment, self.base, self.remaps, self._saved,
+                                           self.cuts)
                 self._install(self.deployment)
                 return True
             done = dataclasses.replace(r, state="complete", connections=0)
@@ -197,15 +203,46 @@ class Controller:
         return True
 
     def follows(self):
-        """The draining remaps, as the compiler takes them."""
-        out = []
+        """The draining remaps, as the compiler takes them, and the pending cuts."""
+        out = list(self.cuts.values())
         for r in self.draining():
             if r.elastic_ip:
                 out.append(ElasticFollow(r.id, r.elastic_ip, r.old_interface))
             else:
-                out.extend(Follow(r.id, r.network, ip, r.old_instance, r.old_switch, r.old_port, r.interface)
-                           for ip in r.ips)
+                out.extend(Follow(r.id, r.network, ip, r.old_instance, r.old_switch, r.old_port, r.interface,
+                                  order=r.created) for ip in r.ips)
         return tuple(out)
+
+    def cut_progress(self, network: str, ip: str, records_left: int) -> bool:
+        """The quiet records a pending cut still has; at none it ends, and the address records
+        as a quiet one again (with the next compile, made here). Whether it ended."""
+        with self.lock:
+            if records_left or (network, ip) not in self.cuts:
+                return False
+            cuts = {key: c for key, c in self.cuts.items() if key != (network, ip)}
+            if self.store is None:
+                self._saved = records.save(self.state_file, self.deployment, self.base, self.remaps, self._saved,
+                                           cuts)
+            self.cuts = cuts
+            self._install(self.deployment)
+            return True
+
+    def _cuts_after(self, before: Deployment, after: Deployment, remaps, moved=None) -> dict:
+        """The pending cuts (flows.follow.Cut) once `after` is in force, with the remaps: those
+        there are, and one for each address the change moved without following. In the state
+        file; in store mode each instance keeps its own (not in the store: after its restart, a
+        cut connection's record may count toward a followed remap of the address until it
+        idles out)."""
+        if self.index is None or after is before:
+            return self.cuts
+        names = after.replaced_from(before) if moved is None else moved
+        draining = [r for r in remaps.values() if r.state == "draining"]
+        followed = {(r.network, ip) for r in draining if not r.elastic_ip for ip in r.ips}
+        cuts, now = dict(self.cuts), time.time()
+        for network, ip, iface in records.cut_addresses(before, after, draining, names):
+            if (network, ip) not in followed and (network, ip) not in cuts:
+                cuts[(network, ip)] = Cut(f"cut:{iface}", network, ip, now)
+        return cuts
 
     def _install(self, dep: Deployment):
         if self.index is not None:  # freed after this change's syncs (release_retired), not on its way

@@ -29,6 +29,19 @@ drains; receivers accept VM1's answers from the old switch's prefix. The control
 recorded connections of the old binding (learned flows, by cookie) and, when none is left,
 marks the remap complete and compiles without it: every flow the remap added goes.
 
+Quiet addresses: most addresses are never moved, and most of the time no remap of an address
+drains. A host records the connections to such a quiet address with one set of flows per
+network (QUIET_PRIORITY), not six per address: their records load QUIET into reg4, which route
+does not look at, and carry the network's cookie (quiet_name). Only an address that a draining
+remap or a pending cut (Cut) moved has flows of its own, above those, that record under its
+holder's binding as described above. A remap's old holder held the address while it was quiet
+if the remap is the address's first draining one (chain_firsts): `route` then sends the
+address's QUIET records to that binding's route, and its drain also counts them (aggregate
+stats filtered by table, network and address: no record is read). A move without following cuts
+the address's connections: a pending Cut makes the address record under its holder until
+none of its quiet records is left, so that a followed remap soon after does not count (or send
+to its old holder) the records of connections it never carried.
+
 Elastic IPs (the edge): every connection from the outside to an elastic IP enters at the edge,
 so the edge is where it is recorded: `uplink_in` looks it up in `eip_followed` (resubmit) and
 goes on to `eip_new`, which records an unrecorded one under the interface that holds the address
@@ -50,7 +63,8 @@ import functools
 import zlib
 
 from vpcflow.flows.assemble import Shared
-from vpcflow.flows.core import ETH_IPV4, IPPROTO, Ct, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow, interned
+from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow,
+                                interned, one_item)
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import ipv4, network_ipv4
 from vpcflow.flows.nat import nat_plan, to_host
@@ -82,12 +96,28 @@ class Follow:
     old_switch: str
     old_port: str
     old_interface: str  # the record as it was: MAC, security groups
+    order: float = 0.0  # when the remap was made (its creation time): which of an address's came first
 
     kind = "interface"
 
     @property
     def binding(self) -> int:
         return binding_id(self.old_instance)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """An address that moved without following (or whose interface was detached) while it was
+    quiet: the connections it had are cut, and their quiet records, which retransmissions may
+    keep alive for minutes, must not count toward a later followed remap of it. While a cut is
+    pending the address records under its holder's binding, as while a remap drains; it ends
+    when none of its quiet records is left (the controller counts them)."""
+
+    remap_id: str  # what cut it: the remap, or "detach:<interface>"
+    network: str
+    ip: str
+    order: float  # when
+    kind = "cut"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +140,15 @@ def elastic_binding(ip, interface: str) -> int:
 
 
 ENDED_BINDING = 0xFFFFFFFF  # reg4 of the edge's marker of an ended connection: no binding's
+QUIET = 0xFFFFFFFE  # reg4 of a host's record made while no remap of its address drained
+NETWORK_MASK = 0xFFFFFF  # what a host's record matches of reg0: the network id's 24 bits
 
 
 def binding_id(instance: str) -> int:
-    """The value a record loads into reg4: which instance held the address. Never 0 (no record)
-    or ENDED_BINDING."""
+    """The value a record loads into reg4: which instance held the address. Never 0 (no record),
+    ENDED_BINDING or QUIET."""
     value = zlib.crc32(instance.encode())
-    return value if value not in (0, ENDED_BINDING) else 1
+    return value if value not in (0, ENDED_BINDING, QUIET) else 1
 
 
 def record_name(ip: str, instance: str) -> str:
@@ -124,14 +156,33 @@ def record_name(ip: str, instance: str) -> str:
     return f"{ip}@{instance}"
 
 
-def _learns(table: str, ip: str, holder: str, binding: int, network: bool):
-    """The learn actions that record connections to `ip` (its text) under `holder` (binding in
-    reg4): (a TCP connection's first SYN, an established one going on, its ending: a FIN or RST,
+def quiet_name(network: str) -> str:
+    """The object of the cookie of a network's quiet records (QUIET): the controller counts an
+    address's among them by their match."""
+    return f"quiet:{network}"
+
+
+def chain_firsts(follows) -> dict:
+    """(network, ip) -> the first of the draining remaps (Follow) and pending cuts (Cut) of each
+    moved address: the one that left it quiet, and so counts its quiet records (a Follow's old
+    holder also takes them; a Cut's go where the address lives now)."""
+    out = {}
+    for f in follows:
+        if f.kind in ("interface", "cut"):
+            known = out.get((f.network, f.ip))
+            if known is None or (f.order, f.remap_id) < (known.order, known.remap_id):
+                out[(f.network, f.ip)] = f
+    return out
+
+
+def _learns(table: str, name: str, binding: int, network: bool):
+    """The learn actions that record connections under `binding` (reg4), with cookie object
+    `name`: (a TCP connection's first SYN, an established one going on, its ending: a FIN or RST,
     a UDP flow). network: the records match the network too (hosts; the edge has only public
     addresses). A SYN's record also sets reg7, so that the handshake's ACK makes the real one,
     and its cookie is not counted by a drain. The parts they share are made once."""
     load = (LearnSpec("load", binding, REG_BINDING, 32),)
-    tcp, name = _record_match("tcp", network) + load, record_name(ip, holder)
+    tcp = _record_match("tcp", network) + load
     return (Learn(table, OPENING_PRIORITY, "learned_follow", name + OPENING, tcp + (_OPENING_LOAD,),
                   idle_timeout=OPENING_IDLE, send_flow_rem=True),
             Learn(table, 100, "learned_follow", name, tcp, idle_timeout=TCP_IDLE, fin_idle_timeout=TCP_FIN_IDLE,
@@ -148,7 +199,7 @@ def _record_match(proto: str, network: bool) -> tuple:
     l4 = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst")}[proto]
     specs = [LearnSpec("match", ETH_IPV4, "eth_type", 16), LearnSpec("match", IPPROTO[proto], "ip_proto", 8)]
     if network:
-        specs.append(LearnSpec("match", REG_NETWORK, REG_NETWORK, 24))
+        specs.append(LearnSpec("match", REG_NETWORK, REG_NETWORK, NETWORK_MASK.bit_length()))
     specs += [LearnSpec("match", "ipv4_src", "ipv4_src"), LearnSpec("match", "ipv4_dst", "ipv4_dst"),
               LearnSpec("match", l4[0], l4[0]), LearnSpec("match", l4[1], l4[1])]
     return tuple(specs)
@@ -171,47 +222,52 @@ def _goto(table: str) -> Goto:
     return Goto(table)  # one for every record flow, not one per address
 
 
-def _recording(table: str, record_table: str, next_table: str, head: tuple, ip: str, current, bindings,
-               established: tuple, opening: tuple, unended: tuple, end, network: bool, obj: str):
-    """The flows that record connections to `ip` (its text) in `table`.
+def _recording(table: str, record_table: str, next_table: str, head: tuple, current, bindings,
+               established: tuple, opening: tuple, unended: tuple, end, network: bool, obj: str,
+               priority: int = 100):
+    """The flows that record connections in `table`, at priority (and the handshakes completing
+    under a binding, above it).
 
-    head: the table's match for the address (items, interned); current: (holder, binding) the address
-    has now; bindings: every (holder, binding) a record of it may carry (now and while remaps
-    drain); established, opening: what else (items) a handshake's later packets and its SYN
-    must match (the sender's conntrack state on a host; nothing at the edge); unended: what a
-    packet must also match to be recorded as going on: its sender has not sent FIN or RST
-    (_HOST_UNENDED; the edge's marker makes a packet recorded instead); end: the actions that
-    mark a connection ended and take the packet on to next_table (_HOST_END, _EDGE_END).
+    head: the table's match for the address (items, interned), or for a network's quiet
+    addresses; current: (cookie object, binding) of the records made now; bindings: every
+    (cookie object, binding) a record may carry (now and while remaps drain); established,
+    opening: what else (items) a handshake's later packets and its SYN must match (the sender's
+    conntrack state on a host; nothing at the edge); unended: what a packet must also match to
+    be recorded as going on: its sender has not sent FIN or RST (_HOST_UNENDED; the edge's
+    marker makes a packet recorded instead); end: the actions that mark a connection ended and
+    take the packet on to next_table (_HOST_END, _EDGE_END).
 
-    A network's records are 6 flows per address (and 2 per draining old binding), a sixth of a
-    big compile's flows: their matches are built from parts made once (_tcp_matches), the
-    current binding's learn actions once for its records and its handshakes'.
+    Their matches are built from parts made once (_tcp_matches), the current binding's learn
+    actions once for its records and its handshakes'.
     """
-    holder, binding = current
+    name, binding = current
     # (the rest of the matches is made once, the module's, or is the address's own: its binding)
     unrecorded = head + _UNRECORDED
     syn, going_on, ending = _tcp_matches(established, opening, unended)
     mark, goto = Load(binding, REG_BINDING, 0, 32), _goto(next_table)
-    first, going, ended, udp = _learns(record_table, ip, holder, binding, network)
+    first, going, ended, udp = _learns(record_table, name, binding, network)
     # A SYN leaves a short record: the handshake's ACK, which may come after a remap, then goes
     # where the SYN went, and makes the real one there. An unanswered SYN's record idles out
     # and is not counted by a drain.
-    yield Flow(table, 100, unrecorded + syn, (first, mark, goto), "follow", obj)
-    yield Flow(table, 100, unrecorded + going_on, (going, mark, goto), "follow", obj)
+    yield Flow(table, priority, unrecorded + syn, (first, mark, goto), "follow", obj)
+    yield Flow(table, priority, unrecorded + going_on, (going, mark, goto), "follow", obj)
     # a FIN that passes before the record its ACK asked for is installed: the record goes soon;
     # so does one of a packet after its sender's FIN (what the unended going on leaves)
-    yield Flow(table, 100 - 1, unrecorded + ending, (ended, mark) + end, "follow", obj)
-    for old_holder, old_binding in bindings:
+    yield Flow(table, priority - 1, unrecorded + ending, (ended, mark) + end, "follow", obj)
+    for old_name, old_binding in bindings:
         # (an old holder's: the two it needs of its four, rarely made: while a remap drains)
-        held_going, held_ended = (going, ended) if (old_holder, old_binding) == current else \
-            _learns(record_table, ip, old_holder, old_binding, network)[1:3]
+        held_going, held_ended = (going, ended) if (old_name, old_binding) == current else \
+            _learns(record_table, old_name, old_binding, network)[1:3]
         opened = head + ((REG_BINDING, old_binding),) + _OPENED
-        yield Flow(table, 110, opened + going_on, (held_going, goto), "follow", obj)
-        yield Flow(table, 110 - 1, opened + ending, (held_ended,) + end, "follow", obj)
-    yield Flow(table, 100, unrecorded + _UDP, (udp, mark, goto), "follow", obj)
+        yield Flow(table, priority + 10, opened + going_on, (held_going, goto), "follow", obj)
+        yield Flow(table, priority + 10 - 1, opened + ending, (held_ended,) + end, "follow", obj)
+    yield Flow(table, priority, unrecorded + _UDP, (udp, mark, goto), "follow", obj)
 
 
 _UNRECORDED = ((REG_BINDING, 0),)
+_QUIET_RECORD = ((REG_BINDING, QUIET),)
+QUIET_PRIORITY = 90  # a network's quiet records: below the flows of an address a remap moved
+QUIET_ROUTE = 120  # above every route of an address (overlay: 100, 105 local, 110 and 115 old bindings)
 _OPENED = ((REG_OPENING, 1),)
 _TCP = (("ip_proto", IPPROTO["tcp"]),)
 _UDP = (("ip_proto", IPPROTO["udp"]),)
@@ -256,35 +312,41 @@ def host_flows(ix: Index, sw: Switch):
 def _network_flows(ix: Index, net):
     yield flow("follow", 1, {REG_NETWORK: net.id}, (Resubmit("followed"), Goto("follow_new")),
                feature="follow", obj=f"{net.name}:lookup")
-    old = {}  # ip text -> the (instance, binding) pairs its draining remaps left
-    for ep in ix.by_network[net.name]:
-        if ep.binding is not None:
-            old.setdefault(ep.ip_text, []).append((ep.interface.attach_to, ep.binding))
     head = network_ipv4(net.id)
-    # an address's records, by all they are made from: a network's run made again after a change
-    # (an interface moved) makes only the changed addresses' records, and takes the others as
-    # they are (carried from Index to Index: flows/incremental.py). Kept per network and address,
-    # so that an address's records made again replace its old ones, and those of addresses that
-    # left the network go: a long-lived controller's thousands of moves leave nothing behind.
-    records_of = ix.cached("follow:records", dict)  # network id -> {(ip, interface): (holder, old, records)}
-    kept, count = records_of.setdefault(net.id, {}), 0
+    # Every address of the network that no draining remap moved: one set of flows, whose records
+    # carry QUIET (route sends them where the address lives).
+    quiet = (quiet_name(net.name), QUIET)
+    yield from _recording("follow_new", "followed", "route", head, quiet, [quiet], _HOST_ESTABLISHED, _HOST_OPENING,
+                          _HOST_UNENDED, _HOST_END, network=True, obj=f"{net.name}:quiet", priority=QUIET_PRIORITY)
+    old = {}  # ip text -> the (record name, binding) pairs its draining remaps left
     for ep in ix.by_network[net.name]:
         if ep.binding is not None:
-            continue  # an old binding: its connections were recorded when it was current
-        count += 1
-        address, holder, draining = (ep.ip_text, ep.interface.name), ep.interface.attach_to, \
-            tuple(old.get(ep.ip_text, ()))
-        entry = kept.get(address)
-        if entry is None or entry[0] != holder or entry[1] != draining:
-            current = (holder, binding_id(holder))
-            entry = kept[address] = (holder, draining, tuple(_recording(
-                "follow_new", "followed", "route", head + ep.dst_match, ep.ip_text, current,
-                [current] + list(draining), _HOST_ESTABLISHED, _HOST_OPENING, _HOST_UNENDED, _HOST_END,
-                network=True, obj=ep.interface.name)))
-        yield from entry[2]
-    if len(kept) > count:  # (addresses that left the network: detached, deleted)
-        here = {(ep.ip_text, ep.interface.name) for ep in ix.by_network[net.name] if ep.binding is None}
-        records_of[net.id] = {address: entry for address, entry in kept.items() if address in here}
+            old.setdefault(ep.ip_text, []).append((record_name(ep.ip_text, ep.interface.attach_to), ep.binding))
+    firsts = {ip: f for (network, ip), f in chain_firsts(ix.follows).items() if network == net.name}
+    for ip in firsts:
+        old.setdefault(ip, [])  # (a pending cut leaves no old binding)
+    if not old:
+        return
+    # An address a draining remap or a pending cut moved: its own flows, above those, record
+    # under its holder's binding, which the remap's drain counts (and a later remap's).
+    held = set()
+    for ep in ix.by_network[net.name]:
+        if ep.binding is None and ep.ip_text in old:
+            held.add(ep.ip_text)
+            current = (record_name(ep.ip_text, ep.interface.attach_to), binding_id(ep.interface.attach_to))
+            yield from _recording("follow_new", "followed", "route", head + ep.dst_match, current,
+                                  [current] + old[ep.ip_text], _HOST_ESTABLISHED, _HOST_OPENING, _HOST_UNENDED,
+                                  _HOST_END, network=True, obj=ep.interface.name)
+    for ip in sorted(old.keys() - held):  # held by no interface now (detached): nothing is recorded
+        yield Flow("follow_new", 100, head + one_item("ipv4_dst", ip) + _UNRECORDED, (_goto("route"),), "follow",
+                   f"{ip}:unheld")
+    # The quiet records of an address a followed remap moved go where it lived when they were
+    # made: to the old holder of its first draining remap, by that binding's route
+    # (overlay.followed_route). A cut's go where the address lives now, as any packet.
+    for ip, f in sorted(firsts.items()):
+        if f.kind == "interface":
+            yield Flow("route", QUIET_ROUTE, head + one_item("ipv4_dst", ip) + _QUIET_RECORD,
+                       (Load(f.binding, REG_BINDING, 0, 32), Resubmit("route")), "follow", f"remap:{f.remap_id}")
 
 
 # --- elastic IPs, at the edge ---------------------------------------------------------------------
@@ -313,9 +375,9 @@ def eip_flows(ix: Index, sw: Switch, eip):
     dst = ipv4(ipv4_dst=ip)
     yield flow("uplink_in", 100, {"in_port": uplink_port, **dst}, (Resubmit("eip_followed"), Goto("eip_new")),
                feature="follow", obj=obj)
-    current = (eip.interface, elastic_binding(ip, eip.interface))
-    old = [(f.old_interface, f.binding) for f in draining]
-    yield from _recording("eip_new", "eip_followed", "eip_route", interned(tuple(dst.items())), ip, current, [current] + old,
+    current = (record_name(ip, eip.interface), elastic_binding(ip, eip.interface))
+    old = [(record_name(ip, f.old_interface), f.binding) for f in draining]
+    yield from _recording("eip_new", "eip_followed", "eip_route", interned(tuple(dst.items())), current, [current] + old,
                           (), (), (), _EDGE_END, network=False, obj=obj)
     here = to_host(ep.switch, eip.ip)
     yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)

@@ -206,7 +206,10 @@ def _membership_changes(before, after) -> Set[str]:
 
 
 def _bindings(ix: Index) -> Set[tuple]:
-    return {(ep.network.name, (ep.interface, ep.ip, ep.switch.name, ep.port, ep.binding)) for ep in ix.old_bindings}
+    """What the follow flows of a network read of the draining remaps and pending cuts."""
+    cuts = {(f.network, (f.kind, f.ip, f.order)) for f in ix.follows if f.kind == "cut"}
+    return cuts | {(ep.network.name, (ep.interface, ep.ip, ep.switch.name, ep.port, ep.binding))
+                   for ep in ix.old_bindings}
 
 
 def _naming_groups(ix: Index) -> Dict[str, Set[str]]:
@@ -244,6 +247,8 @@ def carry_over(old: Index, new: Index, change: Change):
     moved = [ep for name in names for ix in (old, new) for ep in ix.by_interface.get(name, ())]
     moved += old.old_bindings + new.old_bindings
     networks = {ep.network.name for ep in moved}
+    # (a cut that came or went changes its network's follow flows: flows/follow.py)
+    networks |= {f.network for f in set(old.follows) ^ set(new.follows) if f.kind == "cut"}
     switches = {ep.switch.name for ep in moved}
     local_changed = {(ep.switch.name, ep.network.name) for ep in moved} | _zones_changed(old, new, switches)
     rules_same = not change.groups
@@ -593,7 +598,6 @@ def _own_nat(values, t: _Touched):
 
 _CARRY = {
     "follow": _of_networks("follow"), "accepts": _of_networks("accepts"),
-    "follow:records": _always,  # (by network, keyed by all an address's records are made from)
     "arp_net": _arp_network,
     "arp_common": _arp_network,
     "peers_by_groups": _arp_peers, "edge_accepts": _edge_accepts,
