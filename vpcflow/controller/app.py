@@ -705,15 +705,15 @@ class VpcflowApp(AppBase):
 
     def _count_drains(self):
         """One round of watch_remaps: count each draining remap's recorded connections."""
-        if not self.ctl.all_integration_connected():
-            return  # the records live in the switches: count only with all of them in view
         firsts = chain_firsts(self.ctl.follows())
         for (network, ip), f in firsts.items():
-            if f.kind == "cut":
-                left = self.quiet_records(network, ip)
-                if self.ctl.cut_progress(network, ip, left):
-                    LOG.info("%s: the connections cut at %s have no record left", ip, f.remap_id)
-                    self.sync_all(phased=True)
+            # (counted on the switches in view: a cut that ends early only lets a later followed
+            # remap count a stale record, while a drain that ends early cuts what it carries)
+            if f.kind == "cut" and self.ctl.cut_progress(network, ip, self.quiet_records(network, ip)):
+                LOG.info("%s: the connections cut at %s have no record left", ip, f.remap_id)
+                self.sync_all(phased=True)
+        if not self.ctl.all_integration_connected():
+            return  # the records live in the switches: count only with all of them in view
         firsts = {key: f.remap_id for key, f in firsts.items()}
         for r in self.ctl.draining():
             try:

@@ -230,10 +230,11 @@ class Controller:
     def _cuts_after(self, before: Deployment, after: Deployment, remaps, moved=None) -> dict:
         """The pending cuts (flows.follow.Cut) once `after` is in force, with the remaps: those
         there are, and one for each address the change moved without following. In the state
-        file; in store mode each instance keeps its own (not in the store: after its restart, a
-        cut connection's record may count toward a followed remap of the address until it
-        idles out)."""
-        if self.index is None or after is before:
+        file. None in store mode, where every instance must compile the store's content alike
+        (a cut ends when one instance counts no record, not at a store generation): there a
+        cut connection's record may count toward a followed remap of its address soon after
+        until it idles out."""
+        if self.index is None or after is before or self.store is not None:
             return self.cuts
         names = after.replaced_from(before) if moved is None else moved
         draining = [r for r in remaps.values() if r.state == "draining"]

@@ -40,7 +40,8 @@ address's QUIET records to that binding's route, and its drain also counts them 
 stats filtered by table, network and address: no record is read). A move without following cuts
 the address's connections: a pending Cut makes the address record under its holder until
 none of its quiet records is left, so that a followed remap soon after does not count (or send
-to its old holder) the records of connections it never carried.
+to its old holder) the records of connections it never carried (controller/state.py: not in
+store mode).
 
 Elastic IPs (the edge): every connection from the outside to an elastic IP enters at the edge,
 so the edge is where it is recorded: `uplink_in` looks it up in `eip_followed` (resubmit) and
