@@ -67,7 +67,7 @@ from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow,
                                 interned, one_item)
 from vpcflow.flows.index import Index
-from vpcflow.flows.matches import ipv4, network_ipv4
+from vpcflow.flows.matches import cidr, ipv4, network_ipv4
 from vpcflow.flows.nat import nat_plan, to_host
 from vpcflow.flows.pipeline import REG_BINDING, REG_NETWORK, REG_OPENING, REG_SRC_ZONE
 from vpcflow.topology.model import Switch
@@ -315,10 +315,13 @@ def _network_flows(ix: Index, net):
                feature="follow", obj=f"{net.name}:lookup")
     head = network_ipv4(net.id)
     # Every address of the network that no draining remap moved: one set of flows, whose records
-    # carry QUIET (route sends them where the address lives).
+    # carry QUIET (route sends them where the address lives). Only toward the network's own
+    # addresses, as before: what goes out through the NAT or to an authorized network is not
+    # followed, and a record for each such connection would only cost the switch.
     quiet = (quiet_name(net.name), QUIET)
-    yield from _recording("follow_new", "followed", "route", head, quiet, [quiet], _HOST_ESTABLISHED, _HOST_OPENING,
-                          _HOST_UNENDED, _HOST_END, network=True, obj=f"{net.name}:quiet", priority=QUIET_PRIORITY)
+    yield from _recording("follow_new", "followed", "route", interned(head + (("ipv4_dst", cidr(net.cidr)),)), quiet,
+                          [quiet], _HOST_ESTABLISHED, _HOST_OPENING, _HOST_UNENDED, _HOST_END, network=True,
+                          obj=f"{net.name}:quiet", priority=QUIET_PRIORITY)
     old = {}  # ip text -> the (record name, binding) pairs its draining remaps left
     for ep in ix.by_network[net.name]:
         if ep.binding is not None:
