@@ -114,7 +114,7 @@ class Cut:
     pending the address records under its holder's binding, as while a remap drains; it ends
     when none of its quiet records is left (the controller counts them)."""
 
-    remap_id: str  # what cut it: the remap, or "detach:<interface>"
+    remap_id: str  # "cut:<interface>": the interface whose move or detach cut it
     network: str
     ip: str
     order: float  # when
@@ -234,8 +234,8 @@ def _recording(table: str, record_table: str, next_table: str, head: tuple, curr
     (cookie object, binding) a record may carry (now and while remaps drain); established,
     opening: what else (items) a handshake's later packets and its SYN must match (the sender's
     conntrack state on a host; nothing at the edge); unended: what a packet must also match to
-    be recorded as going on: its sender has not sent FIN or RST (_HOST_UNENDED; the edge's
-    marker makes a packet recorded instead); end: the actions that mark a connection ended and
+    be recorded as going on: its sender has not sent FIN or RST (_HOST_UNENDED; at the edge, a
+    packet after it finds the marker instead, and is not recorded); end: the actions that mark a connection ended and
     take the packet on to next_table (_HOST_END, _EDGE_END).
 
     Their matches are built from parts made once (_tcp_matches), the current binding's learn
@@ -302,12 +302,16 @@ def host_flows(ix: Index, sw: Switch):
         # the same on every switch that serves the network: made once
         key = ("follow", net.name)
         yield ix.cached(key, lambda: Shared(_network_flows(ix, net), like=ix.replaced_value(key)))
-    # a recorded connection's FIN or RST (an unrecorded one's is marked by its address's flows)
-    for flags in (TCP_FIN, TCP_RST):
-        yield flow("follow_new", 50, {**ipv4(ip_proto=IPPROTO["tcp"]), "ct_state": ct_flags("+trk+est"),
-                                      "ct_label": (0, ENDED), "tcp_flags": (flags, flags)}, _HOST_END,
-                   feature="follow", obj="ended")
+    yield from _recorded_ends("follow_new", {"ct_state": ct_flags("+trk+est"), "ct_label": (0, ENDED)}, _HOST_END)
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
+
+
+def _recorded_ends(table: str, match: dict, end: tuple):
+    """A recorded connection's FIN or RST, marked ended (an unrecorded one's is marked by its
+    address's flows, `end` of _recording)."""
+    for flags in (TCP_FIN, TCP_RST):
+        yield flow(table, 50, {**ipv4(ip_proto=IPPROTO["tcp"]), **match, "tcp_flags": (flags, flags)}, end,
+                   feature="follow", obj="ended")
 
 
 def _network_flows(ix: Index, net):
@@ -360,10 +364,7 @@ def edge_flows(ix: Index, sw: Switch):
     with eip_flows)."""
     if ix.edge is None or ix.edge.name != sw.name or sw.uplink is None:
         return
-    # a recorded connection's FIN or RST (an unrecorded one's is marked by its address's flows)
-    for flags in (TCP_FIN, TCP_RST):
-        yield flow("eip_new", 50, {**ipv4(ip_proto=IPPROTO["tcp"]), "tcp_flags": (flags, flags)}, _EDGE_END,
-                   feature="follow", obj="ended")
+    yield from _recorded_ends("eip_new", {}, _EDGE_END)
     yield flow("eip_new", 1, {}, (Goto("eip_route"),), feature="follow", obj="not-recorded")
 
 
