@@ -247,8 +247,8 @@ def carry_over(old: Index, new: Index, change: Change):
     moved = [ep for name in names for ix in (old, new) for ep in ix.by_interface.get(name, ())]
     moved += old.old_bindings + new.old_bindings
     networks = {ep.network.name for ep in moved}
-    # (a cut that came or went changes its network's follow flows: flows/follow.py)
-    networks |= {f.network for f in set(old.follows) ^ set(new.follows) if f.kind == "cut"}
+    # (and those whose follow flows read a draining remap or a pending cut that came or went)
+    networks |= {network for network, _ in _bindings(old) ^ _bindings(new)}
     switches = {ep.switch.name for ep in moved}
     local_changed = {(ep.switch.name, ep.network.name) for ep in moved} | _zones_changed(old, new, switches)
     rules_same = not change.groups
