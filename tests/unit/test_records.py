@@ -247,7 +247,9 @@ def test_a_move_without_following_leaves_a_cut_until_its_quiet_records_are_gone(
     ctl.change(lambda d: records.detach(d, "eni-web1", {"requester": "acme"}))
     assert list(ctl.cuts) == [("blue", "10.0.0.11")] and isinstance(ctl.cuts[("blue", "10.0.0.11")], Cut)
     assert any(f.kind == "cut" for f in ctl.follows())
-    assert records.cut_addresses(ctl.base, ctl.deployment, ctl.draining()) == [("blue", "10.0.0.11", "eni-web1")]
+    # both left their instances; only the unfollowed one is cut
+    assert records.left_addresses(ctl.base, ctl.deployment) == [("blue", "10.0.0.11", "eni-web1"),
+                                                               ("blue", "10.0.0.12", "eni-web2")]
     generation = ctl.generation
     assert_compiled_as_fresh(ctl)
     assert not ctl.cut_progress("blue", "10.0.0.11", 2)  # records left: it stays

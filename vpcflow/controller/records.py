@@ -192,18 +192,16 @@ def _with_elastic_ip(dep: Deployment, ip, iface_name: str) -> Deployment:
     return dataclasses.replace(dep, elastic_ips=eips)
 
 
-def cut_addresses(old: Deployment, new: Deployment, draining, names=None) -> List[tuple]:
-    """(network, ip, interface) of every address that left its instance without its connections
-    followed: moved without follow_connections, detached or deleted. names: the interfaces that
-    may have changed (None: every one). The records of those connections are stale: they must
-    not count toward a later followed remap of the address (flows/follow.py: Cut)."""
-    followed = {(r.interface, r.new_instance) for r in draining if not r.elastic_ip}
+def left_addresses(old: Deployment, new: Deployment, names=None) -> List[tuple]:
+    """(network, ip, interface) of every address that left its instance: moved, detached or
+    deleted. names: the interfaces that may have changed (None: every one). Those not followed
+    by a draining remap are cut (controller/state.py, flows/follow.py: Cut)."""
     out = []
     for name in sorted(old.interfaces if names is None else names):
         before, after = old.interfaces.get(name), new.interfaces.get(name)
         if before is None or before.attach_to is None:
             continue
-        if after is not None and (after.attach_to == before.attach_to or (name, after.attach_to) in followed):
+        if after is not None and after.attach_to == before.attach_to:
             continue
         out += [(before.network, str(ip), name) for ip in before.ips]
     return out

@@ -237,10 +237,12 @@ class Controller:
         if self.index is None or self.store is not None or after.interfaces is before.interfaces:
             return self.cuts  # (a rule edit or an elastic IP's remap: no interface scanned, at 100k 80 ms)
         names = after.replaced_from(before) if moved is None else moved
-        draining = [r for r in remaps.values() if r.state == "draining"]
-        followed = {(r.network, ip) for r in draining if not r.elastic_ip for ip in r.ips}
+        # (an address a draining remap moved is that remap's: its move was followed, or it
+        # drains an earlier one, which owns its quiet records)
+        followed = {(r.network, ip) for r in remaps.values() if r.state == "draining" and not r.elastic_ip
+                    for ip in r.ips}
         cuts, now = dict(self.cuts), time.time()
-        for network, ip, iface in records.cut_addresses(before, after, draining, names):
+        for network, ip, iface in records.left_addresses(before, after, names):
             if (network, ip) not in followed and (network, ip) not in cuts:
                 cuts[(network, ip)] = Cut(f"cut:{iface}", network, ip, now)
         return cuts
