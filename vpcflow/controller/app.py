@@ -707,17 +707,24 @@ class VpcflowApp(AppBase):
         """One round of watch_remaps: count each draining remap's recorded connections."""
         firsts = chain_firsts(self.ctl.follows())
         for (network, ip), f in firsts.items():
+            if f.kind != "cut":
+                continue
             # (counted on the switches in view: a cut that ends early only lets a later followed
             # remap count a stale record, while a drain that ends early cuts what it carries)
-            if f.kind == "cut" and self.ctl.cut_progress(network, ip, self.quiet_records(network, ip)):
+            try:
+                left = self.quiet_records(network, ip)
+            except RequestFailed as e:
+                LOG.error("%s: counting the records of the connections cut at %s failed: %s", ip, f.remap_id, e)
+                continue
+            if self.ctl.cut_progress(network, ip, left):
                 LOG.info("%s: the connections cut at %s have no record left", ip, f.remap_id)
                 self.sync_all(phased=True)
         if not self.ctl.all_integration_connected():
             return  # the records live in the switches: count only with all of them in view
-        firsts = {key: f.remap_id for key, f in firsts.items()}
+        first_ids = {key: f.remap_id for key, f in firsts.items()}
         for r in self.ctl.draining():
             try:
-                left = sum(self.followed_connections(r, ip, firsts.get((r.network, ip)) == r.id) for ip in r.ips)
+                left = sum(self.followed_connections(r, ip, first_ids.get((r.network, ip)) == r.id) for ip in r.ips)
             except RequestFailed as e:
                 LOG.error("remap %s: counting followed connections failed: %s", r.id, e)
                 continue
@@ -732,7 +739,7 @@ class VpcflowApp(AppBase):
         record matches reg0's low 24 bits, and a filter may not be more specific than what it
         counts)."""
         count = self.count_flows(cookies.make("learned_follow", record_name(ip, r.holder)), NAME_MASK)
-        if first and not r.elastic_ip:
+        if first:  # (never an elastic IP's remap: chain_firsts knows interface remaps and cuts)
             count += self.quiet_records(r.network, ip)
         return count
 
