@@ -273,3 +273,21 @@ def test_a_cut_that_ends_makes_its_networks_follow_flows_again(tmp_path):
     assert_compiled_as_fresh(ctl)
     assert ctl.cut_progress("blue", "10.0.0.12", 0)
     assert_compiled_as_fresh(ctl)  # not the runs of the cut's time, carried over
+
+
+def test_a_pending_cut_survives_a_restart_and_a_bad_one_in_the_state_file_is_dropped(tmp_path, caplog):
+    import json
+
+    from vpcflow.controller.state import Controller
+
+    ctl, path = _moved_by_controller(tmp_path)
+    ctl.change(lambda d: records.attach(d, "eni-web2", {"instance": "spare1", "requester": "acme"}, "r1"))
+    restarted = Controller(load_file(data_file("two-hosts.yaml")), state_file=str(path))
+    assert restarted.cuts == ctl.cuts and list(restarted.cuts) == [("blue", "10.0.0.12")]
+    state = json.loads(path.read_text())
+    state["cuts"] = [{"network": "blue", "ip": "10.0.0.12"}]  # no remap_id, no order
+    path.write_text(json.dumps(state))
+    restarted = Controller(load_file(data_file("two-hosts.yaml")), state_file=str(path))
+    assert restarted.cuts == {} and "cuts unreadable" in caplog.text
+    # the rest of the state file still holds: the move is in force
+    assert restarted.deployment.interfaces["eni-web2"].attach_to == "spare1"
