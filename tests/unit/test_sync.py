@@ -3,7 +3,8 @@ import pytest
 
 from vpcflow.controller.sync import Installed, diff, split_by_resolvable
 from vpcflow.flows import cookies
-from vpcflow.flows.core import Output, flow
+from vpcflow.flows.core import Goto, Output, flow
+from vpcflow.flows.pipeline import table_id
 
 pytestmark = pytest.mark.foundation
 
@@ -34,7 +35,32 @@ def test_adds_of_new_matches_are_told_from_changes_of_installed_ones():
     a, b = f(reg=1), f(reg=2)
     changed = f(port="p9", reg=2)
     d = diff({a.key: a, changed.key: changed}, [installed(b)])
-    assert d.new == [a] and d.changes() == [changed]
+    assert d.new == [a] and d.made_first() == [a] and d.changes() == [changed]
+
+
+def test_new_matches_that_steer_are_made_with_the_changes():
+    """A new route (a local one above the tunnel's) or record flow moves traffic: it is
+    committed with the changes of installed flows, not before them."""
+    a = f(reg=1)
+    local = flow("route", 105, {"reg0": 100, "ipv4_dst": "10.0.0.12"}, (Goto("dest_lookup"),), feature="overlay",
+                 obj="eni-2")
+    record = flow("follow_new", 100, {"reg0": 100, "reg4": 0, "ipv4_dst": "10.0.0.12"}, (Goto("route"),),
+                  feature="follow", obj="eni-2")
+    d = diff({fl.key: fl for fl in (a, local, record)}, [])
+    assert d.new == [a, local, record]
+    assert d.made_first() == [a] and d.changes() == [local, record]
+
+
+def test_deletes_that_steer_are_told_from_the_others():
+    """A route that goes moves traffic as a new one does: a change that deletes last makes it
+    with its changes."""
+    a = f(reg=1)
+    local = flow("route", 105, {"reg0": 100, "ipv4_dst": "10.0.0.12"}, (Goto("dest_lookup"),), feature="overlay",
+                 obj="eni-2")
+    # (as the switch reports them: by table id)
+    a, local = (Installed((table_id(fl.table),) + fl.key[1:], fl.cookie, None) for fl in (a, local))
+    d = diff({}, [a, local])
+    assert d.deletes_split() == ([local], [a])
 
 
 def test_stale_flows_of_ours_are_deleted_foreign_ones_left_alone():

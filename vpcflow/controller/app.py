@@ -352,27 +352,32 @@ class VpcflowApp(AppBase):
 
     def _apply_diff(self, dp, d, ports, phased=None, break_after=None):
         """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
-        new to the bridge (a remap's: the edge accepting the new holder's answers, the old
-        holder's records), then, once what phased(whether there were any) returned has returned
-        in turn, the changes of installed flows (where the traffic goes) and the deletes. Open
-        vSwitch revalidates its datapath flows after a commit, asynchronously: in one bundle, a datapath flow made before it (one that dropped
-        the new holder's late packets while it held no address) can still drop the first answers
-        the change sends its way; with the new matches committed first, the revalidators have
-        caught up by the time traffic moves. With break_after, the deletes come last, in a third
-        bundle, once break_after() has returned (a host: once the edges have moved the traffic,
-        so that the old holder of an elastic IP takes new connections until then)."""
-        deletes = [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie))
-                   for i in d.delete]
+        new to the bridge (a remap's: the edge accepting the new holder's answers, the routes of
+        the old holder's records; not new record flows: sync.Diff.made_first), then, once what
+        phased(whether there were any) returned has returned in turn, the changes of installed
+        flows (where the traffic goes) and the deletes. Open vSwitch revalidates its datapath
+        flows after a commit, asynchronously: in one bundle, a datapath flow made before it (one
+        that dropped the new holder's late packets while it held no address) can still drop the
+        first answers the change sends its way; with the new matches committed first, the
+        revalidators have caught up by the time traffic moves. With break_after, the deletes come
+        last, in a third bundle, once break_after() has returned (a host: once the edges have
+        moved the traffic, so that the old holder of an elastic IP takes new connections until
+        then), but for those of the tables that steer (sync.Diff.deletes_split): they go with
+        the changes."""
+        def deletes(installed):
+            return [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie))
+                    for i in installed]
+
         if phased is None:
-            changes = deletes + [render.flow_mod(f, ports) for f in d.add]
+            changes = deletes(d.delete) + [render.flow_mod(f, ports) for f in d.add]
         else:
-            new = [render.flow_mod(f, ports) for f in d.new]
+            new = [render.flow_mod(f, ports) for f in d.made_first()]
             if new:
                 self.apply(dp, new)
             wait = phased(bool(new))  # what waits for the new matches starts now, the rest overlaps it
-            changes = [render.flow_mod(f, ports) for f in d.changes()]
-            if break_after is None:
-                changes, deletes = deletes + changes, []
+            # (what goes from the tables that steer goes with the changes: it moves traffic too)
+            now, last = (d.delete, []) if break_after is None else d.deletes_split()
+            changes = deletes(now) + [render.flow_mod(f, ports) for f in d.changes()]
             prepared = self.prepare(dp, changes) if changes else None
             if wait is not None:
                 wait()  # only the commit is left to wait for
@@ -380,8 +385,8 @@ class VpcflowApp(AppBase):
                 self.commit(dp, prepared)
             if break_after is not None:
                 break_after()
-                if deletes:
-                    self.apply(dp, deletes)
+                if last:
+                    self.apply(dp, deletes(last))
             return
         if changes:
             self.apply(dp, changes)

@@ -5,9 +5,10 @@ the switch learned itself, is never deleted. A desired flow whose key (table, pr
 is installed with the same cookie and the same instructions (compared in their wire form, which
 Open vSwitch reports back exactly as it was sent) and timeouts is left alone.
 
-A runtime change can be applied make-before-break (Diff.new first, then Diff.changes()): the adds
-whose key nothing installed has only add a match, and in a change that moves traffic (an elastic
-IP's remap) they are what lets the new path's packets through.
+A runtime change can be applied make-before-break (Diff.made_first(), then Diff.changes()): the
+adds whose key nothing installed has only add a match, and in a change that moves traffic (an
+elastic IP's remap) they are what lets the new path's packets through. Not the new flows of the
+tables that steer (pipeline.STEERING): those go with the changes.
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from vpcflow.flows import cookies
 from vpcflow.flows.core import Flow
+from vpcflow.flows.pipeline import STEERING, table_id
+
+
+STEERING_IDS = frozenset(map(table_id, STEERING))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +44,34 @@ class Diff:
     def __bool__(self):
         return bool(self.add or self.delete)
 
+    def made_first(self) -> List[Flow]:
+        """A make-before-break change's first commit: the new matches, except in the tables
+        that steer (pipeline.STEERING): where a packet goes, and the records of where it went.
+        A new match there can move traffic: a local route sits above the tunnel's, and a new
+        record flow records under the binding of where the address lives once the change is
+        made, while the routes that send there are still the old ones. Committed first, the
+        latter recorded a connection whose SYN the old routes sent to the old holder under the
+        new one, and its later packets followed that record to where it never was (traced: an
+        interface moved back from a spare to vm2 on another host, the spare answered the SYN,
+        the handshake's ACK went to vm2, and the stranded connection held the drain)."""
+        return [f for f in self.new if f.table not in STEERING]
+
+    def deletes_split(self) -> Tuple[List[Installed], List[Installed]]:
+        """The deletes (in the tables that steer, the others): a make-before-break change that
+        deletes last makes the former with its changes. A route that goes moves traffic as a
+        new one does: the local route of an interface moved away sat above the tunnel's to its
+        new home until the deletes, and in between, the new record flows recorded under the new
+        binding connections that it still sent to the old holder."""
+        steering, rest = [], []
+        for i in self.delete:
+            (steering if i.key[0] in STEERING_IDS else rest).append(i)
+        return steering, rest
+
     def changes(self) -> List[Flow]:
-        """The adds that replace an installed flow of the same key (other actions or cookie)."""
-        new = {id(f) for f in self.new}
-        return [f for f in self.add if id(f) not in new]
+        """The second: the adds that replace an installed flow of the same key (other actions
+        or cookie), and the new flows of the tables that steer (made_first)."""
+        first = set(map(id, self.made_first()))
+        return [f for f in self.add if id(f) not in first]
 
 
 def diff(desired: Dict[tuple, Flow], installed: List[Installed], content=lambda f: None) -> Diff:

@@ -51,6 +51,10 @@ class Table:
     matches: FrozenSet[str]
     next_tables: Tuple[str, ...] = ()
     miss: str = "drop"  # the reason a packet that matches nothing here is dropped and counted
+    # its flows decide where a packet goes, or record a connection under the binding of where
+    # it goes: a runtime change commits a new one with the changes of installed flows, not
+    # before them (controller/sync.Diff.made_first)
+    steers: bool = False
 
 
 _L3 = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst",
@@ -87,11 +91,12 @@ TABLES = (
     Table(39, "follow_new", INTEGRATION,
           "record a connection that opens, under the current binding; mark the sender's FIN or RST",
           frozenset({REG_NETWORK, REG_BINDING, REG_OPENING, "ct_label"} | _L3 | _CT), ("route",),
-          miss="follow_miss"),
+          miss="follow_miss", steers=True),
     Table(40, "route", INTEGRATION,
           "where the destination lives: this switch, another host (tunnel) or the edge; a "
           "followed connection of a draining remap: where its binding lived",
-          frozenset({REG_NETWORK, REG_BINDING} | _L3), ("dest_lookup", "nat_out"), miss="no_destination"),
+          frozenset({REG_NETWORK, REG_BINDING} | _L3), ("dest_lookup", "nat_out"), miss="no_destination",
+          steers=True),
     Table(45, "nat_out", INTEGRATION,
           "toward the external network: through the NAT zone (an existing translation is applied)",
           frozenset({REG_NETWORK} | _L3 | _CT), ("nat_snat",), miss="nat_refused"),
@@ -133,11 +138,11 @@ TABLES = (
           frozenset({"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst", "udp_src", "udp_dst"}),
           (), miss=""),
     Table(82, "eip_new", INTEGRATION, "edge: record a connection to an elastic IP under its holder",
-          frozenset({REG_BINDING, REG_OPENING} | _L3), ("eip_route",), miss="follow_miss"),
+          frozenset({REG_BINDING, REG_OPENING} | _L3), ("eip_route",), miss="follow_miss", steers=True),
     Table(83, "eip_route", INTEGRATION,
           "edge: an elastic IP's packet goes to its holder's host, a recorded connection of a "
           "draining remap to its old holder's",
-          frozenset({REG_BINDING} | _L3), (), miss="no_destination"),
+          frozenset({REG_BINDING} | _L3), (), miss="no_destination", steers=True),
     Table(85, "nat_icmp", INTEGRATION,
           "edge: ICMP for a public address goes to the host that last sent to its source (learned)",
           frozenset(_L3), (), miss="nat_icmp_unknown"),
@@ -151,6 +156,7 @@ TABLES = (
 
 BY_NAME: Dict[Tuple[str, str], Table] = {(t.bridge, t.name): t for t in TABLES}
 _NAMES = {t.name: t for t in TABLES}
+STEERING = frozenset(t.name for t in TABLES if t.steers)
 
 
 def table(name: str) -> Table:
