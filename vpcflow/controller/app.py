@@ -480,7 +480,18 @@ class VpcflowApp(AppBase):
 
         def host_sync(dpid, added, changed):
             def between(new: bool):
-                added.set()
+                # added: once its revalidators have caught up with its new matches too. A host
+                # is sent the first connections by other hosts, or by itself (an interface moved
+                # to a host where its clients are): traced, the new holder's SYN-ACK met a
+                # datapath flow that dropped what its port sent while it held no address, and
+                # the client's attempt was lost.
+                def revalidated():
+                    try:
+                        if new:
+                            self.revalidated(dpid)
+                    finally:
+                        added.set()
+                hub.spawn(revalidated)
                 return lambda: [a.wait() for a in hosts_added]
 
             def break_after():
