@@ -434,8 +434,8 @@ class VpcflowApp(AppBase):
 
         Phased (make-before-break): the edges add their new matches (which move no traffic);
         the hosts add theirs (an interface's new home ready to deliver, an elastic IP's new
-        holder ready to translate), and only once every host has, make their changes (where
-        senders send); then the edges make theirs, and only then do the hosts delete what is
+        holder ready to translate), and only once every host has, and its revalidators have
+        caught up with them, make their changes (where senders send); then the edges make theirs, and only then do the hosts delete what is
         gone (an elastic IP's old holder takes the new connections the edge still sends it
         until the edge has moved them). The hosts' work is the time the edges' revalidators get
         to bring their datapath flows up to the new matches (and where the edge's control socket
