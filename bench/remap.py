@@ -177,10 +177,11 @@ def _drained(lab, rid: str, timeout: float = TCP_IDLE + 30):
     to a switch where its old binding drains); if it never does, what holds it: the connections
     the controller counts, the records left on each switch, the controller's log.
 
-    Most drains end within seconds; a record whose connection ended unseen holds its drain for
-    the records' idle timeout (TCP_IDLE): a connection opened as the address moved can leave one
-    (seen in about one bench run in four: a record made at the move, its FIN never seen). The
-    wait is not measured; such a drain is said on stderr."""
+    Most drains end within seconds; a record whose connection ended unseen would hold its drain
+    for the records' idle timeout (TCP_IDLE). One did in about one run in four, until the record
+    flows and routes changed in one commit (sync.Diff.made_first): a connection opened as the
+    interface moved was recorded under the new holder and sent to the old one, and stranded
+    there. The wait is not measured; a long one is said on stderr."""
     started = time.monotonic()
     try:
         _wait(lambda: lab.api("GET", f"/v1/remaps/{rid}")[1]["state"] == "complete", timeout, "the drain")
