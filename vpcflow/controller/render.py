@@ -18,8 +18,8 @@ from typing import Dict, NamedTuple, Optional
 
 from vpcflow.controller.framework import nicira_ext, ofp, ofproto_common, parser
 from vpcflow.flows import pipeline
-from vpcflow.flows.core import (FIELDS, Conjunction, Ct, CtNat, Flow, Goto, Learn, Load, Move, Output, Resubmit,
-                                SetField)
+from vpcflow.flows.core import (FIELDS, Conjunction, Ct, CtNat, Flow, Goto, Learn, Load, Move, Output, Pop, Push,
+                                Resubmit, SetField)
 
 _SPECIAL = {"IN_PORT": ofp.OFPP_IN_PORT, "LOCAL": ofp.OFPP_LOCAL, "NORMAL": ofp.OFPP_NORMAL,
             "CONTROLLER": ofp.OFPP_CONTROLLER}
@@ -32,7 +32,7 @@ class UnresolvedPort(LookupError):
 
 
 def nxm_name(field: str) -> str:
-    """os-ken's name for a field as NXM subfield (move, load, learn)."""
+    """os-ken's name for a field as NXM subfield (move, load, learn, push, pop)."""
     name = FIELDS[field].osken
     return f"{name}_nxm" if f"{name}_nxm" in _NXM_NAMES else name
 
@@ -133,6 +133,11 @@ def _action(a, ports):
     if isinstance(a, Resubmit):
         # NX resubmit takes a 16-bit port: 0xfff8 is OpenFlow 1.0's IN_PORT, "the packet's own"
         return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=pipeline.table_id(a.table))
+    if isinstance(a, (Push, Pop)):
+        # (on the wire, os-ken's start and end are the offset and the number of bits; the field
+        # by its NXM header, as Open vSwitch reports a stack action back)
+        make = parser.NXActionStackPush if isinstance(a, Push) else parser.NXActionStackPop
+        return make(field=nxm_name(a.field), start=0, end=FIELDS[a.field].bits)
     if isinstance(a, Conjunction):
         # on the wire the clause is 0-based (ovs-ofctl's k/n is 1-based)
         return parser.NXActionConjunction(clause=a.clause - 1, n_clauses=a.n_clauses, id_=a.id)

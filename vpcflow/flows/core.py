@@ -385,6 +385,32 @@ def flow(table, priority, match, actions=(), *, feature, obj, idle_timeout=0, ha
 
 
 @_action
+class Push:
+    """Push a whole field onto the action stack (NXAST_STACK_PUSH)."""
+
+    field: str
+
+    def __post_init__(self):
+        _check_field(self.field)
+
+
+@_action
+class Pop:
+    """Pop the top of the action stack into a whole field (NXAST_STACK_POP)."""
+
+    field: str
+
+    def __post_init__(self):
+        _check_field(self.field)
+
+
+def swapped(a: str, b: str) -> tuple:
+    """The actions that swap two fields of the same width, through the stack: a packet is
+    looked up as its reverse direction, then swapped back."""
+    return Push(a), Push(b), Pop(a), Pop(b)
+
+
+@_action
 class Resubmit:
     """Look the packet up in another table and come back (NXAST_RESUBMIT_TABLE): a way to use
     flows that `learn` wrote, which can carry no goto of their own."""

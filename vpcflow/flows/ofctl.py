@@ -6,7 +6,7 @@ from typing import Iterable
 from vpcflow.flows import pipeline
 from vpcflow.flows.assemble import in_order
 from vpcflow.flows.core import (CT_FLAGS, FIELDS, Conjunction, Ct, Flow, Goto, Learn, LearnSpec, Load, Move,
-                                Output, Resubmit, SetField)
+                                Output, Pop, Push, Resubmit, SetField)
 
 _SPECIAL = {"IN_PORT": "in_port", "LOCAL": "LOCAL", "NORMAL": "NORMAL", "CONTROLLER": "CONTROLLER:65535"}
 
@@ -71,6 +71,10 @@ def action_text(a) -> str:
         return f"ct({','.join(args)})"
     if isinstance(a, Resubmit):
         return f"resubmit(,{pipeline.table_id(a.table)})"
+    if isinstance(a, Push):
+        return f"push:{FIELDS[a.field].nxm}[]"
+    if isinstance(a, Pop):
+        return f"pop:{FIELDS[a.field].nxm}[]"
     if isinstance(a, Conjunction):
         return f"conjunction({a.id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Learn):
