@@ -287,3 +287,22 @@ def test_packets_after_the_clients_fin_do_not_hold_a_drain(lab):
     assert lab.client(lab.external(), EIP, PORT, timeout=10, late=2) == f"ok vm{before[-1]}"
     rid = remap(lab, next(e for e in ("eni-1", "eni-2", "eni-3") if HOST_OF[e] != HOST_OF[before]), follow=True)
     wait_for(lambda: state(lab, rid)["state"] == "complete", 15, "the remap to complete")
+
+
+def test_a_connection_the_old_holder_resets_does_not_hold_a_drain(lab):
+    # The holder resets the external client's connection after a followed remap (its service
+    # stopped, say). The client's socket is closed by the RST and sends nothing more: its record at
+    # the edge would be counted for the whole idle timeout (TCP_IDLE, 300 s) if the RST that left
+    # through the edge did not end it.
+    before = holder(lab)
+    progress, trigger = (os.path.join(lab.workdir, name) for name in ("progress-reset", "reset-now"))
+    proc = lab.peer(lab.external(), "stream", "--host", EIP, "--port", str(PORT), "--progress", progress,
+                    "--timeout", "10", "--interval", "0.02", "--reset-when", trigger)
+    wait_for(lambda: os.path.exists(progress) and int(open(progress).read() or 0) > 10, 10, "the stream running")
+    assert open(progress + ".server").read() == f"vm{before[-1]}"
+    rid = remap(lab, next(e for e in ("eni-1", "eni-2", "eni-3") if HOST_OF[e] != HOST_OF[before]), follow=True)
+    wait_for(lambda: state(lab, rid)["connections"] >= 1, 5, "the followed connection counted")
+    open(trigger, "w").close()
+    summary, _ = proc.communicate(timeout=15)
+    assert "reset=yes error=" in summary and summary.strip().endswith("error="), summary
+    wait_for(lambda: state(lab, rid)["state"] == "complete", 15, "the remap to complete")

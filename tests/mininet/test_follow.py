@@ -101,3 +101,22 @@ def test_packets_after_the_senders_fin_do_not_hold_a_drain(lab):
     assert lab.client(lab.host("web1"), "10.0.0.12", 7100, timeout=10, late=2) == "ok web2"
     rid = move(lab, "spare1", follow=True)
     wait_for(lambda: remap(lab, rid)["state"] == "complete", 15, "the remap to complete")
+
+
+def test_a_connection_the_old_holder_resets_does_not_hold_a_drain(lab):
+    # eni-web2 is on spare1 now (the test before). web1's connection to it is followed when the
+    # address moves back to web2; then spare1 resets it (its service stopped, say). web1's socket
+    # is closed by the RST and sends nothing more: its record would be counted for the whole idle
+    # timeout (TCP_IDLE, 300 s) if the RST it received did not end it.
+    progress = os.path.join(lab.workdir, "progress-reset")
+    trigger = os.path.join(lab.workdir, "reset-now")
+    proc = lab.peer(lab.host("web1"), "stream", "--host", "10.0.0.12", "--port", "7100", "--progress", progress,
+                    "--timeout", "10", "--interval", "0.02", "--reset-when", trigger)
+    wait_for(lambda: os.path.exists(progress) and int(open(progress).read() or 0) > 10, 10, "the stream running")
+    assert open(progress + ".server").read() == "spare1"
+    rid = move(lab, "web2", follow=True)
+    wait_for(lambda: remap(lab, rid)["connections"] >= 1, 5, "the followed connection counted")
+    open(trigger, "w").close()
+    summary, _ = proc.communicate(timeout=15)
+    assert "reset=yes error=" in summary and summary.strip().endswith("error="), summary
+    wait_for(lambda: remap(lab, rid)["state"] == "complete", 15, "the remap to complete")

@@ -8,7 +8,7 @@ from netaddr import IPAddress
 from tests.conftest import data_file
 from vpcflow.flows import follow
 from vpcflow.flows.compiler import compile_deployment
-from vpcflow.flows.core import Ct, Goto, Learn, SetField
+from vpcflow.flows.core import Ct, Goto, Learn, Pop, Push, Resubmit, SetField
 from vpcflow.flows.pipeline import REG_SRC_ZONE
 from vpcflow.topology.loader import load_file
 from vpcflow.topology.model import embed
@@ -91,13 +91,13 @@ def test_while_a_remap_drains_recorded_connections_go_to_the_old_holders_host(de
     # a new connection a stale datapath flow still brings there is the old holder's (see nat._old_holder_keeps_stragglers)
     dnat = [f for f in table(draining, "host1", "nat_in") if mentions_eip(f)]
     assert len(dnat) == 1 and "10.0.0.11" in repr(dnat[0].actions) and dnat[0].obj.endswith(":draining")
-    senders = [f for f in table(draining, "edge1", "substrate_in") if mentions_eip(f)]
+    senders = [f for f in table(draining, "edge1", "substrate_in") if mentions_eip(f) and f.feature == "nat"]
     assert len(senders) == 2
     # complete: every flow the remap added is gone
     done = compile_deployment(moved)
     assert not any(mentions_eip(f) for f in done["host1"].integration)
     assert not any(dict(f.match).get("reg4") for f in table(done, "edge1", "eip_route"))
-    assert len([f for f in table(done, "edge1", "substrate_in") if mentions_eip(f)]) == 1
+    assert len([f for f in table(done, "edge1", "substrate_in") if mentions_eip(f) and f.feature == "nat"]) == 1
 
 
 def test_a_remap_on_one_host_changes_only_the_new_connections_translation(dep):
@@ -105,7 +105,7 @@ def test_a_remap_on_one_host_changes_only_the_new_connections_translation(dep):
     draining = compile_deployment(moved, follows=[follow.ElasticFollow("r1", EIP, "eni-1")])
     dnat = [f for f in table(draining, "host1", "nat_in") if mentions_eip(f)]
     assert len(dnat) == 1 and "10.0.0.14" in repr(dnat[0].actions)
-    assert len([f for f in table(draining, "edge1", "substrate_in") if mentions_eip(f)]) == 1
+    assert len([f for f in table(draining, "edge1", "substrate_in") if mentions_eip(f) and f.feature == "nat"]) == 1
 
 
 def test_an_interface_moved_with_following_takes_its_elastic_ip_along_at_once():
@@ -160,6 +160,42 @@ def test_records_stop_at_the_senders_fin_or_rst(dep):
         # nothing else goes through conntrack (the edge has none for elastic IPs)
         assert not any(isinstance(a, Ct) for f in new if switch == "edge1" or f not in short + recorded
                        for a in f.actions), switch
+
+
+
+def _run_stack(actions, fields):
+    """The fields at each Resubmit, and at the end, as Open vSwitch's action stack leaves them."""
+    fields, stack, looked_up = dict(fields), [], []
+    for a in actions:
+        if isinstance(a, Push):
+            stack.append(fields[a.field])
+        elif isinstance(a, Pop):
+            fields[a.field] = stack.pop()
+        elif isinstance(a, Resubmit):
+            looked_up.append((a.table, dict(fields)))
+    assert not stack
+    return looked_up, fields
+
+
+def test_a_received_rst_is_looked_up_as_its_connections_other_direction(dep):
+    """On a host where the receiver's conntrack begins, and at the edge where an elastic IP's
+    holder sends out: the RST is looked up among the records with its addresses and ports
+    swapped (the record there takes its FIN timeout), then goes on as it came."""
+    compiled = compile_deployment(dep)
+    packet = {"ipv4_src": "10.0.0.12", "ipv4_dst": "10.0.0.11", "tcp_src": 7100, "tcp_dst": 40000}
+    reverse = {"ipv4_src": "10.0.0.11", "ipv4_dst": "10.0.0.12", "tcp_src": 40000, "tcp_dst": 7100}
+    rst = (follow.TCP_RST, follow.TCP_RST)
+    (host,) = [f for f in table(compiled, "host1", "ingress_acl") if dict(f.match).get("tcp_flags") == rst]
+    assert all(host.priority > f.priority for f in table(compiled, "host1", "ingress_acl") if f is not host)
+    (conntrack,) = [f for f in table(compiled, "host1", "ingress_acl") if f.obj == "conntrack"]
+    assert host.actions[-1:] == conntrack.actions  # and on to the receiver's conntrack
+    assert _run_stack(host.actions, packet) == ([("followed", reverse)], packet)
+    edge = table(compiled, "edge1", "substrate_in")
+    for f in [f for f in edge if f.feature == "nat" and mentions_eip(f)]:
+        (ends,) = [g for g in edge if g.priority > f.priority and dict(g.match) == {**dict(f.match), **{
+            "ip_proto": 6, "tcp_flags": rst}}]
+        assert ends.actions[-len(f.actions):] == f.actions  # and out, as the holder's other packets
+        assert _run_stack(ends.actions, packet) == ([("eip_followed", reverse)], packet)
 
 
 # --- a network's quiet records, and the flows of an address a remap or a cut moved ---------------

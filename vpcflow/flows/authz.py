@@ -98,9 +98,12 @@ def _is_conjunctive(f) -> bool:
     return bool(f.actions) and all(isinstance(a, Conjunction) for a in f.actions)
 
 
+INGRESS_CONNTRACK = (Ct(REG_DST_ZONE, "ingress_rules"),)  # (also after follow's look-up of a received RST)
+
+
 def _conntrack_flows():
     yield flow("egress_acl", 100, ipv4(), (Ct(REG_SRC_ZONE, "egress_rules"),), feature="authz", obj="conntrack")
-    yield flow("ingress_acl", 100, ipv4(), (Ct(REG_DST_ZONE, "ingress_rules"),), feature="authz", obj="conntrack")
+    yield flow("ingress_acl", 100, ipv4(), INGRESS_CONNTRACK, feature="authz", obj="conntrack")
     for table, _, _, _, _ in DIRECTIONS.values():
         yield drop_flow(table, INVALID, {"ct_state": ct_flags("+trk+inv")}, "no_connection")
         # Open vSwitch's conntrack would take up a TCP segment with ACK set as a new connection;

@@ -16,6 +16,14 @@ answering a retransmitted FIN, sends ACKs after its record has gone: recorded as
 would make a record that nothing ends for TCP_IDLE (five minutes), and a remap away from the
 binding it names would drain that long. They get the one-second record instead.
 
+The far end's RST ends a record too: a connection reset by the address's holder (its service
+stopped, say) has ended, though its client, whose socket the RST closed, sends nothing more
+that would end its record, and a drain would count that record for the whole idle timeout. So a
+received TCP RST is looked up once more as the connection's other direction (its addresses and
+ports swapped through the action stack, then swapped back): the record it finds takes its
+one-second FIN timeout (reset_ends). On a host that is where the receiver's conntrack begins
+(ingress_acl); at the edge, where an elastic IP's holder sends to the outside (substrate_in).
+
 Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on to `follow_new`:
 an unrecorded connection is recorded there under the current binding: TCP at its first packet
 after the answer (the sender's conntrack calls it established: an unanswered attempt leaves no
@@ -64,8 +72,9 @@ import functools
 import zlib
 
 from vpcflow.flows.assemble import Shared
+from vpcflow.flows.authz import INGRESS_CONNTRACK
 from vpcflow.flows.core import (ETH_IPV4, IPPROTO, Ct, Flow, Goto, Learn, LearnSpec, Load, Resubmit, ct_flags, flow,
-                                interned, one_item)
+                                interned, one_item, swapped)
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4, network_ipv4
 from vpcflow.flows.nat import nat_plan, to_host
@@ -304,6 +313,20 @@ def host_flows(ix: Index, sw: Switch):
         yield ix.cached(key, lambda: Shared(_network_flows(ix, net), like=ix.replaced_value(key)))
     yield from _recorded_ends("follow_new", {"ct_state": ct_flags("+trk+est"), "ct_label": (0, ENDED)}, _HOST_END)
     yield flow("follow_new", 1, {}, (Goto("route"),), feature="follow", obj="not-recorded")
+    # a received RST ends the record of the connection's other direction (authz's conntrack then)
+    yield flow("ingress_acl", 110, RESET, reset_ends("followed") + INGRESS_CONNTRACK, feature="follow",
+               obj="reset-by-peer")
+
+
+RESET = {**ipv4(ip_proto=IPPROTO["tcp"]), "tcp_flags": (TCP_RST, TCP_RST)}
+
+
+def reset_ends(table: str) -> tuple:
+    """The actions that look a received RST up in `table` as its connection's other direction
+    (the record there takes its FIN timeout: fin_timeout acts on a RST as on a FIN), and give
+    the packet back its own addresses and ports."""
+    swaps = swapped("ipv4_src", "ipv4_dst") + swapped("tcp_src", "tcp_dst")
+    return swaps + (Resubmit(table),) + swaps
 
 
 def _recorded_ends(table: str, match: dict, end: tuple):

@@ -659,11 +659,14 @@ def _edge_icmp(plan: Plan, sw: Switch):
 
 
 def _edge_eip(ix: Index, plan: Plan, sw: Switch, e: ElasticIp, ep: Endpoint):
-    from vpcflow.flows.follow import eip_flows  # (follow imports this module)
+    from vpcflow.flows.follow import RESET, eip_flows, reset_ends  # (follow imports this module)
 
     for host in plan.eip_hosts(e):
-        yield flow("substrate_in", PRIORITY, {**_from_host(host), **ipv4(ipv4_src=str(e.ip))}, _leave(sw),
-                   feature="nat", obj=eip_name(e))
+        holder = {**_from_host(host), **ipv4(ipv4_src=str(e.ip))}
+        yield flow("substrate_in", PRIORITY, holder, _leave(sw), feature="nat", obj=eip_name(e))
+        # a RST the holder sends ends the client's record here (connection following)
+        yield flow("substrate_in", PRIORITY + 5, {**holder, **RESET}, reset_ends("eip_followed") + _leave(sw),
+                   feature="follow", obj=f"eip:{e.ip}")
     yield from eip_flows(ix, sw, e)
 
 

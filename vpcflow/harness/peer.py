@@ -10,6 +10,9 @@ client: sends a payload, checks the echo byte for byte, prints "ok <name>" or "f
         client, or one in TIME_WAIT answering a retransmitted FIN.
 stream: one long TCP connection that keeps exchanging numbered lines and checks every byte,
         for tests of connections that must survive a change; prints a summary when stopped.
+        With --reset-when FILE, once FILE exists it asks the server to reset the connection
+        (the line "reset": the server closes it with an RST) and ends quietly: its socket, closed
+        by the RST, sends nothing more.
 """
 from __future__ import annotations
 
@@ -18,10 +21,12 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 
 STREAM_HELLO = b"stream\n"
+RESET = b"reset\n"  # in a stream: the server closes the connection with an RST
 LATE = b"late "  # "late SECONDS\n" then the payload: answer after SECONDS, once the client's FIN came
 
 
@@ -75,7 +80,12 @@ def serve(args):
                     entry = late.setdefault(r, [float(data[len(LATE):].split(b"\n")[0]), b"", None])
                     entry[1] += data
                     continue
-                if r in streaming:
+                if r in streaming and data == RESET:
+                    conns.remove(r)
+                    streaming.discard(r)
+                    r.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    r.close()  # (a zero linger: the close sends an RST)
+                elif r in streaming:
                     r.sendall(data)
                 elif data.startswith(STREAM_HELLO):
                     streaming.add(r)
@@ -133,11 +143,13 @@ def _line(s, buf: bytes, closed: str):
 
 
 def stream(args):
-    """Exchange numbered lines until SIGTERM; then print: server, sent, received, error."""
+    """Exchange numbered lines until SIGTERM (or a reset asked for); then print: server, sent,
+    received, whether reset, error."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sent = received = 0
     error = server = ""
+    reset = False
     try:
         s = socket.create_connection((args.host, args.port), timeout=args.timeout)
         s.settimeout(args.timeout)
@@ -148,6 +160,14 @@ def stream(args):
             with open(args.progress + ".server", "w") as f:
                 f.write(server)
         while not stop:
+            if args.reset_when and os.path.exists(args.reset_when):
+                s.sendall(RESET)
+                try:
+                    got = s.recv(100)
+                except ConnectionResetError:
+                    reset = True
+                    break
+                raise ValueError(f"answered {got[:20]!r} instead of a reset" if got else "closed without a reset")
             line = f"{sent:08d} {'x' * 56}\n".encode()
             s.sendall(line)
             sent += 1
@@ -162,7 +182,7 @@ def stream(args):
         s.close()
     except (OSError, ValueError, ConnectionError) as e:
         error = f"{type(e).__name__}: {e}"
-    print(f"server={server} sent={sent} received={received} error={error}")
+    print(f"server={server} sent={sent} received={received} reset={'yes' if reset else 'no'} error={error}")
     sys.stdout.flush()
     return 0 if not error else 1
 
@@ -190,6 +210,7 @@ def main(argv=None):
     st.add_argument("--timeout", type=float, default=5.0)
     st.add_argument("--interval", type=float, default=0.01)
     st.add_argument("--progress", help="file that holds the count of lines echoed so far")
+    st.add_argument("--reset-when", help="once this file exists, have the server reset the connection")
     args = p.parse_args(argv)
     return {"server": serve, "client": client, "stream": stream}[args.cmd](args) or 0
 
