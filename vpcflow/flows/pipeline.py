@@ -119,7 +119,9 @@ TABLES = (
     Table(55, "dest_lookup", INTEGRATION,
           "which local interface the packet is for: its zone (and its network, if another one)",
           frozenset({REG_NETWORK} | _L3), ("ingress_acl",), miss="no_destination"),
-    Table(60, "ingress_acl", INTEGRATION, "send what arrives through conntrack, in the receiver's zone",
+    Table(60, "ingress_acl", INTEGRATION,
+          "send what arrives through conntrack, in the receiver's zone (a RST first ends the record "
+          "of its connection's other direction)",
           frozenset({REG_NETWORK, REG_DST_ZONE} | _L3), ("ingress_rules",), miss="not_ip"),
     Table(61, "ingress_rules", INTEGRATION,
           "what the receiver may receive: its security groups' ingress rules; established pass",
