@@ -352,8 +352,9 @@ class VpcflowApp(AppBase):
 
     def _apply_diff(self, dp, d, ports, phased=None, break_after=None):
         """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
-        new to the bridge (a remap's: the edge accepting the new holder's answers, the routes of
-        the old holder's records; not new record flows: sync.Diff.made_first), then, once what
+        new to the bridge (a remap's: the edge accepting the new holder's answers, the new
+        holder's switch ready to deliver; not those of the tables that steer, where a new match
+        can move traffic: sync.Diff.made_first), then, once what
         phased(whether there were any) returned has returned in turn, the changes of installed
         flows (where the traffic goes) and the deletes. Open vSwitch revalidates its datapath
         flows after a commit, asynchronously: in one bundle, a datapath flow made before it (one
@@ -435,9 +436,9 @@ class VpcflowApp(AppBase):
         Phased (make-before-break): the edges add their new matches (which move no traffic);
         the hosts add theirs (an interface's new home ready to deliver, an elastic IP's new
         holder ready to translate), and only once every host has, and its revalidators have
-        caught up with them, make their changes (where senders send); then the edges make theirs, and only then do the hosts delete what is
-        gone (an elastic IP's old holder takes the new connections the edge still sends it
-        until the edge has moved them). The hosts' work is the time the edges' revalidators get
+        caught up with them, make their changes (where senders send); then the edges make
+        theirs, and only then do the hosts delete what is gone (an elastic IP's old holder takes
+        the new connections the edge still sends it until the edge has moved them). The hosts' work is the time the edges' revalidators get
         to bring their datapath flows up to the new matches (and where the edge's control socket
         is known, the edge's changes also wait for that). model: what every switch syncs to
         (phased; Controller.model_in_force)."""
