@@ -291,3 +291,29 @@ def test_a_pending_cut_survives_a_restart_and_a_bad_one_in_the_state_file_is_dro
     assert restarted.cuts == {} and "cuts unreadable" in caplog.text
     # the rest of the state file still holds: the move is in force
     assert restarted.deployment.interfaces["eni-web2"].attach_to == "spare1"
+
+
+def test_a_reload_that_moves_an_interface_leaves_a_cut_as_an_api_move_does(tmp_path):
+    """The deployment file edited to move eni-web2 from web2 to spare1, then reloaded: its
+    connections are cut as an API move's are, and the pending cut is in the state file."""
+    import json
+
+    import yaml
+
+    from vpcflow.controller.state import Controller
+
+    topology = tmp_path / "topology.yaml"
+    data = yaml.safe_load(open(data_file("two-hosts.yaml")))
+    topology.write_text(yaml.safe_dump(data))
+    path = tmp_path / "state.json"
+    ctl = Controller(load_file(str(topology)), str(topology), str(path))
+    for name in ctl.deployment.switches:
+        ctl.desired(name, "br-int", "3.1.0")
+    data["interfaces"]["eni-web2"]["attach_to"] = "spare1"
+    topology.write_text(yaml.safe_dump(data))
+    assert ctl.reload() == []
+    assert ctl.deployment.interfaces["eni-web2"].attach_to == "spare1"
+    assert list(ctl.cuts) == [("blue", "10.0.0.12")]
+    assert [c["ip"] for c in json.loads(path.read_text())["cuts"]] == ["10.0.0.12"]
+    assert_compiled_as_fresh(ctl)
+    assert ctl.reload() == [] and list(ctl.cuts) == [("blue", "10.0.0.12")]  # (the same file again: no new cut)

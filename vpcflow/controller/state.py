@@ -350,8 +350,13 @@ class Controller:
         except DeploymentError as e:
             return e.problems
         with self.lock:
-            self.base, self._saved = dep, None
-            self._install(records.restore(self.state_file, dep))
+            new = records.restore(self.state_file, dep)
+            # an interface the file moved (or dropped) cuts its connections as an API move does
+            cuts = self._cuts_after(self.deployment, new, self.remaps)
+            if cuts != self.cuts:
+                records.save(self.state_file, new, dep, self.remaps, None, cuts)
+            self.base, self._saved, self.cuts = dep, None, cuts
+            self._install(new)
             self._ready_for_changes()
         return []
 
