@@ -33,10 +33,10 @@ def lab():
 class Stream:
     """A long-lived connection from the external host to the elastic IP, exchanging numbered lines."""
 
-    def __init__(self, lab, name, timeout="3"):
+    def __init__(self, lab, name, timeout="3", extra=()):
         self.progress = os.path.join(lab.workdir, f"progress-{name}")
         self.proc = lab.peer(lab.external(), "stream", "--host", EIP, "--port", str(PORT),
-                             "--progress", self.progress, "--timeout", timeout, "--interval", "0.02")
+                             "--progress", self.progress, "--timeout", timeout, "--interval", "0.02", *extra)
         wait_for(lambda: self.count() > 10, 10, f"stream {name} running")
         self.server = open(self.progress + ".server").read()
 
@@ -306,3 +306,27 @@ def test_a_connection_the_old_holder_resets_does_not_hold_a_drain(lab):
     summary, _ = proc.communicate(timeout=15)
     assert "reset=yes error=" in summary and summary.strip().endswith("error="), summary
     wait_for(lambda: state(lab, rid)["state"] == "complete", 15, "the remap to complete")
+
+
+def test_a_client_that_reuses_its_5_tuple_at_once_is_followed(lab):
+    # A client behind a NAT may open its next connection on the 5-tuple of one that just ended
+    # (here: ended by its RST, which frees the port at once). The edge marks an ended connection
+    # for a minute so that its late packets are not recorded again; the new connection's SYN,
+    # once the old record has gone, must not be taken for one of those: it is recorded, and
+    # followed across a remap.
+    before = holder(lab)
+    first = lab.peer(lab.external(), "stream", "--host", EIP, "--port", str(PORT), "--source-port", "41000",
+                     "--abort", "--interval", "0.02")
+    wait_for(lambda: any("tp_src=41000" in line for line in edge_records(lab)), 10, "the first connection's record")
+    first.terminate()
+    summary, _ = first.communicate(timeout=15)
+    assert summary.strip().endswith("error="), summary
+    # its record gone (a second after its RST), its marker still there
+    wait_for(lambda: not any("tp_src=41000" in line and "priority=100," in line for line in edge_records(lab)), 10,
+             "the first record gone")
+    assert any("tp_src=41000" in line and "0xffffffff->NXM_NX_REG4" in line for line in lab.switches["edge1"].flows())
+    reused = Stream(lab, "reused", timeout="3", extra=("--source-port", "41000"))
+    assert reused.server == f"vm{before[-1]}"
+    remap(lab, next(e for e in ("eni-1", "eni-2", "eni-3") if HOST_OF[e] != HOST_OF[before]), follow=True)
+    reused.goes_on("the reused connection going on after the remap")
+    assert reused.end().endswith("error=")

@@ -198,6 +198,22 @@ def test_a_received_rst_is_looked_up_as_its_connections_other_direction(dep):
         assert _run_stack(ends.actions, packet) == ([("eip_followed", reverse)], packet)
 
 
+
+def test_a_syn_that_finds_an_ended_connections_marker_takes_its_place(dep):
+    """At the edge a new connection on an ended one's 5-tuple finds the marker (ENDED_BINDING):
+    its SYN learns its record at the marker's priority, which replaces the marker, so that the
+    handshake's ACK finds the record, and the connection is followed as any other."""
+    compiled = compile_deployment(dep)
+    syn = (follow.TCP_SYN, follow.TCP_SYN | follow.TCP_ACK)
+    (reopen,) = [f for f in table(compiled, "edge1", "eip_new")
+                 if dict(f.match).get("reg4") == follow.ENDED_BINDING and dict(f.match).get("tcp_flags") == syn]
+    learn = next(a for a in reopen.actions if isinstance(a, Learn))
+    binding = follow.elastic_binding(EIP, "eni-1")
+    assert learn.priority == follow.ENDED_PRIORITY and learn.obj.endswith(follow.OPENING)
+    assert {(s.dst, s.src) for s in learn.specs if s.kind == "load"} == {("reg4", binding), ("reg7", 1)}
+    assert Goto("eip_route") in reopen.actions
+
+
 # --- a network's quiet records, and the flows of an address a remap or a cut moved ---------------
 
 def two_hosts():

@@ -202,6 +202,14 @@ def _learns(table: str, name: str, binding: int, network: bool):
                   send_flow_rem=True))
 
 
+def _reopening(table: str, name: str, binding: int) -> Learn:
+    """The SYN's record of a connection that reuses an ended one's 5-tuple: in place of the
+    ended one's marker (ENDED_PRIORITY), so that the handshake's ACK finds it, not the marker."""
+    return Learn(table, ENDED_PRIORITY, "learned_follow", name + OPENING,
+                 _record_match("tcp", False) + (LearnSpec("load", binding, REG_BINDING, 32), _OPENING_LOAD),
+                 idle_timeout=OPENING_IDLE, send_flow_rem=True)
+
+
 @functools.lru_cache(maxsize=None)
 def _record_match(proto: str, network: bool) -> tuple:
     """What a record matches: the connection's 5-tuple (and its network): the same specs for
@@ -292,7 +300,8 @@ _HOST_OPENING = (("ct_state", ct_flags("+trk+new")),)
 # interface's zone). The edge has no conntrack for elastic IPs: there the FIN or RST leaves a
 # marker in eip_followed, below the records and above a SYN's record, which loads ENDED_BINDING
 # into reg4: a packet that finds it (once its record went) is not recorded again and goes where
-# the address lives now. A drain does not count markers.
+# the address lives now, but for a SYN: a new connection on the same 5-tuple, whose record
+# takes the marker's place (eip_flows). A drain does not count markers.
 ENDED_BIT = 0
 ENDED = 1 << ENDED_BIT
 _HOST_UNENDED = (("ct_label", (0, ENDED)),)
@@ -405,8 +414,17 @@ def eip_flows(ix: Index, sw: Switch, eip):
                feature="follow", obj=obj)
     current = (record_name(ip, eip.interface), elastic_binding(ip, eip.interface))
     old = [(record_name(ip, f.old_interface), f.binding) for f in draining]
-    yield from _recording("eip_new", "eip_followed", "eip_route", interned(tuple(dst.items())), current, [current] + old,
+    head = interned(tuple(dst.items()))
+    yield from _recording("eip_new", "eip_followed", "eip_route", head, current, [current] + old,
                           (), (), (), _EDGE_END, network=False, obj=obj)
+    # A client that opens a connection on the 5-tuple of one that ended within ENDED_IDLE (one
+    # behind a NAT may) finds its marker: the SYN turns the marker into its own SYN's record (a
+    # learn of the marker's match and priority modifies it), or the connection, whose packets
+    # keep the marker alive, would never be recorded, and a remap would cut it.
+    name, binding = current
+    yield Flow("eip_new", 100, head + ((REG_BINDING, ENDED_BINDING),) + _TCP + _SYN_ONLY,
+               (_reopening("eip_followed", name, binding), Load(binding, REG_BINDING, 0, 32), _goto("eip_route")),
+               "follow", obj)
     here = to_host(ep.switch, eip.ip)
     yield flow("eip_route", 100, dst, here, feature="follow", obj=obj)
     # a connection that opens goes to the new holder, whatever an old record says

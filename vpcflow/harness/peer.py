@@ -12,7 +12,8 @@ stream: one long TCP connection that keeps exchanging numbered lines and checks 
         for tests of connections that must survive a change; prints a summary when stopped.
         With --reset-when FILE, once FILE exists it asks the server to reset the connection
         (the line "reset": the server closes it with an RST) and ends quietly: its socket, closed
-        by the RST, sends nothing more.
+        by the RST, sends nothing more. --source-port and --abort (stopped, it closes with an
+        RST): a client that opens its next connection on the same 5-tuple at once.
 """
 from __future__ import annotations
 
@@ -151,8 +152,12 @@ def stream(args):
     error = server = ""
     reset = False
     try:
-        s = socket.create_connection((args.host, args.port), timeout=args.timeout)
+        s = socket.socket()
+        if args.source_port:  # (a client that reuses its 5-tuple, as one behind a NAT may)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", args.source_port))
         s.settimeout(args.timeout)
+        s.connect((args.host, args.port))
         s.sendall(STREAM_HELLO)
         name, buf = _line(s, b"", "closed by peer before it said its name")
         server = name.decode()
@@ -179,6 +184,8 @@ def stream(args):
                 with open(args.progress, "w") as f:
                     f.write(str(received))
             time.sleep(args.interval)
+        if args.abort:  # a zero linger: the close sends an RST, and the 5-tuple is free at once
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
     except (OSError, ValueError, ConnectionError) as e:
         error = f"{type(e).__name__}: {e}"
@@ -211,6 +218,8 @@ def main(argv=None):
     st.add_argument("--interval", type=float, default=0.01)
     st.add_argument("--progress", help="file that holds the count of lines echoed so far")
     st.add_argument("--reset-when", help="once this file exists, have the server reset the connection")
+    st.add_argument("--source-port", type=int, help="connect from this port")
+    st.add_argument("--abort", action="store_true", help="when stopped, close with an RST rather than a FIN")
     args = p.parse_args(argv)
     return {"server": serve, "client": client, "stream": stream}[args.cmd](args) or 0
 
