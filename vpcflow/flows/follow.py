@@ -203,11 +203,10 @@ def _learns(table: str, name: str, binding: int, network: bool):
 
 
 def _reopening(table: str, name: str, binding: int) -> Learn:
-    """The SYN's record of a connection that reuses an ended one's 5-tuple: in place of the
-    ended one's marker (ENDED_PRIORITY), so that the handshake's ACK finds it, not the marker."""
-    return Learn(table, ENDED_PRIORITY, "learned_follow", name + OPENING,
-                 _record_match("tcp", False) + (LearnSpec("load", binding, REG_BINDING, 32), _OPENING_LOAD),
-                 idle_timeout=OPENING_IDLE, send_flow_rem=True)
+    """The SYN's record of a connection that reuses an ended one's 5-tuple (at the edge): in
+    place of the ended one's marker (ENDED_PRIORITY), so that the handshake's ACK finds it, not
+    the marker."""
+    return dataclasses.replace(_learns(table, name, binding, False)[0], priority=ENDED_PRIORITY)
 
 
 @functools.lru_cache(maxsize=None)
@@ -327,7 +326,12 @@ def host_flows(ix: Index, sw: Switch):
                obj="reset-by-peer")
 
 
-RESET = {**ipv4(ip_proto=IPPROTO["tcp"]), "tcp_flags": (TCP_RST, TCP_RST)}
+def _tcp_with(flag: int, match=None) -> dict:
+    """The match of a TCP packet with this flag set (and match)."""
+    return {**ipv4(ip_proto=IPPROTO["tcp"]), **(match or {}), "tcp_flags": (flag, flag)}
+
+
+RESET = _tcp_with(TCP_RST)
 
 
 def reset_ends(table: str) -> tuple:
@@ -341,9 +345,8 @@ def reset_ends(table: str) -> tuple:
 def _recorded_ends(table: str, match: dict, end: tuple):
     """A recorded connection's FIN or RST, marked ended (an unrecorded one's is marked by its
     address's flows, `end` of _recording)."""
-    for flags in (TCP_FIN, TCP_RST):
-        yield flow(table, 50, {**ipv4(ip_proto=IPPROTO["tcp"]), **match, "tcp_flags": (flags, flags)}, end,
-                   feature="follow", obj="ended")
+    for flag in (TCP_FIN, TCP_RST):
+        yield flow(table, 50, _tcp_with(flag, match), end, feature="follow", obj="ended")
 
 
 def _network_flows(ix: Index, net):
