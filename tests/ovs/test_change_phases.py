@@ -42,16 +42,17 @@ def _key(f):
 
 def steps(before, after):
     """The host's flows at each step of the change from `before` to `after`, as the controller
-    commits them: before, after the first commit, after the second, after the last."""
+    commits them (sync.Diff.phases, as a host's sync takes them: deletes last): before, after
+    the first commit, after the second, after the last."""
     installed = [Installed(_key(f), f.cookie, f, ofctl.flow_text(f)) for f in before]
-    d = diff({_key(f): f for f in after}, installed, ofctl.flow_text)
-    steer_deletes, last_deletes = d.deletes_split()
+    first, deletes, changes, last_deletes = diff({_key(f): f for f in after}, installed,
+                                                 ofctl.flow_text).phases(deletes_last=True)
     state = {_key(f): f for f in before}
     out = [list(state.values())]
-    state.update({_key(f): f for f in d.made_first()})
+    state.update({_key(f): f for f in first})
     out.append(list(state.values()))
-    state.update({_key(f): f for f in d.changes()})
-    for i in steer_deletes:
+    state.update({_key(f): f for f in changes})
+    for i in deletes:
         del state[i.key]
     out.append(list(state.values()))
     for i in last_deletes:

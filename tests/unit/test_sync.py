@@ -61,6 +61,9 @@ def test_deletes_that_steer_are_told_from_the_others():
     a, local = (Installed((table_id(fl.table),) + fl.key[1:], fl.cookie, None) for fl in (a, local))
     d = diff({}, [a, local])
     assert d.deletes_split() == ([local], [a])
+    # a change's commits: a third takes the deletes that do not steer, or the second takes all
+    assert d.phases(deletes_last=True) == ([], [local], [], [a])
+    assert d.phases(deletes_last=False) == ([], [a, local], [], [])
 
 
 def test_stale_flows_of_ours_are_deleted_foreign_ones_left_alone():

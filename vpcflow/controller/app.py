@@ -351,34 +351,32 @@ class VpcflowApp(AppBase):
             LOG.exception("switch %s bridge %s: sync failed", name, bridge)
 
     def _apply_diff(self, dp, d, ports, phased=None, break_after=None):
-        """The diff in one bundle; phased (make-before-break), in two: first the flows of matches
-        new to the bridge (a remap's: the edge accepting the new holder's answers, the new
-        holder's switch ready to deliver; not those of the tables that steer, where a new match
-        can move traffic: sync.Diff.made_first), then, once what
-        phased(whether there were any) returned has returned in turn, the changes of installed
-        flows (where the traffic goes) and the deletes. Open vSwitch revalidates its datapath
-        flows after a commit, asynchronously: in one bundle, a datapath flow made before it (one
-        that dropped the new holder's late packets while it held no address) can still drop the
-        first answers the change sends its way; with the new matches committed first, the
-        revalidators have caught up by the time traffic moves. With break_after, the deletes come
-        last, in a third bundle, once break_after() has returned (a host: once the edges have
-        moved the traffic, so that the old holder of an elastic IP takes new connections until
-        then), but for those of the tables that steer (sync.Diff.deletes_split): they go with
-        the changes."""
+        """The diff in one bundle; phased (make-before-break), in two (sync.Diff.phases): first
+        the flows of matches new to the bridge (a remap's: the edge accepting the new holder's
+        answers, the new holder's switch ready to deliver; not those of the tables that steer,
+        where a new match can move traffic), then, once what phased(whether there were any)
+        returned has returned in turn, the changes of installed flows (where the traffic goes)
+        and the deletes. Open vSwitch revalidates its datapath flows after a commit,
+        asynchronously: in one bundle, a datapath flow made before it (one that dropped the new
+        holder's late packets while it held no address) can still drop the first answers the
+        change sends its way; with the new matches committed first, the revalidators have caught
+        up by the time traffic moves. With break_after, the deletes come last, in a third
+        bundle, once break_after() has returned (a host: once the edges have moved the traffic,
+        so that the old holder of an elastic IP takes new connections until then), but for
+        those of the tables that steer: they go with the changes."""
         def deletes(installed):
-            return [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports), i.cookie))
-                    for i in installed]
+            return [render.message(render.delete_strict(dp, i.key[0], i.key[1], _switch_match(i.match, ports),
+                                                         i.cookie)) for i in installed]
 
         if phased is None:
             changes = deletes(d.delete) + [render.flow_mod(f, ports) for f in d.add]
         else:
-            new = [render.flow_mod(f, ports) for f in d.made_first()]
+            first, now, then, last = d.phases(deletes_last=break_after is not None)
+            new = [render.flow_mod(f, ports) for f in first]
             if new:
                 self.apply(dp, new)
             wait = phased(bool(new))  # what waits for the new matches starts now, the rest overlaps it
-            # (what goes from the tables that steer goes with the changes: it moves traffic too)
-            now, last = (d.delete, []) if break_after is None else d.deletes_split()
-            changes = deletes(now) + [render.flow_mod(f, ports) for f in d.changes()]
+            changes = deletes(now) + [render.flow_mod(f, ports) for f in then]
             prepared = self.prepare(dp, changes) if changes else None
             if wait is not None:
                 wait()  # only the commit is left to wait for
@@ -438,10 +436,10 @@ class VpcflowApp(AppBase):
         holder ready to translate), and only once every host has, and its revalidators have
         caught up with them, make their changes (where senders send); then the edges make
         theirs, and only then do the hosts delete what is gone (an elastic IP's old holder takes
-        the new connections the edge still sends it until the edge has moved them). The hosts' work is the time the edges' revalidators get
-        to bring their datapath flows up to the new matches (and where the edge's control socket
-        is known, the edge's changes also wait for that). model: what every switch syncs to
-        (phased; Controller.model_in_force)."""
+        the new connections the edge still sends it until the edge has moved them). The hosts'
+        work is the time the edges' revalidators get to bring their datapath flows up to the new
+        matches (and where the edge's control socket is known, the edge's changes also wait for
+        that). model: what every switch syncs to (phased; Controller.model_in_force)."""
         dpids = list(self.datapaths)
         is_edge = {dpid: self.ctl.deployment.switches[self.ctl.locate(dpid)[0]].role == EDGE
                    for dpid in dpids if self.ctl.locate(dpid)}

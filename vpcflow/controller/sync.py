@@ -70,8 +70,19 @@ class Diff:
     def changes(self) -> List[Flow]:
         """The second: the adds that replace an installed flow of the same key (other actions
         or cookie), and the new flows of the tables that steer (made_first)."""
-        first = set(map(id, self.made_first()))
-        return [f for f in self.add if id(f) not in first]
+        return self._changes(self.made_first())
+
+    def _changes(self, first: List[Flow]) -> List[Flow]:
+        made = set(map(id, first))
+        return [f for f in self.add if id(f) not in made]
+
+    def phases(self, deletes_last: bool) -> Tuple[List[Flow], List[Installed], List[Flow], List[Installed]]:
+        """A make-before-break change's commits, in order: (the first's adds, the second's
+        deletes and adds, the last's deletes). deletes_last: a third commit takes the deletes
+        but for those of the tables that steer (deletes_split); else the second takes them all."""
+        first = self.made_first()
+        now, last = self.deletes_split() if deletes_last else (self.delete, [])
+        return first, now, self._changes(first), last
 
 
 def diff(desired: Dict[tuple, Flow], installed: List[Installed], content=lambda f: None) -> Diff:
