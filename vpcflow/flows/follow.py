@@ -28,9 +28,9 @@ Routing: table `follow` looks a packet up in `followed` (resubmit) and goes on t
 an unrecorded connection is recorded there under the current binding: TCP at its first packet
 after the answer (the sender's conntrack calls it established: an unanswered attempt leaves no
 record that would hold a remap open for minutes), UDP at its first packet. A connection's
-opening packets before that go where the address lives now, as they would anyway. Then `route` sends a packet whose reg4 names the
-old binding of a draining remap to VM1's switch (the channel is the overlay itself), and
-everything else to where the address lives now.
+opening packets before that go where the address lives now, as they would anyway. Then
+`route` sends a packet whose reg4 names the old binding of a draining remap to VM1's switch (the
+channel is the overlay itself), and everything else to where the address lives now.
 
 The old switch keeps delivering to VM1 and letting VM1 answer from the address while the remap
 drains; receivers accept VM1's answers from the old switch's prefix. The controller counts the
