@@ -295,15 +295,13 @@ def test_a_connection_the_old_holder_resets_does_not_hold_a_drain(lab):
     # the edge would be counted for the whole idle timeout (TCP_IDLE, 300 s) if the RST that left
     # through the edge did not end it.
     before = holder(lab)
-    progress, trigger = (os.path.join(lab.workdir, name) for name in ("progress-reset", "reset-now"))
-    proc = lab.peer(lab.external(), "stream", "--host", EIP, "--port", str(PORT), "--progress", progress,
-                    "--timeout", "10", "--interval", "0.02", "--reset-when", trigger)
-    wait_for(lambda: os.path.exists(progress) and int(open(progress).read() or 0) > 10, 10, "the stream running")
-    assert open(progress + ".server").read() == f"vm{before[-1]}"
+    trigger = os.path.join(lab.workdir, "reset-now")
+    reset = Stream(lab, "reset", timeout="10", extra=("--reset-when", trigger))
+    assert reset.server == f"vm{before[-1]}"
     rid = remap(lab, next(e for e in ("eni-1", "eni-2", "eni-3") if HOST_OF[e] != HOST_OF[before]), follow=True)
     wait_for(lambda: state(lab, rid)["connections"] >= 1, 5, "the followed connection counted")
     open(trigger, "w").close()
-    summary, _ = proc.communicate(timeout=15)
+    summary, _ = reset.proc.communicate(timeout=15)
     assert "reset=yes error=" in summary and summary.strip().endswith("error="), summary
     wait_for(lambda: state(lab, rid)["state"] == "complete", 15, "the remap to complete")
 
@@ -315,12 +313,10 @@ def test_a_client_that_reuses_its_5_tuple_at_once_is_followed(lab):
     # once the old record has gone, must not be taken for one of those: it is recorded, and
     # followed across a remap.
     before = holder(lab)
-    first = lab.peer(lab.external(), "stream", "--host", EIP, "--port", str(PORT), "--source-port", "41000",
-                     "--abort", "--interval", "0.02")
+    first = Stream(lab, "first-of-41000", extra=("--source-port", "41000", "--abort"))
     wait_for(lambda: any("tp_src=41000" in line for line in edge_records(lab)), 10, "the first connection's record")
-    first.terminate()
-    summary, _ = first.communicate(timeout=15)
-    assert summary.strip().endswith("error="), summary
+    summary = first.end()
+    assert summary.endswith("error="), summary
     # its record gone (a second after its RST), its marker still there
     wait_for(lambda: not any("tp_src=41000" in line and "priority=100," in line for line in edge_records(lab)), 10,
              "the first record gone")

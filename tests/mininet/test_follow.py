@@ -22,10 +22,10 @@ def lab():
         yield lab
 
 
-def stream(lab, name, timeout="3"):
+def stream(lab, name, timeout="3", extra=()):
     progress = os.path.join(lab.workdir, f"progress-{name}")
     proc = lab.peer(lab.host("web1"), "stream", "--host", "10.0.0.12", "--port", "7100", "--progress", progress,
-                    "--timeout", timeout, "--interval", "0.02")
+                    "--timeout", timeout, "--interval", "0.02", *extra)
     count = lambda: int(open(progress).read() or 0) if os.path.exists(progress) else 0  # noqa: E731
     wait_for(lambda: count() > 10, 10, f"stream {name} running")
     return proc, count, open(progress + ".server").read()
@@ -108,12 +108,9 @@ def test_a_connection_the_old_holder_resets_does_not_hold_a_drain(lab):
     # address moves back to web2; then spare1 resets it (its service stopped, say). web1's socket
     # is closed by the RST and sends nothing more: its record would be counted for the whole idle
     # timeout (TCP_IDLE, 300 s) if the RST it received did not end it.
-    progress = os.path.join(lab.workdir, "progress-reset")
     trigger = os.path.join(lab.workdir, "reset-now")
-    proc = lab.peer(lab.host("web1"), "stream", "--host", "10.0.0.12", "--port", "7100", "--progress", progress,
-                    "--timeout", "10", "--interval", "0.02", "--reset-when", trigger)
-    wait_for(lambda: os.path.exists(progress) and int(open(progress).read() or 0) > 10, 10, "the stream running")
-    assert open(progress + ".server").read() == "spare1"
+    proc, _, server = stream(lab, "reset", timeout="10", extra=("--reset-when", trigger))
+    assert server == "spare1"
     rid = move(lab, "web2", follow=True)
     wait_for(lambda: remap(lab, rid)["connections"] >= 1, 5, "the followed connection counted")
     open(trigger, "w").close()

@@ -31,6 +31,12 @@ RESET = b"reset\n"  # in a stream: the server closes the connection with an RST
 LATE = b"late "  # "late SECONDS\n" then the payload: answer after SECONDS, once the client's FIN came
 
 
+def _abort(s):
+    """Close with an RST, not a FIN (a zero linger)."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
 def serve(args):
     family = socket.AF_INET
     kind = socket.SOCK_STREAM if args.proto == "tcp" else socket.SOCK_DGRAM
@@ -84,8 +90,7 @@ def serve(args):
                 if r in streaming and data == RESET:
                     conns.remove(r)
                     streaming.discard(r)
-                    r.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    r.close()  # (a zero linger: the close sends an RST)
+                    _abort(r)
                 elif r in streaming:
                     r.sendall(data)
                 elif data.startswith(STREAM_HELLO):
@@ -184,9 +189,10 @@ def stream(args):
                 with open(args.progress, "w") as f:
                     f.write(str(received))
             time.sleep(args.interval)
-        if args.abort:  # a zero linger: the close sends an RST, and the 5-tuple is free at once
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.close()
+        if args.abort:  # (the 5-tuple is free at once)
+            _abort(s)
+        else:
+            s.close()
     except (OSError, ValueError, ConnectionError) as e:
         error = f"{type(e).__name__}: {e}"
     print(f"server={server} sent={sent} received={received} reset={'yes' if reset else 'no'} error={error}")
