@@ -295,11 +295,28 @@ def one_item(field: str, value) -> tuple:
     return found
 
 
+_LOADS: dict = {}  # (dst, ofs, n_bits) -> {value: Load}
+
+
+def loaded(value: int, dst: str, ofs: int = 0, n_bits: Optional[int] = None) -> "Load":
+    """Load(value, dst, ofs, n_bits), one object for every flow that loads it: an interface's
+    zone and its groups' class are loaded by several flows of each interface (port security,
+    its destination look-ups): a few hundred new objects per host otherwise."""
+    by_value = _LOADS.get((dst, ofs, n_bits))
+    if by_value is None:
+        by_value = _LOADS[(dst, ofs, n_bits)] = {}
+    found = by_value.get(value)
+    if found is None:
+        found = by_value[value] = Load(value, dst, ofs, n_bits)
+    return found
+
+
 def forget_items():
-    """Let go of the match items kept for sharing (when a new model comes in force: the flows
-    in use keep theirs; new flows share among themselves again)."""
+    """Let go of the match items and loads kept for sharing (when a new model comes in force:
+    the flows in use keep theirs; new flows share among themselves again)."""
     _ITEMS.clear()
     _ONE.clear()
+    _LOADS.clear()
 
 
 _FLOW_FIELDS = ("table", "priority", "match", "actions", "feature", "obj", "idle_timeout", "hard_timeout")

@@ -377,7 +377,7 @@ def _network_flows(ix: Index, net):
         if ep.binding is None and ep.ip_text in old:
             held.add(ep.ip_text)
             current = (record_name(ep.ip_text, ep.interface.attach_to), binding_id(ep.interface.attach_to))
-            yield from _recording("follow_new", "followed", "route", head + ep.dst_match, current,
+            yield from _recording("follow_new", "followed", "route", ep.own_dst_match, current,
                                   [current] + old[ep.ip_text], _HOST_ESTABLISHED, _HOST_OPENING, _HOST_UNENDED,
                                   _HOST_END, network=True, obj=ep.interface.name)
     for ip in sorted(old.keys() - held):  # held by no interface now (detached): nothing is recorded

@@ -11,6 +11,7 @@ from netaddr import IPAddress
 
 from vpcflow.flows.assemble import Shared
 from vpcflow.flows.core import SetField, one_item
+from vpcflow.flows.matches import network_ipv4
 from vpcflow.layered import Layered
 from vpcflow.topology.model import EDGE, HOST, Deployment, Interface, Network, Switch, embed_text
 
@@ -80,6 +81,12 @@ class Endpoint:
         """Its (ipv4_dst, address) match item, interned, as a tuple to add to a match's head
         (matches.network_ipv4): made once for the flows toward it."""
         return one_item("ipv4_dst", self.ip_text)
+
+    @_once
+    def own_dst_match(self) -> tuple:
+        """{reg0: its network's id, eth_type: IPv4, ipv4_dst: its address}, made once: the match
+        of its network's route to it, of its local route, of its look-up and its delivery."""
+        return network_ipv4(self.network.id) + self.dst_match
 
     @_once
     def outer_destination(self) -> SetField:

@@ -16,7 +16,7 @@ from netaddr import IPNetwork
 
 from vpcflow.flows.assemble import Runs, Shared
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Load, Move, Output, SetField, flow, interned
+from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Move, Output, SetField, flow, interned, loaded
 from vpcflow.flows.index import Endpoint, Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4, network_ipv4
 from vpcflow.flows.pipeline import REG_BINDING, REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK
@@ -104,9 +104,10 @@ def routes(ix: Index, sw: Switch, net: Network, endpoints, feature: str, embed_s
     head = network_ipv4(net.id)
 
     def route(ep, local: bool):
-        match = head + ep.dst_match  # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
+        # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
+        match = ep.own_dst_match if ep.network.id == net.id else head + ep.dst_match
         if local:
-            return followed_route(ep, match, (Goto("dest_lookup"),), feature, local=True)
+            return followed_route(ep, match, _TO_LOOKUP, feature, local=True)
         return followed_route(ep, match, encapsulate(sw if embed_source else None, net, ep, embed_source), feature)
 
     if embed_source:
@@ -219,6 +220,7 @@ def _accepts(ix: Index, net: Network, kept):
 
 
 LOCAL = 5  # a route to a destination on this switch: above the shared one every switch has
+_TO_LOOKUP = (Goto("dest_lookup"),)  # a local route's actions: one tuple for every host's
 
 
 def followed_route(ep, match: tuple, actions: tuple, feature, local: bool = False):
@@ -232,18 +234,18 @@ def followed_route(ep, match: tuple, actions: tuple, feature, local: bool = Fals
 
 
 def _deliver(ix: Index, sw: Switch, net: Network):
-    zones = ix.zones(sw.name)
+    zones, classes = ix.zones(sw.name), ix.group_classes()
     # made once for the network (netaddr's hash and str were most of what an endpoint's flows
     # cost here)
     net_cidr, from_gateway = cidr(net.cidr), SetField("eth_src", dummy_mac(net.gateway_ip))
     lookup_done = Goto("ingress_acl")
-    head, from_network = network_ipv4(net.id), interned((("ipv4_src", net_cidr),))
+    from_network = interned((("ipv4_src", net_cidr),))
     for ep in ix.local_endpoints(sw.name, net.name):
         name = ep.interface.name
-        base = head + ep.dst_match  # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
+        base = ep.own_dst_match  # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
         yield Flow("dest_lookup", PRIORITY, base,
-                   (Load(zones[name], REG_DST_ZONE, 0, 16),
-                    Load(ix.group_class(ep.interface.security_groups), REG_DST_CLASS), lookup_done),
+                   (loaded(zones[name], REG_DST_ZONE, 0, 16),
+                    loaded(classes[ep.interface.security_groups], REG_DST_CLASS), lookup_done),
                    "overlay", name)
         to_port = (SetField("eth_dst", ep.interface.mac), Output(ep.port))
         yield Flow("deliver", PRIORITY, base + from_network, dummy_source_mac() + to_port, "overlay", name)

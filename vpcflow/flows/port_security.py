@@ -6,7 +6,7 @@ from an instance port is dropped and counted as spoofed_source (the table's miss
 from __future__ import annotations
 
 from vpcflow.flows.arp import asker_class
-from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, Load, one_item
+from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, loaded, one_item
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import load_network
 from vpcflow.flows.pipeline import REG_SRC_CLASS, REG_SRC_ZONE
@@ -24,16 +24,16 @@ def network_flows(ix: Index, sw: Switch, net: Network):
     sharing (core.interned): no other flow has them, and 300k of them in that dict cost more to
     put there than they saved. The items other flows have too (an address, eth_type) are
     interned (an address's through core.one_item)."""
-    zones = ix.zones(sw.name)
+    zones, classes = ix.zones(sw.name), ix.group_classes()
     network = load_network(net.id)
     for iface, port in ix.local_interfaces(sw.name):
         if iface.network != net.name:
             continue
         own = (("in_port", port), ("eth_src", iface.mac))
         obj = iface.name
-        mark = (network, Load(zones[iface.name], REG_SRC_ZONE, 0, 16))
+        mark = (network, loaded(zones[iface.name], REG_SRC_ZONE, 0, 16))
         # its class: which destinations an ARP request may resolve; for IP, its security groups
-        sending = mark + (Load(ix.group_class(iface.security_groups), REG_SRC_CLASS), _TO_EGRESS)
+        sending = mark + (loaded(classes[iface.security_groups], REG_SRC_CLASS), _TO_EGRESS)
         # (an address each: its text and items made once; an old binding's interface may have
         # been detached since its remap began: then its endpoints are its old bindings alone)
         for ep in ix.by_interface.get(iface.name) or ix.old_bindings_of(iface.name):
@@ -41,7 +41,7 @@ def network_flows(ix: Index, sw: Switch, net: Network):
             # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
             yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + one_item("arp_spa", text)
                        + (("arp_sha", iface.mac),),
-                       mark + (Load(asker_class(ix, iface.name, text), REG_SRC_CLASS), _TO_ARP), "port_security", obj)
+                       mark + (loaded(asker_class(ix, iface.name, text), REG_SRC_CLASS), _TO_ARP), "port_security", obj)
             if iface.source_dest_check:
                 # {in_port, eth_src, **ipv4(ipv4_src=text)}
                 yield Flow("port_security", PRIORITY, own + _IPV4 + ep.src_match, sending, "port_security", obj)
