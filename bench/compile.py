@@ -85,8 +85,7 @@ def job_scale(size: str, budget: float, yaml_read: bool = False) -> dict:
 def _per_flow_floor(flows) -> float:
     """What each flow a compile makes costs at least, in seconds, measured on these flows: its
     object, its check against the pipeline and the hash of its key (as assemble.Shared makes it)."""
-    fields = [(f.table, f.priority, f.match, f.actions, f.feature, f.obj, f.idle_timeout, f.hard_timeout)
-              for f in flows]
+    fields = [(f.table, f.priority, f.match, f.actions, f.feature, f.obj) for f in flows]  # (none has timeouts)
     verify = pipeline.verify
     t = now()
     for args in fields:

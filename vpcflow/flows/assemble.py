@@ -34,17 +34,13 @@ class Shared:
         # two loops: a look-up per flow where there is no `like` cost a full compile measurably
         if known is None:
             for f in flows:  # every flow of a big compile passes here: Flow.key written out
-                if not f.checked:
-                    verify(f)
-                    f.checked = True
+                verify(f)
                 hashes.append(hash((f.table, f.priority, frozenset(f.match))))
         else:
             for f in flows:
                 h = known.get(id(f))
                 if h is None:
-                    if not f.checked:
-                        verify(f)
-                        f.checked = True
+                    verify(f)
                     h = hash((f.table, f.priority, frozenset(f.match)))
                 hashes.append(h)
         if len(set(hashes)) == len(hashes):  # all distinct (most runs): no dict of their keys
@@ -142,9 +138,7 @@ def _finish_keyed(flows) -> Tuple[Tuple[Flow, ...], List[tuple]]:
     conjunctions = {}  # key -> every conjunction action its match takes part in
     verify, add = pipeline.verify, unique.setdefault
     for f in flows:  # every compiled flow passes here: Flow.key written out, names bound once
-        if not f.checked:  # a flow shared between switches is checked once
-            verify(f)
-            f.checked = True
+        verify(f)
         key = (f.table, f.priority, frozenset(f.match))
         previous = add(key, f)
         if previous is f or previous == f:

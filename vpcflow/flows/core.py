@@ -328,15 +328,23 @@ class Flow:
     A slotted class rather than a frozen dataclass: a big switch has hundreds of thousands of
     flows and a frozen dataclass costs four times as much to build. Equality, hash and repr are
     those of the dataclass it replaces. What is costly to derive from a flow (its cookie, its
-    OpenFlow wire form, its check against the pipeline) is done once and kept with it: compiled
-    flows are shared between switches and synced again and again. Not its key: cheap to make,
-    costly to keep for millions of flows.
+    OpenFlow wire form) is done once and kept with it: compiled flows are shared between
+    switches and synced again and again. Not its key: cheap to make, costly to keep for
+    millions of flows.
+
+    Few slots: memory first touched is costly (a 100k-interface compile spent a sixth of its
+    time in the kernel, faulting pages in), and sizes go by 16 bytes: with the collector's
+    header, 8 slots take 96 bytes, the 11 it had 128. So no timeouts here (no compiled flow
+    has one: learned flows take theirs from their Learn): a flow with one is a TimedFlow,
+    which make_flow() chooses. And no flag of its check against the pipeline: a flow is
+    checked when the run it is made in is (a full compile checked 3% of them twice).
     """
 
-    __slots__ = _FLOW_FIELDS + ("_cookie", "checked", "wire")
+    __slots__ = _FLOW_FIELDS[:6] + ("_cookie", "wire")
+    idle_timeout = hard_timeout = 0
 
     def __init__(self, table: str, priority: int, match: Tuple[MatchItem, ...], actions: Tuple[Action, ...],
-                 feature: str, obj: str, idle_timeout: int = 0, hard_timeout: int = 0):
+                 feature: str, obj: str):
         # the fields are checked by pipeline.verify (every compiled flow, against its table)
         self.table = table
         self.priority = priority
@@ -344,17 +352,14 @@ class Flow:
         self.actions = actions  # empty: drop
         self.feature = feature
         self.obj = obj  # the object that made the flow: "eni-web1", "drop:spoofed", ...
-        self.idle_timeout = idle_timeout
-        self.hard_timeout = hard_timeout
         self._cookie = self.wire = None
-        self.checked = False  # against the pipeline (compiler._finish): once, however many switches share it
 
     def _fields(self):
         return (self.table, self.priority, self.match, self.actions, self.feature, self.obj, self.idle_timeout,
                 self.hard_timeout)
 
     def __eq__(self, other):
-        if other.__class__ is not self.__class__:
+        if not isinstance(other, Flow):
             return NotImplemented
         return self is other or self._fields() == other._fields()
 
@@ -365,10 +370,10 @@ class Flow:
         return "Flow(" + ", ".join(f"{n}={v!r}" for n, v in zip(_FLOW_FIELDS, self._fields())) + ")"
 
     def __reduce__(self):
-        return (Flow, self._fields())
+        return (make_flow, self._fields())
 
     def replace(self, **changes) -> "Flow":
-        return Flow(**{**dict(zip(_FLOW_FIELDS, self._fields())), **changes})
+        return make_flow(**{**dict(zip(_FLOW_FIELDS, self._fields())), **changes})
 
     @property
     def key(self):
@@ -395,10 +400,30 @@ class Flow:
         return names
 
 
+class TimedFlow(Flow):
+    """A flow that expires (idle_timeout, hard_timeout in seconds; 0: never)."""
+
+    __slots__ = ("idle_timeout", "hard_timeout")
+
+    def __init__(self, table: str, priority: int, match: Tuple[MatchItem, ...], actions: Tuple[Action, ...],
+                 feature: str, obj: str, idle_timeout: int = 0, hard_timeout: int = 0):
+        super().__init__(table, priority, match, actions, feature, obj)
+        self.idle_timeout = idle_timeout
+        self.hard_timeout = hard_timeout
+
+
+def make_flow(table: str, priority: int, match: Tuple[MatchItem, ...], actions: Tuple[Action, ...],
+              feature: str, obj: str, idle_timeout: int = 0, hard_timeout: int = 0) -> Flow:
+    """A Flow, or a TimedFlow where it has a timeout."""
+    if idle_timeout or hard_timeout:
+        return TimedFlow(table, priority, match, actions, feature, obj, idle_timeout, hard_timeout)
+    return Flow(table, priority, match, actions, feature, obj)
+
+
 def flow(table, priority, match, actions=(), *, feature, obj, idle_timeout=0, hard_timeout=0) -> Flow:
     """Build a Flow from a dict match (insertion order kept for readable output)."""
     items = interned(match.items() if isinstance(match, dict) else match)
-    return Flow(table, priority, items, tuple(actions), feature, obj, idle_timeout, hard_timeout)
+    return make_flow(table, priority, items, tuple(actions), feature, obj, idle_timeout, hard_timeout)
 
 
 @_action
