@@ -295,19 +295,28 @@ def one_item(field: str, value) -> tuple:
     return found
 
 
-_LOADS: dict = {}  # (dst, ofs, n_bits) -> {value: Load}
+class _Loads(dict):
+    """value -> Load(value, dst, ofs, n_bits), made when first asked for (loads())."""
+
+    __slots__ = ("dst", "ofs", "n_bits")
+
+    def __missing__(self, value):
+        load = self[value] = Load(value, self.dst, self.ofs, self.n_bits)
+        return load
 
 
-def loaded(value: int, dst: str, ofs: int = 0, n_bits: Optional[int] = None) -> "Load":
-    """Load(value, dst, ofs, n_bits), one object for every flow that loads it: an interface's
-    zone and its groups' class are loaded by several flows of each interface (port security,
-    its destination look-ups): a few hundred new objects per host otherwise."""
-    by_value = _LOADS.get((dst, ofs, n_bits))
-    if by_value is None:
-        by_value = _LOADS[(dst, ofs, n_bits)] = {}
-    found = by_value.get(value)
+_LOADS: dict = {}  # (dst, ofs, n_bits) -> its _Loads
+
+
+def loads(dst: str, ofs: int = 0, n_bits: Optional[int] = None) -> _Loads:
+    """The Loads into dst[ofs..] by value (loads(REG_DST_ZONE, 0, 16)[zone]), one object for
+    every flow that loads a value: an interface's zone and its groups' class are loaded by
+    several flows of each interface (port security, its destination look-ups), a few hundred
+    new objects per host otherwise."""
+    found = _LOADS.get((dst, ofs, n_bits))
     if found is None:
-        found = by_value[value] = Load(value, dst, ofs, n_bits)
+        found = _LOADS[(dst, ofs, n_bits)] = _Loads()
+        found.dst, found.ofs, found.n_bits = dst, ofs, n_bits
     return found
 
 

@@ -16,7 +16,7 @@ from typing import Dict, List, Set, Tuple
 
 from vpcflow.flows.authz import l4_matches
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import Flow, Goto, Load, ct_flags, flow, loaded
+from vpcflow.flows.core import Flow, Goto, Load, ct_flags, flow, loads
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import cidr, ipv4, network_ipv4
 from vpcflow.flows.overlay import OWN, OWN_NOT, PRIORITY, network_accepts, routes
@@ -112,6 +112,7 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
         return
     obj = f"{a.name}->{b.name}"
     zones, classes = ix.zones(sw.name), ix.group_classes()
+    zone_loads, class_loads = loads(REG_DST_ZONE, 0, 16), loads(REG_DST_CLASS)
     into_b = (Load(a.id, REG_SRC_NETWORK, 0, 24), Load(b.id, REG_NETWORK, 0, 24))  # every endpoint's: made once
     lookup_done = Goto("ingress_acl")
     head = network_ipv4(a.id)
@@ -121,8 +122,8 @@ def _receive(ix: Index, sw: Switch, a: Network, b: Network, authz, own: bool):
             continue
         # {reg0: a.id, eth_type: IPv4, ipv4_dst: ep's address}
         yield Flow("dest_lookup", PRIORITY, head + ep.dst_match,
-                   into_b + (loaded(zones[ep.interface.name], REG_DST_ZONE, 0, 16),
-                             loaded(classes[ep.interface.security_groups], REG_DST_CLASS), lookup_done),
+                   into_b + (zone_loads[zones[ep.interface.name]],
+                             class_loads[classes[ep.interface.security_groups]], lookup_done),
                    "authz", obj)
     yield from _check(ix, "network_acl_in", "deliver", a, b, authz,
                       {REG_SRC_NETWORK: a.id, REG_NETWORK: b.id}, {"ipv4_src": cidr(a.cidr)}, obj)

@@ -16,7 +16,7 @@ from netaddr import IPNetwork
 
 from vpcflow.flows.assemble import Runs, Shared
 from vpcflow.flows.base import drop_flow
-from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Move, Output, SetField, flow, interned, loaded
+from vpcflow.flows.core import ETH_IPV4, Flow, Goto, Move, Output, SetField, flow, interned, loads
 from vpcflow.flows.index import Endpoint, Index
 from vpcflow.flows.matches import cidr, dummy_source_mac, embedded_address_actions, ipv4, network_ipv4
 from vpcflow.flows.pipeline import REG_BINDING, REG_DST_CLASS, REG_DST_ZONE, REG_NETWORK
@@ -235,6 +235,7 @@ def followed_route(ep, match: tuple, actions: tuple, feature, local: bool = Fals
 
 def _deliver(ix: Index, sw: Switch, net: Network):
     zones, classes = ix.zones(sw.name), ix.group_classes()
+    zone_loads, class_loads = loads(REG_DST_ZONE, 0, 16), loads(REG_DST_CLASS)
     # made once for the network (netaddr's hash and str were most of what an endpoint's flows
     # cost here)
     net_cidr, from_gateway = cidr(net.cidr), SetField("eth_src", dummy_mac(net.gateway_ip))
@@ -244,8 +245,8 @@ def _deliver(ix: Index, sw: Switch, net: Network):
         name = ep.interface.name
         base = ep.own_dst_match  # {reg0: net.id, eth_type: IPv4, ipv4_dst: ep's address}
         yield Flow("dest_lookup", PRIORITY, base,
-                   (loaded(zones[name], REG_DST_ZONE, 0, 16),
-                    loaded(classes[ep.interface.security_groups], REG_DST_CLASS), lookup_done),
+                   (zone_loads[zones[name]],
+                    class_loads[classes[ep.interface.security_groups]], lookup_done),
                    "overlay", name)
         to_port = (SetField("eth_dst", ep.interface.mac), Output(ep.port))
         yield Flow("deliver", PRIORITY, base + from_network, dummy_source_mac() + to_port, "overlay", name)

@@ -6,7 +6,7 @@ from an instance port is dropped and counted as spoofed_source (the table's miss
 from __future__ import annotations
 
 from vpcflow.flows.arp import asker_class
-from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, loaded, one_item
+from vpcflow.flows.core import ETH_ARP, ETH_IPV4, Flow, Goto, loads, one_item
 from vpcflow.flows.index import Index
 from vpcflow.flows.matches import load_network
 from vpcflow.flows.pipeline import REG_SRC_CLASS, REG_SRC_ZONE
@@ -25,15 +25,16 @@ def network_flows(ix: Index, sw: Switch, net: Network):
     put there than they saved. The items other flows have too (an address, eth_type) are
     interned (an address's through core.one_item)."""
     zones, classes = ix.zones(sw.name), ix.group_classes()
+    zone_loads, class_loads = loads(REG_SRC_ZONE, 0, 16), loads(REG_SRC_CLASS)
     network = load_network(net.id)
     for iface, port in ix.local_interfaces(sw.name):
         if iface.network != net.name:
             continue
         own = (("in_port", port), ("eth_src", iface.mac))
         obj = iface.name
-        mark = (network, loaded(zones[iface.name], REG_SRC_ZONE, 0, 16))
+        mark = (network, zone_loads[zones[iface.name]])
         # its class: which destinations an ARP request may resolve; for IP, its security groups
-        sending = mark + (loaded(classes[iface.security_groups], REG_SRC_CLASS), _TO_EGRESS)
+        sending = mark + (class_loads[classes[iface.security_groups]], _TO_EGRESS)
         # (an address each: its text and items made once; an old binding's interface may have
         # been detached since its remap began: then its endpoints are its old bindings alone)
         for ep in ix.by_interface.get(iface.name) or ix.old_bindings_of(iface.name):
@@ -41,7 +42,7 @@ def network_flows(ix: Index, sw: Switch, net: Network):
             # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
             yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + one_item("arp_spa", text)
                        + (("arp_sha", iface.mac),),
-                       mark + (loaded(asker_class(ix, iface.name, text), REG_SRC_CLASS), _TO_ARP), "port_security", obj)
+                       mark + (class_loads[asker_class(ix, iface.name, text)], _TO_ARP), "port_security", obj)
             if iface.source_dest_check:
                 # {in_port, eth_src, **ipv4(ipv4_src=text)}
                 yield Flow("port_security", PRIORITY, own + _IPV4 + ep.src_match, sending, "port_security", obj)
