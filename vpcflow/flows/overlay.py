@@ -36,6 +36,8 @@ def encapsulate(sender: Switch, net: Network, dst: Optional[Endpoint], embed_sou
     embed_source: the sender's OVS honours tun_ipv6_src, so the outer source can embed the
     inner source too; otherwise the outer source is the switch's own substrate address.
     """
+    if dst is not None and not embed_source:  # (most routes: every switch's shared ones)
+        return (_vni(net.id), dst.outer_destination, _TO_TUNNEL)
     actions = [_vni(net.id)]
     if dst is None:
         actions += embedded_address_actions("tun_ipv6_dst", prefix, net.id, "ipv4_dst")

@@ -14,7 +14,7 @@ from vpcflow.topology.model import Network, Switch
 
 PRIORITY = 100
 # the same for every interface: made once (a host has hundreds of interfaces, 100k in all)
-_TO_ARP, _TO_EGRESS, _TO_PORT_SECURITY = Goto("arp_responder"), Goto("egress_acl"), Goto("port_security")
+_TO_ARP, _TO_EGRESS, _TO_PORT_SECURITY = Goto("arp_responder"), Goto("egress_acl"), (Goto("port_security"),)
 
 
 def network_flows(ix: Index, sw: Switch, net: Network):
@@ -31,6 +31,8 @@ def network_flows(ix: Index, sw: Switch, net: Network):
         if iface.network != net.name:
             continue
         own = (("in_port", port), ("eth_src", iface.mac))
+        # (the parts of its matches: made once)
+        asking, sender, from_it = own + _ARP_REQUEST, (("arp_sha", iface.mac),), own + _IPV4
         obj = iface.name
         mark = (network, zone_loads[zones[iface.name]])
         # its class: which destinations an ARP request may resolve; for IP, its security groups
@@ -40,22 +42,21 @@ def network_flows(ix: Index, sw: Switch, net: Network):
         for ep in ix.by_interface.get(iface.name) or ix.old_bindings_of(iface.name):
             text = ep.ip_text
             # {in_port, eth_src, **arp(arp_op=1, arp_spa=text, arp_sha=mac)}
-            yield Flow("port_security", PRIORITY, own + _ARP_REQUEST + one_item("arp_spa", text)
-                       + (("arp_sha", iface.mac),),
+            yield Flow("port_security", PRIORITY, asking + one_item("arp_spa", text) + sender,
                        mark + (class_loads[asker_class(ix, iface.name, text)], _TO_ARP), "port_security", obj)
             if iface.source_dest_check:
                 # {in_port, eth_src, **ipv4(ipv4_src=text)}
-                yield Flow("port_security", PRIORITY, own + _IPV4 + ep.src_match, sending, "port_security", obj)
+                yield Flow("port_security", PRIORITY, from_it + ep.src_match, sending, "port_security", obj)
         if not iface.source_dest_check:
             # An appliance (router, NAT instance) may send from any address, still from its own MAC.
-            yield Flow("port_security", PRIORITY - 10, own + _IPV4, sending, "port_security", obj)
+            yield Flow("port_security", PRIORITY - 10, from_it, sending, "port_security", obj)
 
 
 def switch_flows(ix: Index, sw: Switch):
     """What enters from an instance port goes to port security (a port may carry interfaces
     of several networks)."""
     for port in sorted({port for _, port in ix.local_interfaces(sw.name)}):
-        yield Flow("classify", 100, (("in_port", port),), (_TO_PORT_SECURITY,), "port_security", f"port:{port}")
+        yield Flow("classify", 100, (("in_port", port),), _TO_PORT_SECURITY, "port_security", f"port:{port}")
 
 
 _ARP_REQUEST = (("eth_type", ETH_ARP), ("arp_op", 1))
