@@ -88,6 +88,27 @@ def test_hosts_compiled_one_after_another_are_checked_by_the_runs_that_differ():
     assert sorted(f.obj for f in finish([shared, again], distinct=distinct)) == ["10.0.0.1", "10.0.0.2", "10.0.0.6"]
 
 
+def test_a_hosts_own_runs_are_checked_with_its_own_flows_and_not_kept():
+    """Own runs (compiler._own: one host's) are checked against the kept runs, the other own
+    runs and the own flows, and are not kept: the next host's own run may take their matches."""
+    shared = Shared([route("10.0.0.1"), route("10.0.0.2")])
+    distinct = Distinct()
+    mine = Shared([route("10.0.0.3")], own=True)
+    assert finish([route("10.0.0.9"), shared, mine], distinct=distinct).parts == ((route("10.0.0.9"),), shared, mine)
+    theirs = Shared([route("10.0.0.3", to="nat_out")], own=True)  # the next host's: 10.0.0.3 is free
+    assert finish([shared, theirs], distinct=distinct).parts == ((), shared, theirs)
+    for clash in ([shared, Shared([route("10.0.0.2", to="nat_out")], own=True)],  # against a kept run
+                  [shared, mine, Shared([route("10.0.0.3", to="nat_out")], own=True)],  # two own runs
+                  [route("10.0.0.3", to="nat_out"), shared, mine]):  # an own run and an own flow
+        with pytest.raises(PipelineError, match="two different flows with one match"):
+            finish(clash, distinct=distinct)
+        assert finish([shared, mine], distinct=distinct).parts is not None  # (anew after a clash)
+    # an own run and a run that came (the rack's next network): found in either order
+    came = Shared([route("10.0.0.3", to="nat_out"), route("10.0.0.8")])
+    with pytest.raises(PipelineError, match="two different flows with one match"):
+        finish([shared, came, mine], distinct=distinct)
+
+
 def test_runs_taken_as_one_are_added_and_counted_by_their_runs():
     """Runs (a few thousand of an edge's, as a few hundred items) are added as their runs. Counted
     (Overlaps), a Runs that comes in place of one that goes is counted by the runs that differ:

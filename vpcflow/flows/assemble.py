@@ -22,11 +22,13 @@ class Shared:
     """A run of flows that several switches' compiles share: finished (checked, unique) when
     made, with what finish() needs to check that runs do not overlap."""
 
-    __slots__ = ("flows", "keys", "remade", "__weakref__")
+    __slots__ = ("flows", "keys", "remade", "own", "__weakref__")
 
-    def __init__(self, flows: Iterable[Flow], like: Optional["Shared"] = None):
+    def __init__(self, flows: Iterable[Flow], like: Optional["Shared"] = None, own: bool = False):
         """like: the run this one is made again in place of (after a change), whose flow objects
-        it mostly takes over (follow records, routes): their key hashes are taken too."""
+        it mostly takes over (follow records, routes): their key hashes are taken too.
+        own: one switch's own flows (compiler._own), in no other switch's compile."""
+        self.own = own
         # hashes, not the keys (a frozenset each: most of a big compile's memory), in an array
         # (a set of them was an eighth of it); two keys of one hash only send finish() the slow way
         flows, hashes, verify = tuple(flows), [], pipeline.verify
@@ -225,7 +227,9 @@ class Distinct:
     (their networks'). So the set of the last host's run hashes is kept and made the next
     host's: the hashes of the runs that went are taken out, those of the runs that came put in
     (checked against it), at C speed. Kept only while its runs were distinct (then no hash in it
-    is two runs'); it holds those runs (their ids stay theirs)."""
+    is two runs'); it holds those runs (their ids stay theirs). A host's own runs are no other
+    host's: they are checked with its own flows, against the set, and not put in it (taking
+    them out again at the next host was a third of the work)."""
 
     __slots__ = ("_runs", "_hashes")
 
@@ -234,7 +238,14 @@ class Distinct:
         self._hashes = set()  # their key hashes
 
     def clear(self, own: List[int], runs: List[Shared]) -> bool:
-        here = dict(zip(map(id, runs), runs))
+        mine, count, kept = set(own), len(own), []
+        for r in runs:
+            if r.own:
+                mine.update(r.keys)
+                count += len(r.keys)
+            else:
+                kept.append(r)
+        here = dict(zip(map(id, kept), kept))
         went = [r for i, r in self._runs.items() if i not in here]
         came = [r for i, r in here.items() if i not in self._runs]
         # taken out, and kept again below if all is distinct (so also if this raises)
@@ -244,9 +255,8 @@ class Distinct:
         for r in went:
             hashes.difference_update(r.keys)
         new = set().union(*(r.keys for r in came))
-        mine = set(own)
         if (len(new) != sum(len(r.keys) for r in came) or not hashes.isdisjoint(new)
-                or len(mine) != len(own) or not mine.isdisjoint(new) or not mine.isdisjoint(hashes)):
+                or len(mine) != count or not mine.isdisjoint(new) or not mine.isdisjoint(hashes)):
             return False
         if hashes:
             hashes |= new

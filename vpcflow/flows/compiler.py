@@ -67,9 +67,9 @@ def _own(ix: Index, sw: Switch, feature: str, embed: bool, of_network, of_switch
     host, and one of what it has once (key: own:FEATURE, switch, whether the outer source is
     embedded there, the network's name or None)."""
     for net in ix.local_networks(sw.name):
-        yield ix.cached((f"own:{feature}", sw.name, embed, net.name), lambda: Shared(of_network(net)))
+        yield ix.cached((f"own:{feature}", sw.name, embed, net.name), lambda: Shared(of_network(net), own=True))
     if of_switch is not None:
-        yield ix.cached((f"own:{feature}", sw.name, embed, None), lambda: Shared(of_switch()))
+        yield ix.cached((f"own:{feature}", sw.name, embed, None), lambda: Shared(of_switch(), own=True))
 
 
 @contextlib.contextmanager
