@@ -69,6 +69,7 @@ def job_scale(size: str, budget: float, yaml_read: bool = False) -> dict:
         times.append(now() - started)
         if now() - t > budget:
             break
+    # compile: the Index and every switch, as compile_deployment (the Index is in it, not beside it)
     compile_time, after = now() - t, resource.getrusage(resource.RUSAGE_SELF)
     # the kernel's share: the page faults of the memory the flows fill as it is first touched
     out.update(compile_sys=after.ru_stime - usage.ru_stime, compile_faults=after.ru_minflt - usage.ru_minflt)
