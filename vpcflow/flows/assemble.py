@@ -228,8 +228,8 @@ class Distinct:
     host's: the hashes of the runs that went are taken out, those of the runs that came put in
     (checked against it), at C speed. Kept only while its runs were distinct (then no hash in it
     is two runs'); it holds those runs (their ids stay theirs). A host's own runs are no other
-    host's: they are checked with its own flows, against the set, and not put in it (taking
-    them out again at the next host was a third of the work)."""
+    host's: they are checked with its own flows, against the set, and not put in it (put in,
+    they were taken out again at the next host: two of the four passes over their keys)."""
 
     __slots__ = ("_runs", "_hashes")
 
