@@ -5,7 +5,7 @@ the switch learned itself, is never deleted. A desired flow whose key (table, pr
 is installed with the same cookie and the same instructions (compared in their wire form, which
 Open vSwitch reports back exactly as it was sent) and timeouts is left alone.
 
-A runtime change can be applied make-before-break (Diff.made_first(), then Diff.changes()): the
+A runtime change can be applied make-before-break (Diff.phases: Diff.made_first() first): the
 adds whose key nothing installed has only add a match, and in a change that moves traffic (an
 elastic IP's remap) they are what lets the new path's packets through. Not the new flows of the
 tables that steer (pipeline.STEERING): those go with the changes.
@@ -67,22 +67,16 @@ class Diff:
             (steering if i.key[0] in STEERING_IDS else rest).append(i)
         return steering, rest
 
-    def changes(self) -> List[Flow]:
-        """The second: the adds that replace an installed flow of the same key (other actions
-        or cookie), and the new flows of the tables that steer (made_first)."""
-        return self._changes(self.made_first())
-
-    def _changes(self, first: List[Flow]) -> List[Flow]:
-        made = set(map(id, first))
-        return [f for f in self.add if id(f) not in made]
-
     def phases(self, deletes_last: bool) -> Tuple[List[Flow], List[Installed], List[Flow], List[Installed]]:
         """A make-before-break change's commits, in order: (the first's adds, the second's
-        deletes and adds, the last's deletes). deletes_last: a third commit takes the deletes
-        but for those of the tables that steer (deletes_split); else the second takes them all."""
+        deletes and adds, the last's deletes). The second's adds: those that replace an
+        installed flow of the same key (other actions or cookie), and the new flows of the
+        tables that steer (made_first). deletes_last: a third commit takes the deletes but for
+        those of the tables that steer (deletes_split); else the second takes them all."""
         first = self.made_first()
+        made = set(map(id, first))
         now, last = self.deletes_split() if deletes_last else (self.delete, [])
-        return first, now, self._changes(first), last
+        return first, now, [f for f in self.add if id(f) not in made], last
 
 
 def diff(desired: Dict[tuple, Flow], installed: List[Installed], content=lambda f: None) -> Diff:
