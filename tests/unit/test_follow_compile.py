@@ -162,7 +162,6 @@ def test_records_stop_at_the_senders_fin_or_rst(dep):
                        for a in f.actions), switch
 
 
-
 def _run_stack(actions, fields):
     """The fields at each Resubmit, and at the end, as Open vSwitch's action stack leaves them."""
     fields, stack, looked_up = dict(fields), [], []
@@ -196,7 +195,6 @@ def test_a_received_rst_is_looked_up_as_its_connections_other_direction(dep):
             "ip_proto": 6, "tcp_flags": rst}}]
         assert ends.actions[-len(f.actions):] == f.actions  # and out, as the holder's other packets
         assert _run_stack(ends.actions, packet) == ([("eip_followed", reverse)], packet)
-
 
 
 def test_a_syn_that_finds_an_ended_connections_marker_takes_its_place(dep):
